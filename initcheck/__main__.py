@@ -1,0 +1,5 @@
+"""python -m initcheck"""
+
+from .cli import main
+
+main(prog_name="initcheck")

@@ -1,0 +1,175 @@
+"""What each op does to the signal: activation (and its parameter), transparent, normalization.
+
+Three forms reach a graph: a module (nn.ReLU), a function (F.relu, torch.relu) and a tensor method
+(x.relu(), x.relu_()); the tracers fold functions and methods into one canonical name, so the
+function table below serves both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .graph import Op
+
+# Module class -> (canonical activation, attribute holding its parameter). Order matters:
+# ReLU6 subclasses Hardtanh, so exact types are looked up before isinstance.
+MODULE_ACTIVATIONS: dict[type, tuple[str, str | None]] = {
+    nn.ReLU: ("relu", None),
+    nn.ReLU6: ("relu6", None),
+    nn.LeakyReLU: ("leaky_relu", "negative_slope"),
+    nn.PReLU: ("prelu", "weight"),
+    nn.ELU: ("elu", "alpha"),
+    nn.SELU: ("selu", None),
+    nn.CELU: ("celu", "alpha"),
+    nn.GELU: ("gelu", None),
+    nn.SiLU: ("silu", None),
+    nn.Mish: ("mish", None),
+    nn.Softplus: ("softplus", "beta"),
+    nn.Hardswish: ("hardswish", None),
+    nn.Hardsigmoid: ("hardsigmoid", None),
+    nn.Hardtanh: ("hardtanh", None),
+    nn.Tanh: ("tanh", None),
+    nn.Sigmoid: ("sigmoid", None),
+    nn.Softsign: ("softsign", None),
+    nn.Softmax: ("softmax", None),
+    nn.LogSoftmax: ("log_softmax", None),
+}
+
+# Canonical function/method name -> (activation, argument keys of its parameter).
+FUNCTION_ACTIVATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "relu": ("relu", ()),
+    "relu6": ("relu6", ()),
+    "leaky_relu": ("leaky_relu", ("1", "negative_slope")),
+    "prelu": ("prelu", ()),
+    "elu": ("elu", ("1", "alpha")),
+    "selu": ("selu", ()),
+    "celu": ("celu", ("1", "alpha")),
+    "gelu": ("gelu", ()),
+    "silu": ("silu", ()),
+    "mish": ("mish", ()),
+    "softplus": ("softplus", ("1", "beta")),
+    "hardswish": ("hardswish", ()),
+    "hardsigmoid": ("hardsigmoid", ()),
+    "hardtanh": ("hardtanh", ()),
+    "tanh": ("tanh", ()),
+    "sigmoid": ("sigmoid", ()),
+    "softsign": ("softsign", ()),
+    "softmax": ("softmax", ()),
+    "log_softmax": ("log_softmax", ()),
+}
+
+# Ops that move, select or drop values without changing the scale the next layer sees.
+TRANSPARENT_FUNCTIONS = frozenset({
+    "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+    "view", "reshape", "flatten", "unflatten", "permute", "transpose", "t", "T", "mT", "contiguous",
+    "squeeze", "unsqueeze", "expand", "expand_as", "view_as", "reshape_as", "getitem", "narrow",
+    "select", "chunk", "split", "unbind", "tensor_split", "movedim", "swapaxes", "flip", "roll",
+    "repeat", "repeat_interleave", "tile", "pad", "constant_pad_nd", "to", "type", "float", "half",
+    "bfloat16", "double", "clone", "detach", "max_pool1d", "max_pool2d", "max_pool3d",
+    "max_pool1d_with_indices", "max_pool2d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
+    "adaptive_max_pool2d", "adaptive_max_pool3d", "interpolate", "upsample", "pixel_shuffle",
+    "pixel_unshuffle", "channel_shuffle", "cat", "concat", "stack", "identity", "mean",
+})
+TRANSPARENT_MODULES: tuple[type, ...] = (
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+    nn.Flatten, nn.Unflatten, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d,
+    nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.ZeroPad1d, nn.ZeroPad2d,
+    nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.ReflectionPad1d,
+    nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+    nn.ReplicationPad3d, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle, nn.ChannelShuffle,
+)
+
+NORM_FUNCTIONS = frozenset({"layer_norm", "batch_norm", "group_norm", "instance_norm", "rms_norm", "normalize"})
+NORM_MODULES: tuple[type, ...] = (
+    nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+
+
+def is_norm_module(module: nn.Module) -> bool:
+    """torch's norm layers, and library ones by name (LlamaRMSNorm, T5LayerNorm, ...)."""
+    if isinstance(module, NORM_MODULES):
+        return True
+    name = type(module).__name__
+    return name.endswith("Norm") or "LayerNorm" in name or "RMSNorm" in name or "BatchNorm" in name
+
+
+@dataclass(frozen=True)
+class Role:
+    """What an op does to the signal. kind: activation, transparent, norm, add, scale, other."""
+
+    kind: str
+    activation: str | None = None
+    param: float | None = None
+
+
+def module_role(module: nn.Module) -> Role:
+    entry = MODULE_ACTIVATIONS.get(type(module))
+    if entry is None:
+        entry = next((v for t, v in MODULE_ACTIVATIONS.items() if isinstance(module, t)), None)
+    if entry is not None:
+        name, attr = entry
+        return Role("activation", name, _param_value(getattr(module, attr, None)) if attr else None)
+    if isinstance(module, TRANSPARENT_MODULES):
+        return Role("transparent")
+    if is_norm_module(module):
+        return Role("norm")
+    return Role("other")
+
+
+def function_role(op: Op) -> Role:
+    name = op.target
+    if name in FUNCTION_ACTIVATIONS:
+        activation, keys = FUNCTION_ACTIVATIONS[name]
+        value = op.scalar(*keys) if keys else None
+        return Role("activation", activation, float(value) if isinstance(value, (int, float)) else None)
+    if name in TRANSPARENT_FUNCTIONS:
+        return Role("transparent")
+    if name in NORM_FUNCTIONS:
+        return Role("norm")
+    if name in ("add", "sub"):
+        return Role("add")
+    if name in ("mul", "div", "neg"):
+        return Role("scale")
+    return Role("other")
+
+
+def _param_value(value) -> float | None:
+    if isinstance(value, torch.Tensor):
+        if value.is_meta or value.numel() == 0:
+            return None
+        return float(value.detach().float().mean())
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def match_elementwise(fn, atol: float = 2e-3) -> str | None:
+    """The canonical activation that `fn` computes, checked numerically on [-6, 6], or None.
+
+    Used for library and hand-written activation modules (HF's GELUActivation, a user's Swish):
+    they are judged by what they compute, not by their names.
+    """
+    from .theory import activation_fn
+
+    x = torch.linspace(-6.0, 6.0, 241)
+    try:
+        with torch.no_grad():
+            y = fn(x.clone())
+    except Exception:
+        return None
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape or not torch.isfinite(y).all():
+        return None
+    y = y.float()
+    for name in ("identity", "relu", "relu6", "gelu", "silu", "mish", "elu", "selu", "celu", "softplus",
+                 "hardswish", "hardsigmoid", "hardtanh", "tanh", "sigmoid", "softsign"):
+        ref = activation_fn(name)(x)
+        if torch.allclose(y, ref, atol=atol, rtol=0):
+            return name
+    for slope in (0.01, 0.1, 0.2, 0.3):
+        if torch.allclose(y, torch.nn.functional.leaky_relu(x, slope), atol=atol, rtol=0):
+            return f"leaky_relu:{slope}"
+    return ""  # elementwise, but none of the known ones

@@ -1,0 +1,121 @@
+"""The command line: the only place that prints. Exit codes: 0 clean, 1 findings at or above
+--fail-on, 2 a target or option that cannot be used."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import torch
+
+from . import __version__, config as config_mod
+from .api import diagnose
+from .errors import ConfigError, InitcheckError
+from .inputs import from_shape
+from .loader import load
+from .report import format_text, to_json
+from .rules import RULES, SEVERITIES
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "int64": torch.int64, "int32": torch.int32, "long": torch.int64, "float": torch.float32}
+
+
+class ShapeType(click.ParamType):
+    name = "shape"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            shape = tuple(int(v) for v in str(value).replace("x", ",").split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a shape: write it as 2,3,32,32", param, ctx)
+        if not shape or any(s <= 0 for s in shape):
+            self.fail(f"{value!r} is not a shape: every size must be a positive integer", param, ctx)
+        return shape
+
+
+def _codes(value: str | None) -> tuple[str, ...]:
+    return tuple(c.strip().upper() for c in (value or "").split(",") if c.strip())
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("targets", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format.")
+@click.option("--fail-on", type=click.Choice([*SEVERITIES, "never"]), default=None, help="Exit 1 when a finding at or above this severity exists.  [default: error]")
+@click.option("--select", default=None, help="Only these codes or prefixes, comma-separated (IC1,IC203).")
+@click.option("--ignore", default=None, help="Skip these codes or prefixes, comma-separated.")
+@click.option("--input-shape", type=ShapeType(), default=None, help="Example input shape for models fx cannot trace, e.g. 2,3,32,32.")
+@click.option("--input-dtype", type=click.Choice(sorted(DTYPES)), default=None, help="Example input dtype (int64 for token ids).  [default: float32]")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="A pyproject.toml with [tool.initcheck] (found upwards from here by default).")
+@click.option("--list-rules", is_flag=True, help="List the finding codes and exit.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(__version__, "--version", prog_name="initcheck")
+def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, config_path, list_rules, verbose):
+    """Check the weight initialization of PyTorch models, before any training.
+
+    TARGETS are path/to/model.py:Name, package.module:Name or path/to/model.py (every nn.Module
+    subclass in the file that builds with no arguments). Name may be an nn.Module subclass, a
+    function returning a module, or a module instance. With no TARGETS, the targets come from
+    [tool.initcheck] in pyproject.toml.
+    """
+    if list_rules:
+        for code, r in RULES.items():
+            click.echo(f"{code}  {r.severity:<7}  {r.name}: {r.summary}")
+        return
+    try:
+        cfg = config_mod.read(config_path) if config_path else (
+            config_mod.read(found) if (found := config_mod.find()) else config_mod.Config())
+    except ConfigError as e:
+        _fail(e, verbose)
+    targets = targets or cfg.targets
+    if not targets:
+        click.echo("initcheck: no targets: name one (initcheck model.py:Net) or list them in [tool.initcheck] targets", err=True)
+        sys.exit(2)
+    fail_on = fail_on or cfg.fail_on or "error"
+    if fail_on not in (*SEVERITIES, "never"):
+        _fail(ConfigError(cfg.path or "config", f"fail-on must be one of {', '.join((*SEVERITIES, 'never'))}"), verbose)
+    select_codes = _codes(select) or cfg.select
+    ignore_codes = _codes(ignore) or cfg.ignore
+    shape = input_shape or (ShapeType().convert(cfg.input_shape, None, None) if cfg.input_shape else None)
+    dtype = DTYPES[input_dtype or cfg.input_dtype or "float32"]
+
+    reports, exit_code = [], 0
+    progress = len(targets) > 1 and sys.stderr.isatty()
+    for target in targets:
+        try:
+            for loaded in load(target):
+                if progress:
+                    click.echo(f"initcheck: checking {loaded.target} ...", err=True)
+                inputs = from_shape(shape, dtype, loaded.model) if shape else None
+                report = diagnose(loaded.model, inputs, target=loaded.target, select=select_codes,
+                                  ignore=ignore_codes, per_layer_ignore=cfg.per_layer_ignores)
+                reports.append(report)
+                if fmt == "table":
+                    click.echo(format_text(report))
+                    click.echo("")
+                if report.fails(fail_on):
+                    exit_code = max(exit_code, 1)
+        except InitcheckError as e:
+            _report_error(e, verbose)
+            exit_code = 2
+        except Exception as e:  # a bug of ours: still one line, and the traceback on request
+            click.echo(f"initcheck: {target}: internal error {type(e).__name__}: {e} (please report it; --verbose shows the traceback)", err=True)
+            if verbose:
+                traceback.print_exc()
+            exit_code = 2
+    if fmt == "json":
+        click.echo(to_json(reports))
+    sys.exit(exit_code)
+
+
+def _report_error(e: InitcheckError, verbose: bool) -> None:
+    click.echo(f"initcheck: {e.line()}", err=True)
+    if verbose:
+        traceback.print_exception(e)
+
+
+def _fail(e: InitcheckError, verbose: bool):
+    _report_error(e, verbose)
+    sys.exit(2)

@@ -1,0 +1,124 @@
+"""Which parameters are weights, and how each is laid out: the registry of weight-bearing ops."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from .graph import Op
+
+
+@dataclass(frozen=True)
+class WeightUse:
+    """How a layer uses one weight tensor.
+
+    param: attribute path relative to the module ("weight", "out_proj.weight", "weight_hh_l0");
+    layout: see theory.fans; role: "weight", "recurrent" or "embedding"; blocks: packed blocks
+    (3 for q/k/v, 4 for LSTM gates); activation: the activation applied inside the layer, where the
+    layer has one of its own (RNN gates).
+    """
+
+    param: str
+    layout: str
+    role: str = "weight"
+    groups: int = 1
+    stride: tuple[int, ...] = ()
+    blocks: int = 1
+    activation: str | None = None
+
+
+_RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def module_weights(module: nn.Module) -> tuple[WeightUse, ...]:
+    """The weights of a leaf module, with their layouts; () for modules that hold none."""
+    if isinstance(module, (nn.Linear,)) or type(module).__name__ == "NonDynamicallyQuantizableLinear":
+        return (WeightUse("weight", "out_in"),)
+    if isinstance(module, nn.Bilinear):
+        return (WeightUse("weight", "bilinear"),)
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return (WeightUse("weight", "conv_transpose", groups=module.groups, stride=tuple(module.stride)),)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return (WeightUse("weight", "conv", groups=module.groups),)
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return (WeightUse("weight", "embedding", role="embedding"),)
+    if isinstance(module, nn.MultiheadAttention):
+        if module.in_proj_weight is not None:
+            uses = [WeightUse("in_proj_weight", "packed", blocks=3, activation="identity")]
+        else:
+            uses = [WeightUse(f"{p}_proj_weight", "out_in", activation="identity") for p in "qkv"]
+        return (*uses, WeightUse("out_proj.weight", "out_in"))
+    if isinstance(module, nn.RNNBase):
+        gates = _RNN_GATES.get(module.mode.split("_")[0], 1)
+        act = "relu" if module.mode == "RNN_RELU" else "tanh"
+        uses = []
+        for name, _ in module.named_parameters(recurse=False):
+            if re.match(r"weight_ih_l\d+", name):
+                uses.append(WeightUse(name, "packed", blocks=gates, activation=act))
+            elif re.match(r"weight_hh_l\d+", name):
+                uses.append(WeightUse(name, "packed", role="recurrent", blocks=gates, activation=act))
+            elif re.match(r"weight_hr_l\d+", name):
+                uses.append(WeightUse(name, "out_in", activation="identity"))
+        return tuple(uses)
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        return (WeightUse("weight", "in_out"),)  # Hugging Face GPT-2's transposed Linear
+    return ()
+
+
+def is_leaf(module: nn.Module) -> bool:
+    """Leaf modules are traced as one op: torch.nn's childless modules, weight layers, norms, and
+    parameter-free library activations. Everything else is traced through."""
+    if module_weights(module):
+        return True
+    from .activations import is_norm_module
+
+    if is_norm_module(module):
+        return True
+    children = next(module.children(), None) is not None
+    if children:
+        return False
+    if type(module).__module__.startswith("torch.nn"):
+        return True
+    # A childless, parameter-free module (HF's GELUActivation, a user's Swish) stays one op so that
+    # it can be identified numerically; one with parameters is traced through to its F.* calls.
+    return next(module.parameters(recurse=False), None) is None and next(module.buffers(recurse=False), None) is None
+
+
+# Function ops that read a weight parameter: canonical name -> (weight argument keys, layout,
+# groups keys, stride keys).
+FUNCTION_WEIGHTS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...], tuple[str, ...]]] = {
+    "linear": (("1", "weight"), "out_in", (), ()),
+    "conv1d": (("1", "weight"), "conv", ("6", "groups"), ()),
+    "conv2d": (("1", "weight"), "conv", ("6", "groups"), ()),
+    "conv3d": (("1", "weight"), "conv", ("6", "groups"), ()),
+    "conv_transpose1d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride")),
+    "conv_transpose2d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride")),
+    "conv_transpose3d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride")),
+    "bilinear": (("2", "weight"), "bilinear", (), ()),
+    "embedding": (("1", "weight"), "embedding", (), ()),
+    "addmm": (("2", "mat2"), "in_out", (), ()),
+    "matmul": (("1", "other"), "in_out", (), ()),
+    "rmatmul": (("0",), "in_out", (), ()),
+}
+
+
+def function_weight(op: Op, param_ops: set[int]) -> tuple[int, WeightUse] | None:
+    """(param op index, use) when `op` is a function that reads a weight parameter."""
+    entry = FUNCTION_WEIGHTS.get(op.target)
+    if entry is not None:
+        keys, layout, group_keys, stride_keys = entry
+        idx = op.operand(*keys)
+        if idx is not None and idx in param_ops:
+            groups = op.scalar(*group_keys, default=1) if group_keys else 1
+            stride = op.scalar(*stride_keys, default=1) if stride_keys else 1
+            stride = tuple(stride) if isinstance(stride, (tuple, list)) else (int(stride),)
+            role = "embedding" if layout == "embedding" else "weight"
+            return idx, WeightUse("", layout, role=role, groups=int(groups), stride=stride)
+    if op.target == "matmul":
+        # W @ x with the weight first: [out, in] applied from the left.
+        idx = op.operand("0", "input")
+        if idx is not None and idx in param_ops:
+            return idx, WeightUse("", "out_in")
+    return None

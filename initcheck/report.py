@@ -1,0 +1,162 @@
+"""The report types and the one place that formats them (table, JSON, findings)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tabulate import tabulate
+
+from .rules import SEVERITIES, Finding
+
+JSON_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    name: str
+    param: str
+    kind: str
+    shape: tuple[int, ...]
+    fan_in: int
+    fan_out: int
+    activation: str
+    activation_param: float | None
+    normalized: bool
+    residual_end: bool
+    is_output: bool
+    scheme: str
+    gain: float
+    recommended_std: float
+    actual_std: float | None
+    actual_mean: float | None
+    variance_ratio: float | None
+    predicted_rms: float | None  # pre-activation rms predicted from unit-variance inputs
+    aliases: tuple[str, ...] = ()
+    convention: str | None = None
+    verdict: str = "ok"
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.name}.{self.param}" if self.name else self.param
+
+
+@dataclass(frozen=True)
+class Report:
+    target: str
+    tracer: str
+    layers: tuple[LayerReport, ...]
+    findings: tuple[Finding, ...]
+    notes: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """No error finding."""
+        return not any(f.severity == "error" for f in self.findings)
+
+    def worst(self) -> str | None:
+        levels = [SEVERITIES.index(f.severity) for f in self.findings]
+        return SEVERITIES[max(levels)] if levels else None
+
+    def fails(self, fail_on: str) -> bool:
+        """Whether a finding at or above `fail_on` exists ("never" never fails)."""
+        if fail_on == "never":
+            return False
+        floor = SEVERITIES.index(fail_on)
+        return any(SEVERITIES.index(f.severity) >= floor for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        layers = []
+        for lr in self.layers:
+            d = asdict(lr)
+            d["shape"] = list(lr.shape)
+            d["aliases"] = list(lr.aliases)
+            layers.append({k: _clean(v) for k, v in d.items()})
+        return {
+            "target": self.target,
+            "tracer": self.tracer,
+            "notes": list(self.notes),
+            "layers": layers,
+            "findings": [{"code": f.code, "name": f.name, "severity": f.severity, "layer": f.layer,
+                          "message": f.message, "fix": f.fix} for f in self.findings],
+            **self.extra,
+        }
+
+    def __str__(self) -> str:
+        return format_text(self)
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    return v
+
+
+def _num(v: float | None, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}g}"
+
+
+def _ratio(v: float | None) -> str:
+    if v is None or math.isnan(v):
+        return "-"
+    return f"{v:.2g}"
+
+
+def _activation(lr: LayerReport) -> str:
+    text = lr.activation
+    if lr.activation_param is not None and lr.activation in ("leaky_relu", "prelu", "elu", "celu", "softplus"):
+        text += f"({lr.activation_param:g})"
+    marks = []
+    if lr.normalized:
+        marks.append("norm")
+    if lr.residual_end:
+        marks.append("res")
+    if lr.is_output:
+        marks.append("out")
+    return text + (f" [{','.join(marks)}]" if marks else "")
+
+
+def format_table(report: Report) -> str:
+    rows = [
+        [lr.qualname, lr.kind, "x".join(map(str, lr.shape)), lr.fan_in, lr.fan_out, _activation(lr),
+         lr.scheme, _num(lr.recommended_std), _num(lr.actual_std), _ratio(lr.variance_ratio),
+         _num(lr.predicted_rms), lr.verdict]
+        for lr in report.layers
+    ]
+    headers = ["layer", "kind", "shape", "fan_in", "fan_out", "activation", "scheme", "rec std",
+               "std", "var ratio", "signal", "verdict"]
+    return tabulate(rows, headers=headers, disable_numparse=True)
+
+
+def format_findings(report: Report) -> str:
+    lines = []
+    for f in report.findings:
+        lines.append(f"{report.target}: {f.code} [{f.severity}] {f.message}")
+        if f.fix:
+            lines.append(f"  fix: {f.fix}")
+    return "\n".join(lines)
+
+
+def format_text(report: Report) -> str:
+    head = f"{report.target}  (traced with {report.tracer}; {len(report.layers)} weight tensors)"
+    parts = [head]
+    parts.extend(f"  note: {n}" for n in report.notes)
+    if report.layers:
+        parts.append(format_table(report))
+    findings = format_findings(report)
+    counts = {s: sum(f.severity == s for f in report.findings) for s in SEVERITIES}
+    summary = ", ".join(f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in reversed(SEVERITIES))
+    parts.append("")
+    if findings:
+        parts.append(findings)
+    parts.append(f"{report.target}: {summary}")
+    return "\n".join(parts)
+
+
+def to_json(reports: list[Report]) -> str:
+    return json.dumps({"version": JSON_VERSION, "models": [r.to_dict() for r in reports]}, indent=2)

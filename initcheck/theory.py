@@ -1,0 +1,224 @@
+"""Fans, gains and initialization schemes: the maths, with torch.nn.init as the reference.
+
+Conventions (see docs/theory.md):
+- fans are counted from how a weight is *used*, not from torch's shape rule
+  (`torch.nn.init._calculate_fan_in_and_fan_out`): grouped and depthwise convolutions divide both
+  fans by the groups, ConvTranspose's `[in, out/groups, *k]` layout is read the right way round,
+  and packed matrices (attention's q/k/v, an RNN's gates) count one block, not the stack;
+- the gain of an activation is `torch.nn.init.calculate_gain`'s where torch defines one, otherwise
+  the variance-preserving gain 1/sqrt(E[f(z)^2]), z ~ N(0, 1), computed from the function itself
+  (He et al. 2015 derive sqrt(2) for ReLU exactly this way).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+# Activations grouped by the scheme that preserves their signal.
+SATURATING = frozenset({"tanh", "sigmoid", "softsign", "hardtanh", "hardsigmoid"})
+RELU_FAMILY = frozenset(
+    {"relu", "relu6", "leaky_relu", "prelu", "elu", "celu", "gelu", "silu", "mish", "softplus", "hardswish"}
+)
+LINEAR_LIKE = frozenset({"identity", "softmax", "log_softmax"})
+KNOWN = SATURATING | RELU_FAMILY | LINEAR_LIKE | {"selu"}
+
+# Default parameter of each parametrized activation (torch's defaults).
+DEFAULT_PARAM = {"leaky_relu": 0.01, "prelu": 0.25, "elu": 1.0, "celu": 1.0, "softplus": 1.0}
+
+
+def activation_fn(name: str, param: float | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The elementwise function behind a canonical activation name, or None when it is not elementwise."""
+    p = DEFAULT_PARAM.get(name) if param is None else param
+    table: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "identity": lambda x: x,
+        "relu": F.relu,
+        "relu6": F.relu6,
+        "leaky_relu": lambda x: F.leaky_relu(x, p),
+        "prelu": lambda x: F.leaky_relu(x, p),
+        "elu": lambda x: F.elu(x, p),
+        "celu": lambda x: F.celu(x, p),
+        "selu": F.selu,
+        "gelu": F.gelu,
+        "silu": F.silu,
+        "mish": F.mish,
+        "softplus": lambda x: F.softplus(x, p),
+        "hardswish": F.hardswish,
+        "hardsigmoid": F.hardsigmoid,
+        "hardtanh": F.hardtanh,
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "softsign": F.softsign,
+    }
+    return table.get(name)
+
+
+# --- Gaussian expectations -------------------------------------------------------------------
+
+# A fixed grid over N(0, 1) with Simpson weights: exact enough (1e-6) for the kinks of ReLU-like
+# functions, where Gauss-Hermite rules converge slowly.
+_GRID_N = 8001
+_GRID_HALF_WIDTH = 10.0
+
+
+@functools.lru_cache(maxsize=1)
+def _grid() -> tuple[torch.Tensor, torch.Tensor]:
+    z = torch.linspace(-_GRID_HALF_WIDTH, _GRID_HALF_WIDTH, _GRID_N, dtype=torch.float64)
+    h = float(z[1] - z[0])
+    simpson = torch.ones(_GRID_N, dtype=torch.float64)
+    simpson[1:-1:2] = 4.0
+    simpson[2:-1:2] = 2.0
+    w = simpson * h / 3.0 * torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return z, w / w.sum()
+
+
+@dataclass(frozen=True)
+class Moments:
+    """E[f(x)], E[f(x)^2] and E[f'(x)^2] for x ~ N(mean, var)."""
+
+    mean: float
+    second: float
+    slope2: float
+
+
+def gaussian_moments(fn: Callable[[torch.Tensor], torch.Tensor], mean: float, var: float) -> Moments:
+    """Push N(mean, var) through an elementwise `fn`: the moments the signal model needs."""
+    z, w = _grid()
+    x = (mean + math.sqrt(max(var, 0.0)) * z).detach().requires_grad_(True)
+    with torch.enable_grad():
+        y = fn(x)
+        (dy,) = torch.autograd.grad(y.sum(), x, allow_unused=True)
+    y = y.detach().double()
+    dy = torch.zeros_like(y) if dy is None else dy.double()
+    # Non-finite values (an overflowing custom function) count as zero rather than poison the sums.
+    y = torch.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+    dy = torch.nan_to_num(dy, nan=0.0, posinf=0.0, neginf=0.0)
+    return Moments(float((w * y).sum()), float((w * y * y).sum()), float((w * dy * dy).sum()))
+
+
+@functools.lru_cache(maxsize=256)
+def numeric_gain(name: str, param: float | None = None) -> float:
+    """Variance-preserving gain 1/sqrt(E[f(z)^2]), z ~ N(0, 1), of a named activation."""
+    fn = activation_fn(name, param)
+    if fn is None:
+        return 1.0
+    return gain_of(fn)
+
+
+def gain_of(fn: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """Variance-preserving gain of any elementwise function (custom activations included)."""
+    second = gaussian_moments(fn, 0.0, 1.0).second
+    return 1.0 / math.sqrt(second) if second > 0 else 1.0
+
+
+def gain(name: str, param: float | None = None) -> float:
+    """torch.nn.init.calculate_gain where torch defines the activation, the numeric gain otherwise."""
+    if name in LINEAR_LIKE or name == "selu":
+        # SELU's fixed point needs LeCun's 1/fan_in (torch's docs: nonlinearity='linear' for SNNs).
+        return 1.0
+    if name in ("relu", "tanh", "sigmoid"):
+        return torch.nn.init.calculate_gain(name)
+    if name in ("leaky_relu", "prelu"):
+        slope = DEFAULT_PARAM[name] if param is None else param
+        return torch.nn.init.calculate_gain("leaky_relu", slope)
+    return numeric_gain(name, param)
+
+
+# --- Fans ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fans:
+    fan_in: int
+    fan_out: int
+
+
+def fans(layout: str, shape: tuple[int, ...], groups: int = 1, stride: tuple[int, ...] = (), blocks: int = 1) -> Fans:
+    """Fans of a weight from its layout (how it is used) and shape.
+
+    layouts: "out_in" (nn.Linear, F.linear: [out, in]), "in_out" (x @ W, HF Conv1D: [in, out]),
+    "conv" ([out, in/g, *k]), "conv_transpose" ([in, out/g, *k]), "bilinear" ([out, in1, in2]),
+    "embedding" ([num, dim]: a lookup, fan_in 1), "packed" ([blocks*out, in]: q/k/v or RNN gates).
+    """
+    if layout == "out_in":
+        return Fans(_prod(shape[1:]), shape[0])
+    if layout == "in_out":
+        return Fans(shape[0], _prod(shape[1:]))
+    if layout == "packed":
+        return Fans(_prod(shape[1:]), shape[0] // max(blocks, 1))
+    if layout == "conv":
+        rf = _prod(shape[2:])
+        return Fans(shape[1] * rf, (shape[0] // groups) * rf)
+    if layout == "conv_transpose":
+        # Each output sums over in/g channels and, per spatial dimension, about k/stride taps.
+        k = shape[2:]
+        s = tuple(stride) + (1,) * (len(k) - len(stride))
+        reach = _prod(max(1, math.ceil(kk / ss)) for kk, ss in zip(k, s))
+        return Fans((shape[0] // groups) * reach, shape[1] * _prod(k))
+    if layout == "bilinear":
+        return Fans(shape[1] * shape[2], shape[0])
+    if layout == "embedding":
+        return Fans(1, shape[1])
+    raise ValueError(f"unknown layout {layout!r}; expected one of out_in, in_out, conv, conv_transpose, bilinear, embedding, packed")
+
+
+def torch_fans(shape: tuple[int, ...]) -> Fans:
+    """torch.nn.init's shape rule, to know when its kaiming_/xavier_ helpers compute our fans."""
+    if len(shape) < 2:
+        return Fans(shape[0] if shape else 1, shape[0] if shape else 1)
+    rf = _prod(shape[2:])
+    return Fans(shape[1] * rf, shape[0] * rf)
+
+
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= int(x)
+    return out
+
+
+# --- Schemes ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recommendation:
+    scheme: str  # "he", "xavier", "lecun", "orthogonal", "embedding"
+    gain: float
+    std: float
+
+
+SCHEME_TITLE = {
+    "he": "He",
+    "xavier": "Xavier",
+    "lecun": "LeCun",
+    "orthogonal": "orthogonal",
+    "embedding": "embedding N(0,1)",
+}
+
+
+def recommend(
+    activation: str, param: float | None, fan: Fans, role: str = "weight", custom_gain: float | None = None
+) -> Recommendation:
+    """The scheme and std that keep the signal's scale through this layer and its activation.
+
+    role: "weight", "recurrent" (an RNN's hidden-to-hidden matrix), "embedding".
+    custom_gain: the numeric gain of an `unknown:<name>` activation, measured from the function itself.
+    """
+    if role == "embedding":
+        return Recommendation("embedding", 1.0, 1.0)
+    if role == "recurrent":
+        return Recommendation("orthogonal", 1.0, 1.0 / math.sqrt(fan.fan_in))
+    g = gain(activation, param) if activation in KNOWN else (custom_gain or 1.0)
+    if activation == "selu":
+        return Recommendation("lecun", 1.0, 1.0 / math.sqrt(fan.fan_in))
+    if activation in RELU_FAMILY or (activation.startswith("unknown:") and g != 1.0):
+        return Recommendation("he", g, g / math.sqrt(fan.fan_in))
+    return Recommendation("xavier", g, g * math.sqrt(2.0 / (fan.fan_in + fan.fan_out)))
+
+
+def torch_default_std(fan_in: int) -> float:
+    """nn.Linear / nn.Conv*'s default: kaiming_uniform_(a=sqrt(5)) = U(+-1/sqrt(fan_in))."""
+    return 1.0 / math.sqrt(3.0 * fan_in)
