@@ -148,14 +148,14 @@ def _param_value(value) -> float | None:
 
 
 def match_elementwise(fn, atol: float = 2e-3) -> str | None:
-    """The canonical activation that `fn` computes, checked numerically on [-6, 6], or None.
+    """The canonical activation that `fn` computes, checked numerically on [-8, 8], or None.
 
     Used for library and hand-written activation modules (HF's GELUActivation, a user's Swish):
     they are judged by what they compute, not by their names.
     """
     from .theory import activation_fn
 
-    x = torch.linspace(-6.0, 6.0, 241)
+    x = torch.linspace(-8.0, 8.0, 321)  # past 6, where relu and relu6 part
     try:
         with torch.no_grad():
             y = fn(x.clone())

@@ -31,6 +31,7 @@ class LayerFacts:
     normalized: bool
     residual_end: bool
     is_output: bool
+    in_residual_branch: bool  # on the branch side of a residual add (Fixup, GPT-2 blocks, ReZero)
     scheme: str
     gain: float
     recommended_std: float
@@ -79,6 +80,7 @@ class _View:
         self.param_ops = {op.index for op in graph.ops if op.kind == "param"}
         self._modules = dict(model.named_modules())
         self.depth = self._weight_depth()
+        self.branch_ops = self._residual_branches()
 
     def module(self, op: Op) -> nn.Module | None:
         return self._modules.get(op.module) if op.module is not None else None
@@ -99,6 +101,29 @@ class _View:
 
     def data_operands(self, op: Op) -> list[int]:
         return [i for i in op.inputs if self.graph.ops[i].kind not in ("param", "buffer")]
+
+    def _residual_branches(self) -> set[int]:
+        """Ops on the deeper side of an add whose other side is shallower (x + f(x)), back to the
+        depth where the shortcut leaves."""
+        out: set[int] = set()
+        for op in self.graph.ops:
+            if op.kind != "function" or op.target != "add":
+                continue
+            data = self.data_operands(op)
+            if len(data) < 2:
+                continue
+            deep = max(data, key=lambda i: self.depth[i])
+            floor = min(self.depth[i] for i in data)
+            if self.depth[deep] == floor:
+                continue
+            stack = [deep]
+            while stack:
+                i = stack.pop()
+                if i in out or self.depth[i] <= floor:
+                    continue
+                out.add(i)
+                stack.extend(self.graph.ops[i].inputs)
+        return out
 
     def _weight_depth(self) -> list[int]:
         depth = [0] * len(self.graph.ops)
@@ -301,6 +326,7 @@ def _facts(view: _View, op: Op, owner: str, use: WeightUse, p: torch.Tensor, kin
         normalized=f.normalized,
         residual_end=f.residual_end,
         is_output=f.is_output,
+        in_residual_branch=op.index in view.branch_ops,
         scheme=rec.scheme,
         gain=rec.gain,
         recommended_std=rec.std,

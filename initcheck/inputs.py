@@ -24,12 +24,13 @@ def normalize(example_inputs: Any) -> Inputs | None:
     return (example_inputs,), {}
 
 
-def from_shape(shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module) -> Inputs:
+def from_shape(shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module) -> torch.Tensor:
+    """One input tensor of this shape: N(0, 1) values, or token ids below the first Embedding's size."""
     g = torch.Generator().manual_seed(0)
     if dtype.is_floating_point:
-        return (torch.randn(shape, generator=g).to(dtype),), {}
+        return torch.randn(shape, generator=g).to(dtype)
     high = next((m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)), 2)
-    return (torch.randint(0, high, shape, generator=g, dtype=dtype),), {}
+    return torch.randint(0, high, shape, generator=g, dtype=dtype)
 
 
 def guess(model: nn.Module, batch: int = 2) -> Inputs:

@@ -133,13 +133,34 @@ def format_table(report: Report) -> str:
     return tabulate(rows, headers=headers, disable_numparse=True)
 
 
+COLLAPSE_AFTER = 3  # a run of one code longer than this prints its first findings and a count
+
+
 def format_findings(report: Report) -> str:
-    lines = []
+    """One line per finding and its fix; a long run of one code (19 layers at PyTorch's default)
+    shows its first COLLAPSE_AFTER and a count: --format json keeps every one."""
+    lines: list[str] = []
+    run_code, run_len, hidden = None, 0, []
     for f in report.findings:
+        run_len = run_len + 1 if f.code == run_code else 1
+        run_code = f.code
+        if run_len > COLLAPSE_AFTER:
+            hidden.append(f)
+            continue
+        _flush(lines, report.target, hidden)
+        hidden = []
         lines.append(f"{report.target}: {f.code} [{f.severity}] {f.message}")
         if f.fix:
             lines.append(f"  fix: {f.fix}")
+    _flush(lines, report.target, hidden)
     return "\n".join(lines)
+
+
+def _flush(lines: list[str], target: str, hidden: list[Finding]) -> None:
+    if hidden:
+        names = ", ".join(f.layer for f in hidden[:4]) + (", ..." if len(hidden) > 4 else "")
+        lines.append(f"{target}: {hidden[0].code} [{hidden[0].severity}] ... and {len(hidden)} more like it ({names}); "
+                     "--format json lists them all, initcheck.fix(model) repairs them")
 
 
 def format_text(report: Report) -> str:

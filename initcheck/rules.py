@@ -173,14 +173,16 @@ def non_centered(ctx: Context) -> Iterator[Finding]:
       "The weight's variance is more than 4x off the scheme that fits its activation.",
       "Each layer multiplies the signal's variance by fan_in·Var(w)·E[f(z)²]; the recommended "
       "scheme makes that factor 1. PyTorch's default before a ReLU gives 1/6 per layer. Layers "
-      "followed by a normalization, deliberately small branch ends and output layers are exempt.")
+      "followed by a normalization, output layers, and layers scaled down inside a residual "
+      "branch (Fixup, GPT-2's 0.02, zero branch ends) are exempt; the IC2xx rules still judge "
+      "what their scale does to the signal.")
 def variance_mismatch(ctx: Context) -> Iterator[Finding]:
     for lf in ctx.layers:
         ratio = lf.variance_ratio
         if ratio is None or lf.stats.constant or lf.normalized or lf.role == "embedding" or math.isnan(ratio):
             continue
-        if intentional_small(lf):
-            continue
+        if intentional_small(lf) or (lf.in_residual_branch and ratio < 1.0):
+            continue  # scaled-down branches are a convention (Fixup, GPT-2, T-Fixup); IC2xx still judge them
         if ratio > VARIANCE_BAND or ratio < 1.0 / VARIANCE_BAND:
             factor = math.sqrt(ratio)
             direction = f"{factor:.2g}x above" if factor > 1 else f"{1 / factor:.2g}x below"

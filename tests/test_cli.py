@@ -1,0 +1,147 @@
+"""The CLI with click's CliRunner: output, exit codes, one-line errors."""
+
+import json
+import os
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from initcheck.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEEDS = os.path.join(ROOT, "examples", "seeds.py")
+
+
+def run(*args, cwd=None):
+    runner = CliRunner()
+    if cwd:
+        old = os.getcwd()
+        os.chdir(cwd)
+    try:
+        return runner.invoke(main, list(args))
+    finally:
+        if cwd:
+            os.chdir(old)
+
+
+def write(tmp_path, text, name="model.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_clean_model_exits_0_with_a_table(tmp_path):
+    r = run(f"{SEEDS}:He", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "fan_in" in r.output and "0 errors" in r.output
+
+
+def test_findings_exit_1(tmp_path):
+    r = run(f"{SEEDS}:Zeros", cwd=tmp_path)
+    assert r.exit_code == 1
+    assert "IC101 [error]" in r.output and "fix: nn.init.kaiming_normal_(model.net[0].weight" in r.output
+
+
+def test_fail_on_warning_and_never(tmp_path):
+    assert run(f"{SEEDS}:PyTorchDefault", cwd=tmp_path).exit_code == 0
+    assert run(f"{SEEDS}:PyTorchDefault", "--fail-on", "warning", cwd=tmp_path).exit_code == 1
+    assert run(f"{SEEDS}:Zeros", "--fail-on", "never", cwd=tmp_path).exit_code == 0
+
+
+def test_json_output(tmp_path):
+    r = run(f"{SEEDS}:He", f"{SEEDS}:Zeros", "--format", "json", cwd=tmp_path)
+    data = json.loads(r.output)
+    assert [m["target"] for m in data["models"]] == [f"{SEEDS}:He", f"{SEEDS}:Zeros"]
+    assert r.exit_code == 1
+
+
+def test_a_whole_file_checks_every_public_class(tmp_path):
+    r = run(SEEDS, "--format", "json", cwd=tmp_path)
+    names = [m["target"].rsplit(":", 1)[1] for m in json.loads(r.output)["models"]]
+    assert "He" in names and "Zeros" in names and "_Seed" not in names
+
+
+def test_a_function_and_an_instance(tmp_path):
+    path = write(tmp_path, """
+        import torch.nn as nn
+        def build():
+            return nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+        net = build()
+    """)
+    assert run(f"{path}:build", cwd=tmp_path).exit_code == 0
+    assert run(f"{path}:net", cwd=tmp_path).exit_code == 0
+
+
+def test_module_path_target(tmp_path):
+    r = run("torch.nn:Identity", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("target_body,target,expected", [
+    ("", "missing.py:Net", "no such file: missing.py"),
+    ("import torch.nn as nn\nclass Net(nn.Module): pass\n", "{path}:Nope", "has no attribute 'Nope'"),
+    ("x = 3\n", "{path}:x", "is a int, not an nn.Module"),
+    ("class Net: pass\n", "{path}:Net", "is a class but not an nn.Module subclass"),
+    ("import nonexistent_pkg_xyz\n", "{path}:Net", "importing it raised ModuleNotFoundError"),
+    ("import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self, width):\n        super().__init__()\n", "{path}:Net", "Net() needs arguments"),
+    ("import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self):\n        raise RuntimeError('boom')\n", "{path}:Net", "building it raised RuntimeError: boom"),
+    ("", "no_such_module_xyz:Net", "no module named 'no_such_module_xyz'"),
+    ("", "a:b:c", "not a target"),
+])
+def test_bad_targets_exit_2_with_one_line(tmp_path, target_body, target, expected):
+    path = write(tmp_path, target_body) if target_body else str(tmp_path / "model.py")
+    r = run(target.format(path=path), cwd=tmp_path)
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in r.output
+
+
+def test_forward_failure_names_the_layer(tmp_path):
+    path = write(tmp_path, """
+        import torch, torch.nn as nn
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(8, 16)
+                self.b = nn.Linear(32, 4)
+            def forward(self, x):
+                h = self.a(x)
+                if h.sum() > 0:
+                    pass
+                return self.b(h)
+    """)
+    r = run(f"{path}:Net", cwd=tmp_path)
+    assert r.exit_code == 2
+    assert "forward failed in b" in r.output and "Traceback" not in r.output
+    assert "Traceback" in run(f"{path}:Net", "--verbose", cwd=tmp_path).output
+
+
+def test_input_shape_and_dtype(tmp_path):
+    path = write(tmp_path, """
+        import torch, torch.nn as nn
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(30, 8)
+                self.fc = nn.Linear(8, 2)
+            def forward(self, idx):
+                h = self.emb(idx).mean(1)
+                if h.sum() > 1e9:
+                    h = h * 0
+                return self.fc(h)
+    """)
+    r = run(f"{path}:Net", "--input-shape", "2,5", "--input-dtype", "int64", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    bad = run(f"{path}:Net", "--input-shape", "2,five", cwd=tmp_path)
+    assert bad.exit_code == 2 and "is not a shape" in bad.output
+
+
+def test_no_target_and_no_config(tmp_path):
+    r = run(cwd=tmp_path)
+    assert r.exit_code == 2 and "no targets" in r.output
+
+
+def test_list_rules():
+    r = run("--list-rules")
+    assert r.exit_code == 0 and "IC101" in r.output and "signal-explodes" in r.output

@@ -1,0 +1,40 @@
+import json
+
+import seeds
+from initcheck import diagnose
+from initcheck.report import to_json
+
+LAYER_FIELDS = {"name", "param", "kind", "shape", "fan_in", "fan_out", "activation", "activation_param",
+                "normalized", "residual_end", "scheme", "gain", "recommended_std", "actual_std", "actual_mean",
+                "variance_ratio"}
+FINDING_FIELDS = {"code", "severity", "layer", "message", "fix"}
+
+
+def test_json_has_the_documented_fields():
+    data = json.loads(to_json([diagnose(seeds.Uniform01(), target="m.py:Uniform01")]))
+    assert data["version"] == 1
+    model = data["models"][0]
+    assert model["target"] == "m.py:Uniform01" and model["tracer"] == "fx"
+    assert len(model["layers"]) == 3
+    for layer in model["layers"]:
+        assert LAYER_FIELDS <= set(layer)
+    assert model["layers"][0]["name"] == "net.0" and model["layers"][0]["param"] == "weight"
+    assert model["layers"][0]["shape"] == [256, 784]
+    for f in model["findings"]:
+        assert FINDING_FIELDS <= set(f)
+
+
+def test_report_api():
+    r = diagnose(seeds.Zeros())
+    assert not r.ok
+    assert r.layers[0].fan_in == 784 and r.findings[0].code == "IC101"
+    assert r.to_dict()["layers"][0]["scheme"] == "he"
+    text = str(r)
+    assert "fan_in" in text and "IC101" in text and "fix: nn.init.kaiming_normal_" in text
+
+
+def test_long_runs_of_one_code_are_collapsed_in_text_only():
+    r = diagnose(seeds.DeepPyTorchDefault())
+    text = str(r)
+    assert "more like it" in text
+    assert sum(f.code == "IC103" for f in r.findings) == 19
