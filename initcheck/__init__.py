@@ -1,8 +1,10 @@
 """initcheck: static diagnosis of a PyTorch model's weight initialization."""
 
 from .api import diagnose
+from .fix import fix
+from .probe import ProbeLayer, probe
 from .report import LayerReport, Report
 from .rules import RULES, Finding
 
 __version__ = "0.1.0"
-__all__ = ["diagnose", "Report", "LayerReport", "Finding", "RULES", "__version__"]
+__all__ = ["diagnose", "fix", "probe", "ProbeLayer", "Report", "LayerReport", "Finding", "RULES", "__version__"]

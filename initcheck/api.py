@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from . import signal
 from .errors import ForwardError, NotAModule
 from .report import LayerReport, Report
 from .rules import Context, Finding
-from .trace import TraceFailure, trace
+from .trace import TraceFailure, accepts, trace
 
 
 def diagnose(
@@ -36,23 +37,76 @@ def diagnose(
 
     The model is not changed: not its weights, mode, device, gradients, nor the global RNG.
     """
+    return analyze(model, example_inputs, target=target, select=select, ignore=ignore,
+                   per_layer_ignore=per_layer_ignore).report
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What fix and probe need beyond the report: the per-weight facts and the graph."""
+
+    report: Report
+    layers: tuple[facts_mod.LayerFacts, ...]
+    context: Context
+
+    def first_layer(self) -> str | None:
+        """The weight module that reads a model input first, in execution order."""
+        ops = self.context.graph.ops
+        for lf in self.layers:
+            if any(ops[i].kind == "input" for i in ops[lf.op].inputs):
+                return lf.name
+        return self.layers[0].name if self.layers else None
+
+    def inputs(self, example_inputs: Any = None) -> tuple[tuple, dict]:
+        """The user's inputs, else ones built for the layer that runs first."""
+        given = inputs_mod.normalize(example_inputs)
+        if given is not None:
+            return given
+        model = self.context_model
+        for args, kwargs in inputs_mod.candidates(model, first=self.first_layer()):
+            if accepts(model, args, kwargs):
+                return args, kwargs
+        raise ForwardError(self.report.target, "cannot guess an input the model accepts")
+
+    def target_stds(self) -> dict[str, float]:
+        """Per layer, the pre-activation std (bias aside) that the recommended schemes give on
+        unit-variance model inputs: what the data-driven fix aims at."""
+        ref = self.context.reference
+        out = {}
+        for lf in self.layers:
+            src = self.context.data_operand.get(lf.op)
+            m = ref.forward[src] if ref is not None and src is not None else None
+            q_in = m.second if m is not None else 1.0
+            if not math.isnan(lf.recommended_std):
+                out[lf.name] = lf.recommended_std * math.sqrt(max(lf.fan_in, 1) * q_in)
+        return out
+
+
+def analyze(
+    model: nn.Module,
+    example_inputs: Any = None,
+    *,
+    target: str | None = None,
+    select: tuple[str, ...] = (),
+    ignore: tuple[str, ...] = (),
+    per_layer_ignore: tuple[tuple[str, str], ...] = (),
+    probed: tuple | None = None,
+) -> Analysis:
+    """diagnose(), keeping the intermediate stages."""
     if not isinstance(model, nn.Module):
         raise NotAModule(target or type(model).__name__, f"got a {type(model).__name__}, not an nn.Module")
     name = target or type(model).__name__
     given = inputs_mod.normalize(example_inputs)
 
     def build():
-        try:
-            return inputs_mod.guess(model)
-        except ValueError as e:
-            raise ForwardError(name, str(e)) from e
+        return list(inputs_mod.candidates(model))
 
     try:
         traced = trace(model, *(given or (None, None)), build_inputs=build)
     except TraceFailure as e:
         raise ForwardError(name, str(e)) from e
     layers = facts_mod.collect(traced.graph, model)
-    ctx = _context(traced.graph, model, layers)
+    ctx = _context(traced.graph, model, layers, probed)
     findings = list(rules_mod.run(ctx, select, ignore))
     if rules_mod.selected("IC001", select, ignore):
         findings.extend(
@@ -61,11 +115,15 @@ def diagnose(
             for p in traced.unreached
         )
     findings = [f for f in findings if not _ignored(f, per_layer_ignore)]
-    findings.sort(key=lambda f: (-rules_mod.SEVERITIES.index(f.severity), _order(layers, f.layer), f.code))
-    return Report(name, traced.graph.tracer, _layer_reports(ctx, findings), tuple(findings), traced.notes)
+    findings.sort(key=lambda f: (-rules_mod.SEVERITIES.index(f.severity), f.code, _order(layers, f.layer)))
+    report = Report(name, traced.graph.tracer, _layer_reports(ctx, findings), tuple(findings), traced.notes,
+                    probe=tuple(probed or ()))
+    analysis = Analysis(report, layers, ctx)
+    object.__setattr__(analysis, "context_model", model)  # for inputs(); not part of the record
+    return analysis
 
 
-def _context(graph, model, layers) -> Context:
+def _context(graph, model, layers, probed=None) -> Context:
     view = facts_mod._View(graph, model)
     data_operand = {}
     for lf in layers:
@@ -74,12 +132,12 @@ def _context(graph, model, layers) -> Context:
             data_operand[lf.op] = data[0]
     measurable = layers and all(lf.stats is not None for lf in layers)
     if not measurable:
-        return Context(graph, layers, None, None, None, data_operand)
+        return Context(graph, layers, None, None, None, data_operand, tuple(probed or ()))
     with torch.no_grad():
         actual = signal.propagate(graph, model, layers, signal.actual_weights(layers))
         effective = signal.propagate(graph, model, layers, rules_mod.effective_weights(layers))
         reference = signal.propagate(graph, model, layers, signal.scheme_weights(layers))
-    return Context(graph, layers, actual, effective, reference, data_operand)
+    return Context(graph, layers, actual, effective, reference, data_operand, tuple(probed or ()))
 
 
 def _ignored(f: Finding, per_layer: tuple[tuple[str, str], ...]) -> bool:

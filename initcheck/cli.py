@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 
@@ -11,7 +12,9 @@ import torch
 
 from . import __version__, config as config_mod
 from .api import diagnose
-from .errors import ConfigError, InitcheckError
+from .errors import ConfigError, InitcheckError, UsageError
+from .fix import fix
+from .probe import probe
 from .inputs import from_shape
 from .loader import load
 from .report import format_text, to_json
@@ -48,11 +51,19 @@ def _codes(value: str | None) -> tuple[str, ...]:
 @click.option("--ignore", default=None, help="Skip these codes or prefixes, comma-separated.")
 @click.option("--input-shape", type=ShapeType(), default=None, help="Example input shape for models fx cannot trace, e.g. 2,3,32,32.")
 @click.option("--input-dtype", type=click.Choice(sorted(DTYPES)), default=None, help="Example input dtype (int64 for token ids).  [default: float32]")
+@click.option("--fix", "do_fix", is_flag=True, help="Reinitialize the flagged weights (data-driven with --input-shape or --data-driven) and write the state_dict to --output.")
+@click.option("--data-driven", is_flag=True, help="With --fix: also scale every layer to its target in one forward pass on a synthetic batch.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Where --fix writes the fixed state_dict (torch.save); your source is never touched.")
+@click.option("--force", is_flag=True, help="Let --output overwrite an existing file.")
+@click.option("--probe", "do_probe", is_flag=True, help="Also run a real forward and backward pass and show measured statistics.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where --probe and --fix run (auto: CUDA when available).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator --fix draws new weights from.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="A pyproject.toml with [tool.initcheck] (found upwards from here by default).")
 @click.option("--list-rules", is_flag=True, help="List the finding codes and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, "--version", prog_name="initcheck")
-def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, config_path, list_rules, verbose):
+def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, do_fix, data_driven, output, force,
+         do_probe, device, seed, config_path, list_rules, verbose):
     """Check the weight initialization of PyTorch models, before any training.
 
     TARGETS are path/to/model.py:Name, package.module:Name or path/to/model.py (every nn.Module
@@ -70,6 +81,16 @@ def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, config
     except ConfigError as e:
         _fail(e, verbose)
     targets = targets or cfg.targets
+    if do_fix and not output:
+        _fail(UsageError("--fix", "needs --output FILE for the fixed state_dict (your source is never changed)"), verbose)
+    if output and not do_fix:
+        _fail(UsageError("--output", "is only used with --fix"), verbose)
+    if output and os.path.exists(output) and not force:
+        _fail(UsageError(output, "exists; pass --force to overwrite it"), verbose)
+    if do_fix and len(targets) != 1:
+        _fail(UsageError("--fix", "takes exactly one target (one --output file)"), verbose)
+    if device == "cuda" and not torch.cuda.is_available():
+        _fail(UsageError("--device cuda", "no CUDA device is available here; use --device auto or cpu"), verbose)
     if not targets:
         click.echo("initcheck: no targets: name one (initcheck model.py:Net) or list them in [tool.initcheck] targets", err=True)
         sys.exit(2)
@@ -89,8 +110,8 @@ def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, config
                 if progress:
                     click.echo(f"initcheck: checking {loaded.target} ...", err=True)
                 inputs = from_shape(shape, dtype, loaded.model) if shape else None
-                report = diagnose(loaded.model, inputs, target=loaded.target, select=select_codes,
-                                  ignore=ignore_codes, per_layer_ignore=cfg.per_layer_ignores)
+                report = _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_driven, output,
+                                  do_probe, device, seed)
                 reports.append(report)
                 if fmt == "table":
                     click.echo(format_text(report))
@@ -108,6 +129,38 @@ def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, config
     if fmt == "json":
         click.echo(to_json(reports))
     sys.exit(exit_code)
+
+
+def _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_driven, output, do_probe, device, seed):
+    kw = dict(select=select_codes, ignore=ignore_codes, per_layer_ignore=cfg.per_layer_ignores)
+    model = loaded.model
+    if do_fix:
+        before = diagnose(model, inputs, target=loaded.target, **kw)
+        click.echo(f"{loaded.target}: before the fix: {_summary(before)}", err=True)
+        generator = torch.Generator().manual_seed(seed)
+        _progress(f"fixing {loaded.target} ...")
+        fixed = fix(model, inputs, device=device, generator=generator, data_driven=data_driven or None,
+                    progress=_progress)
+        tmp = output + ".tmp"
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, output)  # never a half-written file
+        click.echo(f"{loaded.target}: wrote the fixed state_dict to {output} "
+                   f"({len(fixed.extra.get('reinitialized', []))} weights reinitialized); load it with "
+                   f"model.load_state_dict(torch.load({output!r}))", err=True)
+    if do_probe:
+        _progress(f"probing {loaded.target} on {device} ...")
+        return probe(model, inputs, device=device, target=loaded.target, **kw)
+    return diagnose(model, inputs, target=loaded.target, **kw)
+
+
+def _summary(report) -> str:
+    counts = {s: sum(f.severity == s for f in report.findings) for s in SEVERITIES}
+    return ", ".join(f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in reversed(SEVERITIES))
+
+
+def _progress(message: str) -> None:
+    if sys.stderr.isatty():
+        click.echo(f"initcheck: {message}", err=True)
 
 
 def _report_error(e: InitcheckError, verbose: bool) -> None:

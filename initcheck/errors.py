@@ -50,3 +50,7 @@ class ForwardError(InitcheckError):
 
 class ConfigError(InitcheckError):
     hint = "see the [tool.initcheck] section of the README"
+
+
+class UsageError(InitcheckError):
+    """A combination of options that cannot work."""

@@ -50,6 +50,7 @@ class Report:
     layers: tuple[LayerReport, ...]
     findings: tuple[Finding, ...]
     notes: tuple[str, ...] = ()
+    probe: tuple = ()  # probe.ProbeLayer, one per weight module, when a real batch was run
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -80,6 +81,7 @@ class Report:
             "tracer": self.tracer,
             "notes": list(self.notes),
             "layers": layers,
+            "probe": [asdict(p) for p in self.probe],
             "findings": [{"code": f.code, "name": f.name, "severity": f.severity, "layer": f.layer,
                           "message": f.message, "fix": f.fix} for f in self.findings],
             **self.extra,
@@ -136,6 +138,15 @@ def format_table(report: Report) -> str:
 COLLAPSE_AFTER = 3  # a run of one code longer than this prints its first findings and a count
 
 
+def format_probe(report: Report) -> str:
+    rows = [[p.name, p.activation, _num(p.predicted_rms), _num(p.std), _num(p.mean),
+             "-" if p.dead_fraction is None else f"{p.dead_fraction:.0%}",
+             "-" if p.saturated_fraction is None else f"{p.saturated_fraction:.0%}",
+             _num(p.grad_norm), _num(p.grad_ratio)] for p in report.probe]
+    headers = ["layer", "activation", "predicted rms", "measured std", "mean", "dead", "saturated", "grad norm", "grad/weight"]
+    return tabulate(rows, headers=headers, disable_numparse=True)
+
+
 def format_findings(report: Report) -> str:
     """One line per finding and its fix; a long run of one code (19 layers at PyTorch's default)
     shows its first COLLAPSE_AFTER and a count: --format json keeps every one."""
@@ -169,6 +180,10 @@ def format_text(report: Report) -> str:
     parts.extend(f"  note: {n}" for n in report.notes)
     if report.layers:
         parts.append(format_table(report))
+    if report.probe:
+        parts.append("")
+        parts.append("probe (measured on the example batch):")
+        parts.append(format_probe(report))
     findings = format_findings(report)
     counts = {s: sum(f.severity == s for f in report.findings) for s in SEVERITIES}
     summary = ", ".join(f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in reversed(SEVERITIES))

@@ -54,6 +54,7 @@ class Context:
     effective: Signal | None
     reference: Signal | None
     data_operand: dict[int, int]  # weight op -> op feeding its data input
+    probe: tuple = ()  # probe.ProbeLayer records when a real batch was run
 
 
 @dataclass(frozen=True)
@@ -195,11 +196,20 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
 
 # --- IC2xx: the signal through the graph -------------------------------------------------------
 
+def mis_scaled(lf: LayerFacts) -> bool:
+    """More than 2x off its scheme's variance, and not one of the deliberate patterns: the layers
+    a signal finding blames, and that fix() reinitializes."""
+    ratio = lf.variance_ratio
+    if ratio is None or lf.normalized or lf.role == "embedding" or intentional_small(lf):
+        return False
+    if lf.in_residual_branch and ratio < 1.0:
+        return False
+    return not 0.5 <= ratio <= 2.0
+
+
 def _culprits(ctx: Context, upto: LayerFacts) -> str:
     """The init calls for the mis-scaled layers up to `upto`, the likely causes."""
-    bad = [lf for lf in ctx.layers if lf.op <= upto.op and lf.variance_ratio is not None
-           and not lf.normalized and lf.role != "embedding" and not intentional_small(lf)
-           and not 0.5 <= lf.variance_ratio <= 2.0]
+    bad = [lf for lf in ctx.layers if lf.op <= upto.op and mis_scaled(lf)]
     if not bad:
         bad = [upto]
     calls = [init_call(lf) for lf in bad[:3]]
@@ -316,6 +326,54 @@ def gradient_explodes(ctx: Context) -> Iterator[Finding]:
         lf, v, more = hit
         yield _f("IC205", lf, f"{describe(lf)}: predicted gradient is {v:.3g}x what the recommended schemes give (over {GRADIENT_BAND:g}){_more(more)}",
                  _culprits(ctx, ctx.layers[-1]))
+
+
+# --- IC3xx: measured on a real batch (initcheck --probe) ---------------------------------------
+
+DEAD_WARN, DEAD_ERROR = 0.5, 0.9
+GRAD_SPREAD = 1e4
+
+
+def _probe_rows(ctx: Context):
+    by_name = {lf.qualname: lf for lf in ctx.layers}
+    return [(p, by_name.get(p.name)) for p in ctx.probe]
+
+
+@rule("IC301", "dead-units", "warning",
+      "Measured: over half of a ReLU layer's units are never positive on the batch (error over 90%).",
+      "A unit whose pre-activation is negative for every input passes no gradient and never "
+      "recovers: a large negative bias or mean shift kills it before training starts.")
+def dead_units(ctx: Context) -> Iterator[Finding]:
+    for p, lf in _probe_rows(ctx):
+        if p.dead_fraction is not None and p.dead_fraction >= DEAD_WARN:
+            sev = "error" if p.dead_fraction >= DEAD_ERROR else "warning"
+            yield Finding("IC301", sev, p.name, f"{p.name}: {p.dead_fraction:.0%} of the units are dead on this batch (never positive)",
+                          init_call(lf) if lf else "")
+
+
+@rule("IC302", "units-saturated", "warning",
+      "Measured: over half of a saturating layer's pre-activations are past the knee (error over 90%).",
+      "Past |z| = 2.65 tanh's slope is under 2% of its peak: those units pass almost no gradient.")
+def units_saturated(ctx: Context) -> Iterator[Finding]:
+    for p, lf in _probe_rows(ctx):
+        if p.saturated_fraction is not None and p.saturated_fraction >= DEAD_WARN:
+            sev = "error" if p.saturated_fraction >= DEAD_ERROR else "warning"
+            yield Finding("IC302", sev, p.name, f"{p.name}: {p.saturated_fraction:.0%} of the pre-activations saturate {p.activation} on this batch",
+                          init_call(lf) if lf else "")
+
+
+@rule("IC303", "gradient-spread", "error",
+      "Measured: the relative gradient ||dL/dW||/||W|| of two layers differs by over 10^4.",
+      "One learning rate cannot serve layers whose relative updates differ by four orders of "
+      "magnitude: the small ones are frozen (vanishing) or the large ones diverge (exploding).")
+def gradient_spread(ctx: Context) -> Iterator[Finding]:
+    rows = [p for p, _ in _probe_rows(ctx) if p.grad_ratio > 0]
+    if len(rows) >= 2:
+        lo = min(rows, key=lambda p: p.grad_ratio)
+        hi = max(rows, key=lambda p: p.grad_ratio)
+        if hi.grad_ratio > GRAD_SPREAD * lo.grad_ratio:
+            yield Finding("IC303", "error", lo.name, f"{lo.name}: relative gradient {lo.grad_ratio:.2g} is {hi.grad_ratio / lo.grad_ratio:.2g}x below {hi.name}'s {hi.grad_ratio:.2g} on this batch",
+                          "initcheck.fix(model, example_inputs)")
 
 
 def effective_weights(layers: tuple[LayerFacts, ...]) -> dict[int, TensorStats]:

@@ -282,6 +282,17 @@ def trace_recorded(model: nn.Module, args: tuple, kwargs: dict, on_meta: bool = 
     return Graph.build("recorded", rec.ops)
 
 
+def accepts(model: nn.Module, args: tuple, kwargs: dict) -> bool:
+    """Whether the model's forward runs on these inputs (on meta tensors, else real ones)."""
+    for on_meta in (True, False):
+        try:
+            trace_recorded(model, args, kwargs, on_meta=on_meta)
+            return True
+        except TraceFailure:
+            continue
+    return False
+
+
 def _move(value: Any, device: str | None) -> Any:
     if device is None:
         return value
@@ -321,7 +332,8 @@ def reached_weights(graph: Graph, model: nn.Module) -> set[str]:
 def trace(model: nn.Module, args: tuple | None, kwargs: dict | None, build_inputs) -> Traced:
     """fx when it traces and reaches every weight; otherwise the recorded forward pass.
 
-    build_inputs: a callable giving (args, kwargs) for the recorded pass when none were given.
+    build_inputs: a callable giving candidate (args, kwargs) pairs for the recorded pass when none
+    were given; the first that runs is used.
     """
     expected = set(weight_params(model))
     notes: list[str] = []
@@ -333,16 +345,22 @@ def trace(model: nn.Module, args: tuple | None, kwargs: dict | None, build_input
         notes.append(f"fx reached {len(expected) - len(missing)} of {len(expected)} weights; recorded a forward pass instead")
     except Exception as e:  # fx raises many types on untraceable code
         notes.append(f"fx could not trace ({type(e).__name__}: {_first_line(e)}); recorded a forward pass instead")
-    if args is None and kwargs is None:
-        args, kwargs = build_inputs()
-    args, kwargs = args or (), kwargs or {}
-    try:
-        graph = trace_recorded(model, args, kwargs, on_meta=True)
-    except TraceFailure as meta_error:
+    proposals = [(args or (), kwargs or {})] if (args is not None or kwargs is not None) else list(build_inputs())
+    if not proposals:
+        raise TraceFailure("cannot guess an input from the model's first layer")
+    graph, error = None, None
+    for a, k in proposals:  # a guessed input that does not fit: try the next proposal
         try:
-            graph = trace_recorded(model, args, kwargs, on_meta=False)
-            notes.append(f"the meta-device pass failed ({meta_error}); used real tensors")
-        except TraceFailure:
-            raise
+            graph = trace_recorded(model, a, k, on_meta=True)
+            break
+        except TraceFailure as meta_error:
+            try:
+                graph = trace_recorded(model, a, k, on_meta=False)
+                notes.append(f"the meta-device pass failed ({meta_error}); used real tensors")
+                break
+            except TraceFailure as e:
+                error = error or e
+    if graph is None:
+        raise error
     missing = sorted(expected - reached_weights(graph, model))
     return Traced(graph, tuple(notes), tuple(missing))

@@ -145,3 +145,26 @@ def test_no_target_and_no_config(tmp_path):
 def test_list_rules():
     r = run("--list-rules")
     assert r.exit_code == 0 and "IC101" in r.output and "signal-explodes" in r.output
+
+
+def test_fix_writes_a_state_dict_and_never_overwrites(tmp_path):
+    out = tmp_path / "fixed.pt"
+    r = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    import torch
+    import sys
+    sys.path.insert(0, os.path.dirname(SEEDS))
+    import seeds
+    model = seeds.Uniform01()
+    model.load_state_dict(torch.load(out))
+    from initcheck import diagnose
+    assert diagnose(model).ok
+    again = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), cwd=tmp_path)
+    assert again.exit_code == 2 and "pass --force" in again.output
+    assert run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), "--force", cwd=tmp_path).exit_code == 0
+    assert run(f"{SEEDS}:Uniform01", "--fix", cwd=tmp_path).exit_code == 2
+
+
+def test_probe_option(tmp_path):
+    r = run(f"{SEEDS}:TanhNormal1", "--probe", "--device", "cpu", cwd=tmp_path)
+    assert r.exit_code == 1 and "probe (measured" in r.output and "IC302" in r.output

@@ -1,0 +1,213 @@
+"""Reinitialize in place.
+
+Static: every misinitialized weight gets its recommended scheme (torch.nn.init's formulas, drawn
+from `generator` when given), its bias zero; deliberate patterns (zero residual ends, a zero
+classifier, scaled-down branches) are kept.
+
+Data-driven: ONE forward pass in which each weight layer, inside its own forward hook and so in
+execution order, measures its pre-activation std (its output less its bias), scales its weight to
+the target and hands the corrected output on, so that every later layer already sees a corrected
+input. A layer called again (a shared layer) is scaled at its first call only; registration order
+does not matter. A second pass only verifies. This is LSUV (Mishkin & Matas, 2016) without its
+one-pass-per-layer cost and without its defects (docs/fix.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import devices
+from .api import Analysis, analyze
+from .facts import LayerFacts
+from .report import Report
+from .rules import intentional_small, mis_scaled
+
+# Layers whose output scale the data-driven pass sets (RNNs and embeddings keep their static init:
+# a recurrent state is bounded by its gates, an embedding is a lookup).
+SCALED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention)
+
+
+def to_reinit(analysis: Analysis) -> list[LayerFacts]:
+    """The weights the static fix replaces: those a per-weight rule flags, and, when the signal
+    rules fire, every mis-scaled layer they blame."""
+    flagged = {f.layer for f in analysis.report.findings if f.code.startswith("IC1")}
+    signal_problem = any(f.code.startswith("IC2") for f in analysis.report.findings)
+    return [lf for lf in analysis.layers if lf.stats is not None and lf.shape
+            and (lf.qualname in flagged or (signal_problem and mis_scaled(lf)))]
+
+
+def reinit_(weight: torch.Tensor, lf: LayerFacts, generator: torch.Generator | None = None) -> None:
+    """Draw `weight` afresh from the layer's recommended scheme."""
+    with torch.no_grad():
+        if lf.scheme == "orthogonal":
+            blocks = max(lf.shape[0] // max(lf.fan_out, 1), 1)
+            for block in weight.data.chunk(blocks):
+                _orthogonal_(block, generator)
+        else:
+            weight.data.normal_(0.0, lf.recommended_std, generator=generator)
+
+
+def _orthogonal_(t: torch.Tensor, generator: torch.Generator | None) -> None:
+    rows, cols = t.shape[0], t.numel() // t.shape[0]
+    a = torch.randn(max(rows, cols), min(rows, cols), generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+    q = q if rows >= cols else q.T
+    t.copy_(q[:rows, :cols].reshape(t.shape).to(t.dtype))
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """One layer of the data-driven pass: its std before and after, and the factor applied."""
+
+    name: str
+    target: float
+    before: float
+    after: float
+    factor: float
+
+
+def fix(
+    model: nn.Module,
+    example_inputs: Any = None,
+    *,
+    device: str = "auto",
+    generator: torch.Generator | None = None,
+    data_driven: bool | None = None,
+    target_std: float | None = None,
+    verify: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Fix `model`'s initialization in place and return the report after the fix.
+
+    Static unless `example_inputs` are given or `data_driven=True` (then synthetic inputs are
+    built from the model). target_std: None aims each layer at the pre-activation std its
+    recommended scheme gives on unit-variance inputs; a number aims every layer at it (LSUV's 1.0).
+    The model's train/eval mode, device and requires_grad flags are kept; no hook is left behind,
+    even when its forward raises.
+    """
+    before = analyze(model, example_inputs)
+    changed = []
+    for lf in to_reinit(before):
+        reinit_(model.get_parameter(lf.qualname), lf, generator)
+        _zero_bias(model, lf)
+        changed.append(lf.qualname)
+    if progress:
+        progress(f"static: reinitialized {len(changed)} of {len(before.layers)} weights")
+    extra: dict[str, Any] = {"reinitialized": changed}
+    if data_driven or (data_driven is None and example_inputs is not None):
+        scaled, passes, worst = data_driven_pass(model, before, example_inputs, device=device,
+                                                 target_std=target_std, verify=verify)
+        extra.update({"data_driven": {"forward_passes": passes, "target_std": target_std,
+                                      "worst_rel_error": worst, "layers": [vars(s) for s in scaled]}})
+        if progress:
+            progress(f"data-driven: {len(scaled)} layers scaled in {passes} forward pass(es), worst |std/target - 1| {worst:.3g}")
+    after = analyze(model, example_inputs).report
+    return Report(after.target, after.tracer, after.layers, after.findings, after.notes, after.probe, extra)
+
+
+def _zero_bias(model: nn.Module, lf: LayerFacts) -> None:
+    if lf.param != "weight" or not lf.name:
+        return
+    bias = getattr(model.get_submodule(lf.name), "bias", None)
+    if isinstance(bias, torch.Tensor):
+        with torch.no_grad():
+            bias.zero_()
+
+
+def data_driven_pass(
+    model: nn.Module,
+    analysis: Analysis,
+    example_inputs: Any = None,
+    *,
+    device: str = "auto",
+    target_std: float | None = None,
+    verify: bool = True,
+) -> tuple[list[Scaled], int, float]:
+    """Scale every scalable layer to its target in one forward pass; (layers, passes, worst error)."""
+    dev = devices.resolve(device)
+    args, kwargs = analysis.inputs(example_inputs)
+    goal = analysis.target_stds()
+    keep = {lf.name: (target_std if target_std is not None else goal.get(lf.name, 1.0))
+            for lf in analysis.layers if _scalable(lf)}
+    with devices.working_copy(model, dev, write_back=True) as work:
+        targets = {m: (name, keep[name]) for name, m in work.named_modules() if name in keep and isinstance(m, SCALED)}
+        args, kwargs = devices.move(args, dev), devices.move(kwargs, dev)
+        passes = 0
+        with torch.no_grad(), devices.eval_mode(work):
+            before = _run_with_hooks(work, targets, args, kwargs, scale=True)
+            passes += 1
+            after: dict[str, torch.Tensor] = {}
+            if verify:
+                after = _run_with_hooks(work, targets, args, kwargs, scale=False)
+                passes += 1
+        # one host transfer for every statistic of the pass
+        names = list(before)
+        values = torch.stack([torch.stack([before[n][0], before[n][1], after.get(n, before[n])[0]]) for n in names]).cpu().tolist() if names else []
+    scaled = [Scaled(n, keep[n], v[0], v[2] if verify else keep[n], v[1]) for n, v in zip(names, values)]
+    worst = max((abs(s.after - s.target) / s.target for s in scaled), default=0.0)
+    return scaled, passes, worst
+
+
+def _scalable(lf: LayerFacts) -> bool:
+    if lf.stats is None or lf.normalized or lf.role != "weight" or lf.param not in ("weight", "in_proj_weight"):
+        return False
+    if lf.stats.constant and lf.stats.mean == 0.0:
+        return False  # a deliberate zero (fix would have replaced any other constant)
+    if intentional_small(lf) or (lf.in_residual_branch and (lf.variance_ratio or 1.0) < 1.0):
+        return False
+    return True
+
+
+def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]], args, kwargs, scale: bool):
+    """One forward pass; in each target's hook measure (and, when `scale`, correct) its output."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(module, inputs, out):
+        name, target = targets[module]
+        if name in seen:
+            return None  # a later call of a shared layer: already scaled at its first
+        y, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
+        weight, bias = _weight_and_bias(module)
+        b = _broadcast_bias(bias, module, y)
+        core = y - b if b is not None else y
+        std = core.float().std()
+        if not scale:
+            seen[name] = torch.stack([std, torch.ones_like(std)])
+            return None
+        factor = target / std.clamp_min(1e-12)
+        if not torch.isfinite(factor):
+            factor = torch.ones_like(factor)
+        weight.mul_(factor.to(weight.dtype))
+        seen[name] = torch.stack([std, factor])
+        new = core * factor.to(core.dtype) + (b if b is not None else 0)
+        return (new, *rest) if rest is not None else new
+
+    handles = [m.register_forward_hook(hook) for m in targets]
+    try:
+        work(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _weight_and_bias(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(module, nn.MultiheadAttention):
+        return module.out_proj.weight, module.out_proj.bias
+    return module.weight, getattr(module, "bias", None)
+
+
+def _broadcast_bias(bias: torch.Tensor | None, module: nn.Module, y: torch.Tensor) -> torch.Tensor | None:
+    if bias is None:
+        return None
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return bias.view(1, -1, *([1] * (y.dim() - 2)))
+    if isinstance(module, nn.MultiheadAttention) and not module.batch_first:
+        return bias  # [L, N, E]: the last dim either way
+    return bias

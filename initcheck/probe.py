@@ -1,0 +1,120 @@
+"""Forward and backward statistics on a real batch, beside the static prediction.
+
+Runs on a copy of the model (on CUDA when there is one), so the user's model, its gradients and
+its batch-norm statistics stay as they were. Every statistic is reduced on the device; the host
+receives one small tensor at the end, not an activation per layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import devices, theory
+from .api import analyze
+from .layers import module_weights
+from .report import Report
+
+# |pre-activation| beyond which a saturating unit's slope is under 2% of its peak
+SATURATION = {"tanh": 2.65, "sigmoid": 4.6, "softsign": 6.0, "hardtanh": 1.0, "hardsigmoid": 3.0}
+DEAD_BELOW = {"relu": 0.0, "relu6": 0.0}
+
+
+@dataclass(frozen=True)
+class ProbeLayer:
+    name: str  # qualified parameter name
+    activation: str
+    mean: float  # pre-activation mean on the batch
+    std: float  # pre-activation std on the batch
+    predicted_rms: float | None  # the static prediction, for unit-variance inputs
+    dead_fraction: float | None  # ReLU family: units never positive on the batch
+    saturated_fraction: float | None  # saturating activations: pre-activations past the knee
+    grad_norm: float  # ||dL/dW|| for L = mean of squared outputs
+    grad_ratio: float  # ||dL/dW|| / ||W||
+
+
+def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto", target: str | None = None,
+          **rule_options) -> Report:
+    """diagnose() plus measured statistics and the probe findings (IC3xx).
+
+    rule_options: select, ignore and per_layer_ignore, as for diagnose()."""
+    first = analyze(model, example_inputs, target=target)
+    args, kwargs = first.inputs(example_inputs)
+    dev = devices.resolve(device)
+    predicted = {lr.qualname: lr.predicted_rms for lr in first.report.layers}
+    acts = {lf.qualname: lf.activation for lf in first.layers}
+    work = copy.deepcopy(model).to(dev)
+    for p in work.parameters():
+        p.grad = None
+        p.requires_grad_(True)
+    watched = {name: m for name, m in work.named_modules() if module_weights(m)}
+    weights = {lf.qualname: (lf.name, work.get_parameter(lf.qualname)) for lf in first.layers
+               if lf.name in watched and lf.param == module_weights(watched[lf.name])[0].param}
+    records: dict[str, torch.Tensor] = {}
+
+    def hook(module, inputs, out):
+        y = out[0] if isinstance(out, tuple) else out
+        if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+            return
+        name = names[module]
+        if name in records:
+            return
+        z = y.detach().float()
+        act = acts.get(name, "identity")
+        flat = z.reshape(-1, z.shape[-1]) if z.dim() > 1 else z.reshape(-1, 1)
+        if isinstance(module, nn.modules.conv._ConvNd):
+            flat = z.transpose(0, 1).reshape(z.shape[1], -1).T
+        dead = (flat <= DEAD_BELOW[act]).all(0).float().mean() if act in DEAD_BELOW else torch.tensor(float("nan"), device=z.device)
+        knee = SATURATION.get(act)
+        sat = (z.abs() > knee).float().mean() if knee else torch.tensor(float("nan"), device=z.device)
+        records[name] = torch.stack([z.mean(), z.std(), dead, sat])
+
+    names = {}
+    handles = []
+    for qual, (mname, _) in weights.items():
+        m = watched[mname]
+        names[m] = qual
+        handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+            out = work(*devices.move(args, dev), **devices.move(kwargs, dev))
+            loss = sum(t.float().pow(2).mean() for t in _float_tensors(out))
+            if isinstance(loss, torch.Tensor) and loss.requires_grad:
+                loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+    order = [q for q in weights if q in records]
+    rows = []
+    for q in order:
+        w = weights[q][1]
+        g = w.grad if w.grad is not None else torch.zeros_like(w)
+        rows.append(torch.cat([records[q], torch.stack([g.float().norm(), w.detach().float().norm()])]))
+    values = torch.stack(rows).cpu().tolist() if rows else []  # the one host transfer
+    layers = tuple(
+        ProbeLayer(q, acts.get(q, "identity"), v[0], v[1], predicted.get(q), _nan(v[2]), _nan(v[3]), v[4],
+                   v[4] / v[5] if v[5] > 0 else 0.0)
+        for q, v in zip(order, values)
+    )
+    return analyze(model, example_inputs, target=target, probed=layers, **rule_options).report
+
+
+def _nan(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+def _float_tensors(out, depth: int = 0):
+    if isinstance(out, torch.Tensor):
+        if out.is_floating_point():
+            yield out
+    elif depth < 4 and isinstance(out, (list, tuple)):
+        for v in out:
+            yield from _float_tensors(v, depth + 1)
+    elif depth < 4 and isinstance(out, dict):
+        for v in out.values():
+            yield from _float_tensors(v, depth + 1)
