@@ -137,7 +137,7 @@ def follow(view: _View, start: int) -> Follow:
     """Walk from a weight op's output to the activation it feeds, through transparent ops, the
     bias add, scalings, one normalization and one residual add."""
     ops, users = view.graph.ops, view.graph.consumers
-    normalized = residual_end = is_output = False
+    normalized = residual_end = is_output = merged = False
     chain = {start}
     frontier = [start]
     seen = {start}
@@ -169,11 +169,12 @@ def follow(view: _View, start: int) -> Follow:
                     nxt.append(u)
                     continue
                 if role.kind == "norm":
-                    if not residual_end:
+                    if not merged:  # a norm after a merge normalizes the sum, not this layer's input to it
                         normalized = True
                     chain.add(u)
                     nxt.append(u)
                 elif role.kind == "add" and len(data) >= 2:
+                    merged = True
                     other = [d for d in data if d != i]
                     if other and view.depth[i] > max(view.depth[d] for d in other):
                         residual_end = True

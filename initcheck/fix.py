@@ -32,13 +32,21 @@ from .rules import intentional_small, mis_scaled
 SCALED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention)
 
 
-def to_reinit(analysis: Analysis) -> list[LayerFacts]:
+def to_reinit(analysis: Analysis, keep_intentional: bool = True) -> list[LayerFacts]:
     """The weights the static fix replaces: those a per-weight rule flags, and, when the signal
-    rules fire, every mis-scaled layer they blame."""
+    rules fire, every mis-scaled layer they blame. keep_intentional=False also replaces the
+    deliberate patterns (zero or scaled-down residual ends, a zero classifier)."""
     flagged = {f.layer for f in analysis.report.findings if f.code.startswith("IC1")}
     signal_problem = any(f.code.startswith("IC2") for f in analysis.report.findings)
+
+    def off(lf: LayerFacts) -> bool:
+        if keep_intentional:
+            return mis_scaled(lf)
+        r = lf.variance_ratio
+        return r is not None and not lf.normalized and lf.role != "embedding" and not 0.5 <= r <= 2.0
+
     return [lf for lf in analysis.layers if lf.stats is not None and lf.shape
-            and (lf.qualname in flagged or (signal_problem and mis_scaled(lf)))]
+            and (lf.qualname in flagged or ((signal_problem or not keep_intentional) and off(lf)))]
 
 
 def reinit_(weight: torch.Tensor, lf: LayerFacts, generator: torch.Generator | None = None) -> None:
@@ -80,6 +88,7 @@ def fix(
     generator: torch.Generator | None = None,
     data_driven: bool | None = None,
     target_std: float | None = None,
+    keep_intentional: bool = True,
     verify: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Report:
@@ -93,7 +102,7 @@ def fix(
     """
     before = analyze(model, example_inputs)
     changed = []
-    for lf in to_reinit(before):
+    for lf in to_reinit(before, keep_intentional):
         reinit_(model.get_parameter(lf.qualname), lf, generator)
         _zero_bias(model, lf)
         changed.append(lf.qualname)
@@ -101,8 +110,8 @@ def fix(
         progress(f"static: reinitialized {len(changed)} of {len(before.layers)} weights")
     extra: dict[str, Any] = {"reinitialized": changed}
     if data_driven or (data_driven is None and example_inputs is not None):
-        scaled, passes, worst = data_driven_pass(model, before, example_inputs, device=device,
-                                                 target_std=target_std, verify=verify)
+        scaled, passes, worst = data_driven_pass(model, before, example_inputs, device=device, target_std=target_std,
+                                                 keep_intentional=keep_intentional, verify=verify)
         extra.update({"data_driven": {"forward_passes": passes, "target_std": target_std,
                                       "worst_rel_error": worst, "layers": [vars(s) for s in scaled]}})
         if progress:
@@ -127,6 +136,7 @@ def data_driven_pass(
     *,
     device: str = "auto",
     target_std: float | None = None,
+    keep_intentional: bool = True,
     verify: bool = True,
 ) -> tuple[list[Scaled], int, float]:
     """Scale every scalable layer to its target in one forward pass; (layers, passes, worst error)."""
@@ -134,7 +144,7 @@ def data_driven_pass(
     args, kwargs = analysis.inputs(example_inputs)
     goal = analysis.target_stds()
     keep = {lf.name: (target_std if target_std is not None else goal.get(lf.name, 1.0))
-            for lf in analysis.layers if _scalable(lf)}
+            for lf in analysis.layers if _scalable(lf, keep_intentional)}
     with devices.working_copy(model, dev, write_back=True) as work:
         targets = {m: (name, keep[name]) for name, m in work.named_modules() if name in keep and isinstance(m, SCALED)}
         args, kwargs = devices.move(args, dev), devices.move(kwargs, dev)
@@ -154,14 +164,16 @@ def data_driven_pass(
     return scaled, passes, worst
 
 
-def _scalable(lf: LayerFacts) -> bool:
+def _scalable(lf: LayerFacts, keep_intentional: bool = True) -> bool:
     if lf.stats is None or lf.normalized or lf.role != "weight" or lf.param not in ("weight", "in_proj_weight"):
         return False
+    if not keep_intentional:
+        return not (lf.stats.constant and lf.stats.mean == 0.0)  # nothing to scale in a zero
     if lf.stats.constant and lf.stats.mean == 0.0:
         return False  # a deliberate zero (fix would have replaced any other constant)
-    if intentional_small(lf) or (lf.in_residual_branch and (lf.variance_ratio or 1.0) < 1.0):
-        return False
-    return True
+    if lf.residual_end and intentional_small(lf):
+        return False  # a scaled-down residual end (GPT-2's c_proj, Fixup) is a design
+    return True  # a small but nonzero classifier is a default, not a design: scale it
 
 
 def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]], args, kwargs, scale: bool):

@@ -70,7 +70,8 @@ def _join(prefix: str, name: str) -> str:
 
 def meta_copy(model: nn.Module, share_params: bool = False) -> nn.Module:
     """A structural copy of `model`: parameters become meta twins (or are shared), buffers are
-    meta twins (or copies). The user's model is never touched."""
+    meta twins (or copies), and the user's module hooks are dropped. The user's model is never
+    touched."""
     memo: dict[int, Any] = {}
     for p in model.parameters():
         if share_params:
@@ -80,7 +81,15 @@ def meta_copy(model: nn.Module, share_params: bool = False) -> nn.Module:
     if not share_params:
         for b in model.buffers():
             memo[id(b)] = torch.empty_like(b, device="meta")
-    return copy.deepcopy(model, memo)
+    root = copy.deepcopy(model, memo)
+    for m in root.modules():  # the user's hooks must not run (or count, or log) during a check
+        for hooks in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+                      "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs",
+                      "_state_dict_hooks", "_load_state_dict_pre_hooks"):
+            table = getattr(m, hooks, None)
+            if isinstance(table, dict):
+                table.clear()
+    return root
 
 
 # --- torch.fx --------------------------------------------------------------------------------
@@ -282,9 +291,22 @@ def trace_recorded(model: nn.Module, args: tuple, kwargs: dict, on_meta: bool = 
     return Graph.build("recorded", rec.ops)
 
 
+# Below this many parameters a real forward pass is cheaper than a meta one (meta kernels of
+# attention and friends run through Python decompositions: ~1 s for a small transformer).
+META_ABOVE = 20_000_000
+
+
+def _meta_first(model: nn.Module) -> tuple[bool, ...]:
+    """Meta first for big models (reads no weight, allocates nothing), real tensors as fallback."""
+    numel = sum(p.numel() for p in model.parameters())
+    if any(p.is_meta for p in model.parameters()):
+        return (True,)
+    return (True, False) if numel > META_ABOVE else (False, True)
+
+
 def accepts(model: nn.Module, args: tuple, kwargs: dict) -> bool:
-    """Whether the model's forward runs on these inputs (on meta tensors, else real ones)."""
-    for on_meta in (True, False):
+    """Whether the model's forward runs on these inputs."""
+    for on_meta in _meta_first(model):
         try:
             trace_recorded(model, args, kwargs, on_meta=on_meta)
             return True
@@ -350,16 +372,14 @@ def trace(model: nn.Module, args: tuple | None, kwargs: dict | None, build_input
         raise TraceFailure("cannot guess an input from the model's first layer")
     graph, error = None, None
     for a, k in proposals:  # a guessed input that does not fit: try the next proposal
-        try:
-            graph = trace_recorded(model, a, k, on_meta=True)
-            break
-        except TraceFailure as meta_error:
+        for on_meta in _meta_first(model):
             try:
-                graph = trace_recorded(model, a, k, on_meta=False)
-                notes.append(f"the meta-device pass failed ({meta_error}); used real tensors")
+                graph = trace_recorded(model, a, k, on_meta=on_meta)
                 break
             except TraceFailure as e:
                 error = error or e
+        if graph is not None:
+            break
     if graph is None:
         raise error
     missing = sorted(expected - reached_weights(graph, model))
