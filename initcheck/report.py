@@ -131,7 +131,7 @@ def format_table(report: Report) -> str:
         for lr in report.layers
     ]
     headers = ["layer", "kind", "shape", "fan_in", "fan_out", "activation", "scheme", "rec std",
-               "std", "var ratio", "signal", "verdict"]
+               "std", "var ratio", "pre rms", "verdict"]
     return tabulate(rows, headers=headers, disable_numparse=True)
 
 

@@ -1,0 +1,37 @@
+"""A real training run (scikit-learn's bundled digits): fix() makes bad inits train like He's."""
+
+import os
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
+import digits_experiment as D  # noqa: E402
+import seeds as S  # noqa: E402
+
+import initcheck  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data():
+    return D.load_digits()
+
+
+def accuracy(cls, data, fixed: bool, seed: int = 0) -> float:
+    torch.manual_seed(seed)
+    model = cls(in_features=64)
+    if fixed:
+        initcheck.fix(model, data[0][:256], generator=torch.Generator().manual_seed(seed))
+    return D.train(model, data, seed, epochs=2)
+
+
+def test_bad_inits_do_not_learn_and_fixed_ones_train_like_he(data):
+    he = accuracy(S.He, data, fixed=True)
+    assert he > 85
+    for cls in (S.Zeros, S.Ones, S.Uniform01):
+        assert accuracy(cls, data, fixed=False) < 20
+        assert accuracy(cls, data, fixed=True) > he - 3
