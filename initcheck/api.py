@@ -159,6 +159,8 @@ def _layer_reports(ctx: Context, findings: list[Finding]) -> tuple[LayerReport, 
         mine = [f for f in findings if f.layer == lf.qualname]
         worst = max(mine, key=lambda f: rules_mod.SEVERITIES.index(f.severity), default=None)
         verdict = "ok" if worst is None else f"{worst.severity} {','.join(sorted({f.code for f in mine}))}"
+        if worst is None and lf.convention:
+            verdict = f"ok: {lf.convention}"
         m = ctx.actual.forward[lf.preact_op] if ctx.actual else None
         out.append(LayerReport(
             name=lf.name, param=lf.param, kind=lf.kind, shape=lf.shape, fan_in=lf.fan_in, fan_out=lf.fan_out,
@@ -166,6 +168,6 @@ def _layer_reports(ctx: Context, findings: list[Finding]) -> tuple[LayerReport, 
             residual_end=lf.residual_end, is_output=lf.is_output, scheme=lf.scheme, gain=lf.gain,
             recommended_std=lf.recommended_std, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
             variance_ratio=lf.variance_ratio, predicted_rms=None if m is None or math.isnan(m.rms) else m.rms,
-            aliases=lf.aliases, verdict=verdict,
+            aliases=lf.aliases, convention=lf.convention, verdict=verdict,
         ))
     return tuple(out)

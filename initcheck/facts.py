@@ -12,7 +12,7 @@ from torch import nn
 from . import theory
 from .activations import Role, function_role, match_elementwise, module_role
 from .graph import Graph, Op
-from .layers import WeightUse, function_weight, module_weights
+from .layers import WeightUse, function_weight, module_weights, weight_views
 from .stats import TensorStats, tensor_stats
 
 
@@ -40,6 +40,7 @@ class LayerFacts:
     op: int  # graph op that reads the weight
     preact_op: int  # graph op whose output the activation receives
     dtype: str = "float32"
+    convention: str | None = None  # a recognized deliberate init (conventions.py)
 
     @property
     def qualname(self) -> str:
@@ -78,6 +79,7 @@ class _View:
         self.graph = graph
         self.model = model
         self.param_ops = {op.index for op in graph.ops if op.kind == "param"}
+        self.views = weight_views(graph.ops, self.param_ops)
         self._modules = dict(model.named_modules())
         self.depth = self._weight_depth()
         self.branch_ops = self._residual_branches()
@@ -89,7 +91,7 @@ class _View:
         if op.kind == "module":
             mod = self.module(op)
             return mod is not None and bool(module_weights(mod))
-        return op.kind == "function" and function_weight(op, self.param_ops) is not None
+        return op.kind == "function" and function_weight(op, self.views) is not None
 
     def role(self, op: Op) -> Role:
         if op.kind == "module":
@@ -263,7 +265,16 @@ def _reaches_output(view: _View, start: int) -> bool:
 
 
 def collect(graph: Graph, model: nn.Module) -> tuple[LayerFacts, ...]:
-    """One LayerFacts per weight tensor the graph reads, in execution order, tied weights once."""
+    """One LayerFacts per weight tensor the graph reads, in execution order, tied weights once,
+    each with the library convention it follows, if one is recognized."""
+    from dataclasses import replace
+
+    from .conventions import recognize
+
+    return tuple(replace(lf, convention=recognize(lf, model)) for lf in _collect(graph, model))
+
+
+def _collect(graph: Graph, model: nn.Module) -> tuple[LayerFacts, ...]:
     view = _View(graph, model)
     aliases = _aliases(model)
     out: list[LayerFacts] = []
@@ -279,7 +290,7 @@ def collect(graph: Graph, model: nn.Module) -> tuple[LayerFacts, ...]:
                     judged.add(id(p))
                     out.append(_facts(view, op, op.module or "", use, p, type(mod).__name__, aliases))
         elif op.kind == "function":
-            hit = function_weight(op, view.param_ops)
+            hit = function_weight(op, view.views)
             if hit is None:
                 continue
             pname = graph.ops[hit[0]].target
@@ -293,12 +304,13 @@ def collect(graph: Graph, model: nn.Module) -> tuple[LayerFacts, ...]:
 
 
 def _with_param(use: WeightUse, attr: str) -> WeightUse:
-    return WeightUse(attr, use.layout, use.role, use.groups, use.stride, use.blocks, use.activation)
+    return WeightUse(attr, use.layout, use.role, use.groups, use.stride, use.blocks, use.activation, use.stacked)
 
 
 def _facts(view: _View, op: Op, owner: str, use: WeightUse, p: torch.Tensor, kind: str, aliases) -> LayerFacts:
     shape = tuple(int(s) for s in p.shape) if not isinstance(p, nn.parameter.UninitializedParameter) else ()
-    fan = theory.fans(use.layout, shape, groups=use.groups, stride=use.stride, blocks=use.blocks) if shape else theory.Fans(0, 0)
+    fan_shape = shape[1:] if use.stacked else shape  # one expert's slice
+    fan = theory.fans(use.layout, fan_shape, groups=use.groups, stride=use.stride, blocks=use.blocks) if shape else theory.Fans(0, 0)
     if use.activation is not None and use.role != "embedding":
         # The layer applies its own activation (RNN gates) or feeds attention's softmax.
         after = follow(view, op.index) if use.param.startswith("out_proj") or use.param.startswith("weight_hr") else None

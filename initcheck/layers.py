@@ -27,6 +27,7 @@ class WeightUse:
     stride: tuple[int, ...] = ()
     blocks: int = 1
     activation: str | None = None
+    stacked: bool = False  # one slice of a stacked [n, out, in] parameter (HF MoE experts)
 
 
 _RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -87,38 +88,64 @@ def is_leaf(module: nn.Module) -> bool:
 
 
 # Function ops that read a weight parameter: canonical name -> (weight argument keys, layout,
-# groups keys, stride keys).
-FUNCTION_WEIGHTS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...], tuple[str, ...]]] = {
-    "linear": (("1", "weight"), "out_in", (), ()),
-    "conv1d": (("1", "weight"), "conv", ("6", "groups"), ()),
-    "conv2d": (("1", "weight"), "conv", ("6", "groups"), ()),
-    "conv3d": (("1", "weight"), "conv", ("6", "groups"), ()),
-    "conv_transpose1d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride")),
-    "conv_transpose2d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride")),
-    "conv_transpose3d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride")),
-    "bilinear": (("2", "weight"), "bilinear", (), ()),
-    "embedding": (("1", "weight"), "embedding", (), ()),
-    "addmm": (("2", "mat2"), "in_out", (), ()),
-    "matmul": (("1", "other"), "in_out", (), ()),
-    "rmatmul": (("0",), "in_out", (), ()),
+# groups keys, stride keys, stacked: the weight holds one matrix per group, as HF MoE experts).
+FUNCTION_WEIGHTS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...], tuple[str, ...], bool]] = {
+    "linear": (("1", "weight"), "out_in", (), (), False),
+    "conv1d": (("1", "weight"), "conv", ("6", "groups"), (), False),
+    "conv2d": (("1", "weight"), "conv", ("6", "groups"), (), False),
+    "conv3d": (("1", "weight"), "conv", ("6", "groups"), (), False),
+    "conv_transpose1d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride"), False),
+    "conv_transpose2d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride"), False),
+    "conv_transpose3d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride"), False),
+    "bilinear": (("2", "weight"), "bilinear", (), (), False),
+    "embedding": (("1", "weight"), "embedding", (), (), False),
+    "addmm": (("2", "mat2"), "in_out", (), (), False),
+    "matmul": (("1", "other"), "in_out", (), (), False),
+    "rmatmul": (("0",), "in_out", (), (), False),
+    "_grouped_mm": (("1", "mat_b"), "in_out", (), (), True),  # HF MoE experts: x @ W[e] per expert
+    "grouped_mm": (("1", "mat_b"), "in_out", (), (), True),
 }
 
+# Ops through which a weight reaches its consumer: slices of a stacked parameter (W[expert]) and
+# transposes (W.t(), W.transpose(-2, -1)), which swap its layout.
+_VIEWS = frozenset({"getitem", "select", "transpose", "t", "T", "mT", "contiguous", "to", "detach"})
+_FLIPS = frozenset({"transpose", "t", "T", "mT"})
+_SLICES = frozenset({"getitem", "select"})
+_SWAP = {"out_in": "in_out", "in_out": "out_in"}
 
-def function_weight(op: Op, param_ops: set[int]) -> tuple[int, WeightUse] | None:
-    """(param op index, use) when `op` is a function that reads a weight parameter."""
+
+def weight_views(ops, param_ops: set[int]) -> dict[int, tuple[int, bool, bool]]:
+    """op index -> (param op index, transposed, sliced) for parameters and their views."""
+    views = {i: (i, False, False) for i in param_ops}
+    for op in ops:
+        if op.kind == "function" and op.target in _VIEWS and op.inputs and op.inputs[0] in views:
+            p, flipped, sliced = views[op.inputs[0]]
+            views[op.index] = (p, flipped ^ (op.target in _FLIPS), sliced or op.target in _SLICES)
+    return views
+
+
+def function_weight(op: Op, views: dict[int, tuple[int, bool, bool]]) -> tuple[int, WeightUse] | None:
+    """(param op index, use) when `op` is a function that reads a weight parameter, directly or
+    through a view of it (see weight_views)."""
     entry = FUNCTION_WEIGHTS.get(op.target)
     if entry is not None:
-        keys, layout, group_keys, stride_keys = entry
+        keys, layout, group_keys, stride_keys, stacked = entry
         idx = op.operand(*keys)
-        if idx is not None and idx in param_ops:
+        if idx is not None and idx in views:
+            param, flipped, sliced = views[idx]
+            if (flipped or sliced) and layout not in _SWAP:
+                return None  # a conv or embedding weight seen through a view: not a layout we know
+            if flipped:
+                layout = _SWAP[layout]
             groups = op.scalar(*group_keys, default=1) if group_keys else 1
             stride = op.scalar(*stride_keys, default=1) if stride_keys else 1
             stride = tuple(stride) if isinstance(stride, (tuple, list)) else (int(stride),)
             role = "embedding" if layout == "embedding" else "weight"
-            return idx, WeightUse("", layout, role=role, groups=int(groups), stride=stride)
+            return param, WeightUse("", layout, role=role, groups=int(groups), stride=stride, stacked=stacked or sliced)
     if op.target == "matmul":
         # W @ x with the weight first: [out, in] applied from the left.
         idx = op.operand("0", "input")
-        if idx is not None and idx in param_ops:
-            return idx, WeightUse("", "out_in")
+        if idx is not None and idx in views:
+            param, flipped, sliced = views[idx]
+            return param, WeightUse("", "in_out" if flipped else "out_in", stacked=sliced)
     return None

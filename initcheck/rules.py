@@ -182,8 +182,8 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
         ratio = lf.variance_ratio
         if ratio is None or lf.stats.constant or lf.normalized or lf.role == "embedding" or math.isnan(ratio):
             continue
-        if intentional_small(lf) or (lf.in_residual_branch and ratio < 1.0):
-            continue  # scaled-down branches are a convention (Fixup, GPT-2, T-Fixup); IC2xx still judge them
+        if intentional_small(lf) or (lf.in_residual_branch and ratio < 1.0) or lf.convention:
+            continue  # scaled-down branches and library conventions are deliberate; IC2xx still judge them
         if ratio > VARIANCE_BAND or ratio < 1.0 / VARIANCE_BAND:
             factor = math.sqrt(ratio)
             direction = f"{factor:.2g}x above" if factor > 1 else f"{1 / factor:.2g}x below"

@@ -19,7 +19,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .graph import Graph, Op, canonical_name
-from .layers import function_weight, is_leaf, module_weights
+from .layers import function_weight, is_leaf, module_weights, weight_views
 
 
 @dataclass(frozen=True)
@@ -337,18 +337,57 @@ def _first_line(e: BaseException) -> str:
 # --- coverage and the choice of tracer -------------------------------------------------------
 
 def reached_weights(graph: Graph, model: nn.Module) -> set[str]:
-    """Qualified names of weight parameters that a recognized weight op of the graph reads."""
+    """Canonical names of the weight parameters that a recognized weight op of the graph reads
+    (a tied weight reached under any of its names counts once)."""
+    canonical = {id(p): name for name, p in model.named_parameters()}
     reached: set[str] = set()
-    param_ops = {op.index for op in graph.ops if op.kind == "param"}
+    views = weight_views(graph.ops, {op.index for op in graph.ops if op.kind == "param"})
     for op in graph.ops:
         if op.kind == "module" and op.module is not None:
-            for use in module_weights(model.get_submodule(op.module)):
-                reached.add(_join(op.module, use.param))
+            module = model.get_submodule(op.module)
+            for use in module_weights(module):
+                p = _get(module, use.param)
+                if isinstance(p, torch.Tensor) and id(p) in canonical:
+                    reached.add(canonical[id(p)])
         elif op.kind == "function":
-            hit = function_weight(op, param_ops)
+            hit = function_weight(op, views)
             if hit is not None:
                 reached.add(graph.ops[hit[0]].target)
     return reached
+
+
+# A parameter read only through these is added or concatenated to the signal (a class token, a
+# position table, a layer scale): data, not a weight with fans.
+_ADDITIVE = frozenset({"add", "sub", "cat", "concat", "stack", "expand", "expand_as", "getitem", "view", "reshape",
+                       "to", "repeat", "unsqueeze", "squeeze", "permute", "transpose", "flatten", "mul", "div",
+                       "type", "float", "clone", "contiguous", "interpolate", "pad", "narrow", "select"})
+
+
+def additive_params(graph: Graph) -> set[str]:
+    """Parameters that the graph reads, but only to add, scale or concatenate."""
+    out = set()
+    for op in graph.ops:
+        if op.kind != "param":
+            continue
+        stack, seen, additive = [op.index], set(), True
+        while stack and additive:
+            for u in graph.consumers[stack.pop()]:
+                if u in seen:
+                    continue
+                seen.add(u)
+                user = graph.ops[u]
+                if user.kind != "function" or user.target not in _ADDITIVE:
+                    additive = user.kind == "output"
+                    break
+                if user.target not in ("add", "sub", "cat", "concat", "stack", "mul", "div"):
+                    stack.append(u)  # a view of the parameter: look at its users too
+        if additive:
+            out.add(op.target)
+    return out
+
+
+def missing_weights(graph: Graph, model: nn.Module, expected: set[str]) -> set[str]:
+    return expected - reached_weights(graph, model) - additive_params(graph)
 
 
 def trace(model: nn.Module, args: tuple | None, kwargs: dict | None, build_inputs) -> Traced:
@@ -361,7 +400,7 @@ def trace(model: nn.Module, args: tuple | None, kwargs: dict | None, build_input
     notes: list[str] = []
     try:
         graph = trace_fx(model)
-        missing = expected - reached_weights(graph, model)
+        missing = missing_weights(graph, model, expected)
         if not missing:
             return Traced(graph, (), ())
         notes.append(f"fx reached {len(expected) - len(missing)} of {len(expected)} weights; recorded a forward pass instead")
@@ -382,5 +421,5 @@ def trace(model: nn.Module, args: tuple | None, kwargs: dict | None, build_input
             break
     if graph is None:
         raise error
-    missing = sorted(expected - reached_weights(graph, model))
+    missing = sorted(missing_weights(graph, model, expected))
     return Traced(graph, tuple(notes), tuple(missing))

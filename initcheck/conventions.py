@@ -1,0 +1,68 @@
+"""Library conventions that are deliberate, recognized by the numbers and named in the report.
+
+Each recognizer gets a layer's facts and the model, and returns a short label or None. A layer with a
+recognized convention is exempt from IC103 (variance mismatch); the signal rules still judge it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from .facts import LayerFacts
+
+CLOSE = 0.1  # std within 10% of the convention's
+
+
+def _close(a: float, b: float) -> bool:
+    return b > 0 and abs(a / b - 1.0) < CLOSE
+
+
+def _config_std(model: nn.Module) -> float | None:
+    """Hugging Face's `initializer_range` (BERT, GPT-2, LLaMA, ...) or `init_std` (BART, Whisper)."""
+    config = getattr(model, "config", None)
+    for key in ("initializer_range", "init_std", "initializer_factor"):
+        value = getattr(config, key, None)
+        if isinstance(value, float) and value > 0:
+            return value
+    return None
+
+
+def _n_layer(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    for key in ("n_layer", "num_hidden_layers", "num_layers"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
+    s = lf.stats
+    if s is None or lf.fan_in == 0:
+        return None
+    if s.constant and s.mean == 0.0:
+        if lf.residual_end:
+            return "zero residual end (Fixup / SkipInit / ReZero)"
+        if lf.is_output:
+            return "zero-initialized classifier"
+        return None
+    std = s.std
+    hf = _config_std(model)
+    if hf is not None:
+        n = _n_layer(model)
+        if lf.residual_end and n and _close(std, hf / math.sqrt(2 * n)):
+            return f"GPT-2 scaled residual projection (initializer_range/sqrt(2*{n}))"
+        if _close(std, hf):
+            return f"Hugging Face normal(initializer_range={hf:g})"
+    module_path = type(model).__module__
+    if module_path.startswith("timm") and _close(std, 0.02):
+        return "timm trunc_normal(std=.02)"
+    if lf.layout == "conv" and module_path.startswith("torchvision"):
+        fan_out_torch = lf.shape[0] * math.prod(lf.shape[2:])
+        if _close(std, math.sqrt(2.0 / fan_out_torch)):
+            return "torchvision kaiming_normal(mode='fan_out')"
+    if _close(std, 0.02) and (lf.in_residual_branch or lf.role == "embedding"):
+        return "normal(0, 0.02) transformer init"
+    return None
