@@ -66,6 +66,7 @@ class Graph:
     tracer: str  # "fx" or "recorded"
     ops: tuple[Op, ...]
     consumers: tuple[tuple[int, ...], ...] = field(default=(), compare=False)
+    guesses: int = 0  # data-dependent checks answered by default (meta-only models)
 
     @staticmethod
     def build(tracer: str, ops: list[Op]) -> "Graph":

@@ -116,6 +116,9 @@ def _hugging_face(model: nn.Module, g: torch.Generator) -> Inputs | None:
     else:
         vocab = getattr(config, "vocab_size", 100) or 100
         kwargs["input_ids"] = torch.randint(0, min(vocab, 1000), (1, 8), generator=g)
+    if "attention_mask" in params and "input_ids" in kwargs:
+        # an explicit mask keeps HF off its data-dependent packed-sequence check (.all() on meta)
+        kwargs["attention_mask"] = torch.ones_like(kwargs["input_ids"])
     if "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False):
         vocab = getattr(config, "vocab_size", 100) or 100
         kwargs["decoder_input_ids"] = torch.randint(0, min(vocab, 1000), (1, 4), generator=g)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -187,6 +187,8 @@ class _Recorder(TorchFunctionMode):
         self._param_ops: dict[str, int] = {}
         self.depth = 0
         self.current: list[str] = []  # leaf modules being run, for error messages
+        self.answer_meta = False
+        self.guesses = 0
 
     def lookup(self, value: Any) -> int | None:
         if not isinstance(value, torch.Tensor):
@@ -217,8 +219,17 @@ class _Recorder(TorchFunctionMode):
         for t in _tensors(value):
             self.tag(t, self._new(kind="input", target=name))
 
+    # On meta tensors a data-dependent question (if mask.all(): ..., x.item()) has no answer; the
+    # pass answers it with a neutral default and counts it (the report says how many).
+    _DEFAULTS = {"__bool__": lambda t: True, "item": lambda t: True if t.dtype == torch.bool else 0,
+                 "__int__": lambda t: 0, "__float__": lambda t: 0.0}
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if self.answer_meta and name in self._DEFAULTS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            self.guesses += 1
+            return self._DEFAULTS[name](args[0])
         out = func(*args, **kwargs)
         if self.depth == 0 and any(True for _ in _tensors(out)):
             raw = getattr(func, "__name__", str(func))
@@ -241,11 +252,15 @@ def _tensors(value: Any, depth: int = 0):
             yield from _tensors(v, depth + 1)
 
 
-def trace_recorded(model: nn.Module, args: tuple, kwargs: dict, on_meta: bool = True) -> Graph:
-    """Run one forward pass of a copy of the model and record it."""
+def trace_recorded(model: nn.Module, args: tuple, kwargs: dict, on_meta: bool = True, answer_meta: bool = False) -> Graph:
+    """Run one forward pass of a copy of the model and record it.
+
+    answer_meta: on meta tensors, answer data-dependent questions (bool(t), t.item()) with neutral
+    defaults instead of failing; for models that only exist on the meta device."""
     root = meta_copy(model, share_params=not on_meta)
     params = {id(p): name for name, p in root.named_parameters()}
     rec = _Recorder(params)
+    rec.answer_meta = on_meta and answer_meta
     handles = []
 
     def pre_hook(module, margs, mkwargs):
@@ -288,7 +303,8 @@ def trace_recorded(model: nn.Module, args: tuple, kwargs: dict, on_meta: bool = 
             h.remove()
     operands, _ = _split_args((out,), {}, rec.lookup)
     rec._new(kind="output", target="output", operands=operands)
-    return Graph.build("recorded", rec.ops)
+    graph = Graph.build("recorded", rec.ops)
+    return replace(graph, guesses=rec.guesses) if rec.guesses else graph
 
 
 # Below this many parameters a real forward pass is cheaper than a meta one (meta kernels of
@@ -410,16 +426,23 @@ def trace(model: nn.Module, args: tuple | None, kwargs: dict | None, build_input
     if not proposals:
         raise TraceFailure("cannot guess an input from the model's first layer")
     graph, error = None, None
-    for a, k in proposals:  # a guessed input that does not fit: try the next proposal
-        for on_meta in _meta_first(model):
-            try:
-                graph = trace_recorded(model, a, k, on_meta=on_meta)
+    meta_only = any(p.is_meta for p in model.parameters())
+    for answer in ((False, True) if meta_only else (False,)):
+        for a, k in proposals:  # a guessed input that does not fit: try the next proposal
+            for on_meta in _meta_first(model):
+                try:
+                    graph = trace_recorded(model, a, k, on_meta=on_meta, answer_meta=answer)
+                    break
+                except TraceFailure as e:
+                    error = error or e
+            if graph is not None:
                 break
-            except TraceFailure as e:
-                error = error or e
         if graph is not None:
             break
     if graph is None:
         raise error
+    if graph.guesses:
+        notes.append(f"the model lives on the meta device: {graph.guesses} data-dependent check(s) in its forward "
+                     "were answered with a default (True / 0)")
     missing = sorted(missing_weights(graph, model, expected))
     return Traced(graph, tuple(notes), tuple(missing))
