@@ -2,9 +2,10 @@
 
 from .api import diagnose
 from .fix import fix
+from .plan import InitPlan, plan
 from .probe import ProbeLayer, probe
 from .report import LayerReport, Report
 from .rules import RULES, Finding
 
 __version__ = "0.1.0"
-__all__ = ["diagnose", "fix", "probe", "ProbeLayer", "Report", "LayerReport", "Finding", "RULES", "__version__"]
+__all__ = ["diagnose", "fix", "probe", "plan", "InitPlan", "ProbeLayer", "Report", "LayerReport", "Finding", "RULES", "__version__"]

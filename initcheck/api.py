@@ -96,6 +96,9 @@ def analyze(
     if not isinstance(model, nn.Module):
         raise NotAModule(target or type(model).__name__, f"got a {type(model).__name__}, not an nn.Module")
     name = target or type(model).__name__
+    lazy = [n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy:
+        return _lazy_report(name, lazy)
     given = inputs_mod.normalize(example_inputs)
 
     def build():
@@ -121,6 +124,18 @@ def analyze(
     analysis = Analysis(report, layers, ctx)
     object.__setattr__(analysis, "context_model", model)  # for inputs(); not part of the record
     return analysis
+
+
+def _lazy_report(name: str, lazy: list[str]) -> Analysis:
+    """Lazy modules have no shapes until their first call: nothing can be traced or judged."""
+    from .graph import Graph
+
+    findings = tuple(
+        Finding("IC002", "warning", n, f"{n} is an uninitialized lazy parameter: it has no shape yet, so the model was not judged",
+                "run model(example_input) once (then your own init code) before checking")
+        for n in lazy)
+    report = Report(name, "none", (), findings, ("lazy modules are not materialized: nothing was traced",))
+    return Analysis(report, (), Context(Graph.build("none", []), (), None, None, None, {}))
 
 
 def _context(graph, model, layers, probed=None) -> Context:

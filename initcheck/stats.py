@@ -1,7 +1,9 @@
 """Mean, std and second moment of a tensor, streamed in chunks with float64 accumulators.
 
 A weight is never copied whole: each chunk is upcast on its own device (bf16, fp16 and fp8 alike)
-and the partial results are merged with Chan's parallel formula.
+and the partial results are merged with Chan's parallel formula. A DTensor (FSDP2, tensor
+parallel) is reduced from its local shards with torch.distributed, never gathered: every rank must
+call diagnose() together, as for any collective.
 """
 
 from __future__ import annotations
@@ -31,9 +33,14 @@ def tensor_stats(t: torch.Tensor) -> TensorStats | None:
     """Statistics of a materialized tensor; None for meta tensors and uninitialized parameters."""
     if t.is_meta or isinstance(t, torch.nn.parameter.UninitializedParameter) or t.numel() == 0:
         return None
-    local = getattr(t, "to_local", None)
-    if callable(local):  # a DTensor: statistics from the local shard (see docs/theory.md)
-        t = local()
+    if callable(getattr(t, "to_local", None)) and hasattr(t, "placements"):
+        return _sharded_stats(t)
+    n, mean, m2, lo, hi = _local(t)
+    return TensorStats(n, mean, math.sqrt(max(m2 / n, 0.0)), lo == hi)
+
+
+def _local(t: torch.Tensor) -> tuple[int, float, float, float, float]:
+    """(count, mean, sum of squared deviations, min, max) in float64, chunk by chunk."""
     flat = t.detach().reshape(-1)
     n_total, mean, m2 = 0, 0.0, 0.0
     lo, hi = math.inf, -math.inf
@@ -49,5 +56,26 @@ def tensor_stats(t: torch.Tensor) -> TensorStats | None:
         mean += delta * n / total
         m2 += c_m2 + delta * delta * n_total * n / total
         n_total = total
-    std = math.sqrt(max(m2 / n_total, 0.0))
-    return TensorStats(n_total, mean, std, lo == hi)
+    return n_total, mean, m2, lo, hi
+
+
+def _sharded_stats(t) -> TensorStats:
+    """Reduce the local shard's statistics over the ranks that shard the tensor."""
+    import torch.distributed as dist
+
+    local = t.to_local()
+    n, mean, m2, lo, hi = _local(local) if local.numel() else (0, 0.0, 0.0, math.inf, -math.inf)
+    sharded = [i for i, p in enumerate(t.placements) if p.is_shard()]
+    if not sharded or not dist.is_initialized():
+        return TensorStats(n, mean, math.sqrt(max(m2 / max(n, 1), 0.0)), lo == hi)
+    # sums of x and x^2 about 0 reduce exactly in float64; min and max reduce on their own
+    sums = torch.tensor([float(n), n * mean, m2 + n * mean * mean], dtype=torch.float64, device=local.device)
+    bounds = torch.tensor([-lo, hi], dtype=torch.float64, device=local.device)
+    for dim in sharded:
+        group = t.device_mesh.get_group(dim)
+        dist.all_reduce(sums, group=group)
+        dist.all_reduce(bounds, op=dist.ReduceOp.MAX, group=group)
+    count, s1, s2 = sums.tolist()
+    mean = s1 / count
+    var = max(s2 / count - mean * mean, 0.0)
+    return TensorStats(int(count), mean, math.sqrt(var), -float(bounds[0]) == float(bounds[1]))
