@@ -16,6 +16,7 @@ from . import signal
 from .errors import ForwardError, NotAModule
 from .report import LayerReport, Report
 from .rules import Context, Finding
+from .stats import StatsCache
 from .trace import TraceFailure, accepts, trace
 
 
@@ -148,10 +149,11 @@ def _context(graph, model, layers, probed=None) -> Context:
     measurable = layers and all(lf.stats is not None for lf in layers)
     if not measurable:
         return Context(graph, layers, None, None, None, data_operand, tuple(probed or ()))
+    stats = StatsCache()
     with torch.no_grad():
-        actual = signal.propagate(graph, model, layers, signal.actual_weights(layers))
-        effective = signal.propagate(graph, model, layers, rules_mod.effective_weights(layers))
-        reference = signal.propagate(graph, model, layers, signal.scheme_weights(layers))
+        actual = signal.propagate(graph, model, layers, signal.actual_weights(layers), stats)
+        effective = signal.propagate(graph, model, layers, rules_mod.effective_weights(layers), stats)
+        reference = signal.propagate(graph, model, layers, signal.scheme_weights(layers), stats)
     return Context(graph, layers, actual, effective, reference, data_operand, tuple(probed or ()))
 
 

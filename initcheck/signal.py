@@ -15,12 +15,13 @@ import functools
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from . import theory
 from .facts import LayerFacts, _View
 from .graph import Graph
-from .stats import TensorStats, tensor_stats
+from .stats import StatsCache, TensorStats
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,12 @@ def _moments(name: str, param: float | None, mean: float, var: float, custom: st
     return theory.gaussian_moments(fn, mean, var)
 
 
-def propagate(graph: Graph, model: nn.Module, layers: tuple[LayerFacts, ...], weights: dict[int, TensorStats]) -> Signal:
+def propagate(graph: Graph, model: nn.Module, layers: tuple[LayerFacts, ...], weights: dict[int, TensorStats],
+              stats: StatsCache | None = None) -> Signal:
     """Forward and backward moments. `weights` maps a layer's op index to the statistics to assume
-    for its weight (the actual ones, or a scheme's), so the same pass predicts any init."""
+    for its weight (the actual ones, or a scheme's), so the same pass predicts any init; `stats`
+    (shared between passes) gives those of biases, norm parameters and scales."""
+    stats = stats or StatsCache()
     view = _View(graph, model)
     ops = graph.ops
     fwd: list[Moment | None] = [None] * len(ops)
@@ -67,15 +71,11 @@ def propagate(graph: Graph, model: nn.Module, layers: tuple[LayerFacts, ...], we
     norm_gain: dict[int, float] = {}  # norm op -> E[gamma^2] / var_in
     weight_n: dict[int, tuple[float, float]] = {}  # weight op -> (fan_out, E[w^2]) for the backward pass
     by_op = {lf.op: lf for lf in layers}
-    stats_cache: dict[str, TensorStats | None] = {}
-
     def pstats(name: str) -> TensorStats | None:
-        if name not in stats_cache:
-            try:
-                stats_cache[name] = tensor_stats(model.get_parameter(name))
-            except AttributeError:
-                stats_cache[name] = None
-        return stats_cache[name]
+        try:
+            return stats(model.get_parameter(name))
+        except AttributeError:
+            return None
 
     for op in ops:
         data = [i for i in view.data_operands(op) if fwd[i] is not None]
@@ -94,7 +94,7 @@ def propagate(graph: Graph, model: nn.Module, layers: tuple[LayerFacts, ...], we
             w = weights.get(op.index)
             if w is None:
                 continue
-            fwd[op.index] = _through_layer(view, op, lf, w, x, fwd, pstats)
+            fwd[op.index] = _through_layer(view, op, lf, w, x, fwd, pstats, stats)
             weight_n[op.index] = (max(lf.fan_out, 1), w.second)
             continue
         if view.is_weight_op(op):
@@ -108,7 +108,7 @@ def propagate(graph: Graph, model: nn.Module, layers: tuple[LayerFacts, ...], we
             fwd[op.index] = _activated(m, x)
             slope2[op.index] = m.slope2
         elif role.kind == "norm":
-            gamma, beta = _norm_affine(view, op, pstats)
+            gamma, beta = _norm_affine(view, op, pstats, stats)
             fwd[op.index] = Moment(beta.mean, gamma.second + beta.second, gamma.second * min(1.0, x.signal / max(x.var, 1e-30)))
             norm_gain[op.index] = gamma.second / max(x.var, 1e-12)
         elif role.kind == "add" and op.target in ("add", "sub"):
@@ -149,7 +149,7 @@ def propagate(graph: Graph, model: nn.Module, layers: tuple[LayerFacts, ...], we
     return Signal(tuple(fwd), tuple(bwd))
 
 
-def _through_layer(view, op, lf: LayerFacts, w: TensorStats, x: Moment | None, fwd, pstats) -> Moment:
+def _through_layer(view, op, lf: LayerFacts, w: TensorStats, x: Moment | None, fwd, pstats, stats) -> Moment:
     mod = view.module(op) if op.kind == "module" else None
     if lf.role == "embedding":
         return Moment(w.mean, w.second, w.std * w.std)
@@ -162,7 +162,7 @@ def _through_layer(view, op, lf: LayerFacts, w: TensorStats, x: Moment | None, f
         return Moment(0.0, m.second * gate, m.slope2 * gate * lf.fan_in * w.second * x.signal)
     n = max(lf.fan_in, 1)
     if mod is not None and isinstance(mod, nn.MultiheadAttention):
-        o = tensor_stats(mod.out_proj.weight)
+        o = stats(mod.out_proj.weight)
         o2 = o.second if o else 0.0
         return Moment(0.0, n * o2 * n * w.second * x.second, n * o2 * n * w.second * x.signal)
     if lf.layout == "bilinear":
@@ -171,7 +171,7 @@ def _through_layer(view, op, lf: LayerFacts, w: TensorStats, x: Moment | None, f
         return Moment(0.0, n * w.second * x.second * q2, n * w.second * x.signal * q2)
     mean = n * w.mean * x.mean
     second = n * w.second * x.second + n * (n - 1) * w.mean * w.mean * x.mean * x.mean
-    b = _bias(view, op, mod, pstats)
+    b = _bias(view, op, mod, pstats, stats)
     if b is not None:
         second += b.second + 2 * mean * b.mean
         mean += b.mean
@@ -184,24 +184,24 @@ def _activated(m: theory.Moments, x: Moment) -> Moment:
     return Moment(m.mean, m.second, min(x.signal * m.slope2, var))
 
 
-def _bias(view, op, mod, pstats) -> TensorStats | None:
+def _bias(view, op, mod, pstats, stats) -> TensorStats | None:
     if mod is not None:
         bias = getattr(mod, "bias", None)
-        return tensor_stats(bias) if bias is not None and hasattr(bias, "shape") else None
+        return stats(bias) if isinstance(bias, torch.Tensor) else None
     idx = op.operand("2", "bias") if op.target in ("linear", "conv1d", "conv2d", "conv3d") else op.operand("0", "input") if op.target == "addmm" else None
     if idx is not None and view.graph.ops[idx].kind == "param":
         return pstats(view.graph.ops[idx].target)
     return None
 
 
-def _norm_affine(view, op, pstats) -> tuple[TensorStats, TensorStats]:
+def _norm_affine(view, op, pstats, stats) -> tuple[TensorStats, TensorStats]:
     one, zero = TensorStats(1, 1.0, 0.0, True), TensorStats(1, 0.0, 0.0, True)
     mod = view.module(op)
     if mod is not None:
         g = getattr(mod, "weight", None)
         b = getattr(mod, "bias", None)
-        gs = tensor_stats(g) if hasattr(g, "shape") else None
-        bs = tensor_stats(b) if hasattr(b, "shape") else None
+        gs = stats(g) if isinstance(g, torch.Tensor) else None
+        bs = stats(b) if isinstance(b, torch.Tensor) else None
         if gs is not None and type(mod).__name__.startswith("Gemma"):
             gs = TensorStats(gs.count, gs.mean + 1.0, gs.std, gs.constant)  # Gemma scales by (1 + w)
         return gs or one, bs or zero

@@ -1,7 +1,8 @@
 """Mean, std and second moment of a tensor, streamed in chunks with float64 accumulators.
 
-A weight is never copied whole: each chunk is upcast on its own device (bf16, fp16 and fp8 alike)
-and the partial results are merged with Chan's parallel formula. A DTensor (FSDP2, tensor
+A weight is never copied whole: each chunk is reduced on its own device (bf16, fp16 and fp8 chunks
+upcast to float32 one at a time) and the partial results are merged in float64 with Chan's
+parallel formula. A DTensor (FSDP2, tensor
 parallel) is reduced from its local shards with torch.distributed, never gathered: every rank must
 call diagnose() together, as for any collective.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-CHUNK = 1 << 22  # elements per chunk: 32 MiB in float64
+CHUNK = 1 << 22  # elements per chunk: 16 MiB in float32
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,20 @@ class TensorStats:
         return self.std * self.std + self.mean * self.mean
 
 
+class StatsCache:
+    """Each tensor's statistics once per analysis (the facts and three signal passes share them)."""
+
+    def __init__(self):
+        self._memo: dict[int, tuple[torch.Tensor, TensorStats | None]] = {}
+
+    def __call__(self, t: torch.Tensor) -> TensorStats | None:
+        hit = self._memo.get(id(t))
+        if hit is None or hit[0] is not t:
+            hit = (t, tensor_stats(t))  # holding t keeps its id from being reused meanwhile
+            self._memo[id(t)] = hit
+        return hit[1]
+
+
 def tensor_stats(t: torch.Tensor) -> TensorStats | None:
     """Statistics of a materialized tensor; None for meta tensors and uninitialized parameters."""
     if t.is_meta or isinstance(t, torch.nn.parameter.UninitializedParameter) or t.numel() == 0:
@@ -40,17 +55,20 @@ def tensor_stats(t: torch.Tensor) -> TensorStats | None:
 
 
 def _local(t: torch.Tensor) -> tuple[int, float, float, float, float]:
-    """(count, mean, sum of squared deviations, min, max) in float64, chunk by chunk."""
+    """(count, mean, sum of squared deviations, min, max): per chunk one var_mean and one aminmax
+    in the tensor's own precision (float32 at least: bf16/fp16/fp8 chunks are upcast), merged
+    across chunks in float64 with Chan's formula."""
     flat = t.detach().reshape(-1)
     n_total, mean, m2 = 0, 0.0, 0.0
     lo, hi = math.inf, -math.inf
-    for start in range(0, flat.numel(), CHUNK):
-        chunk = flat[start:start + CHUNK].to(torch.float64)
+    for chunk in flat.split(CHUNK):
+        if chunk.dtype not in (torch.float32, torch.float64):
+            chunk = chunk.float()
         n = chunk.numel()
-        c_mean = float(chunk.mean())
-        c_m2 = float(((chunk - c_mean) ** 2).sum())
-        lo = min(lo, float(chunk.min()))
-        hi = max(hi, float(chunk.max()))
+        c_var, c_mean = torch.var_mean(chunk, correction=0)
+        c_lo, c_hi = torch.aminmax(chunk)
+        c_mean, c_m2 = float(c_mean), float(c_var) * n
+        lo, hi = min(lo, float(c_lo)), max(hi, float(c_hi))
         delta = c_mean - mean
         total = n_total + n
         mean += delta * n / total

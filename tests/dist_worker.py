@@ -29,8 +29,8 @@ def run(rank: int, world: int, port: int) -> None:
     assert type(model[0].weight).__name__ == "DTensor" and model[0].weight.to_local().shape[0] == 40  # one shard of 80 rows
     report = initcheck.diagnose(model).to_dict()
     for a, b in zip(twin["layers"], report["layers"], strict=True):
-        assert abs(a["actual_std"] - b["actual_std"]) < 1e-12, (a, b)
-        assert abs(a["actual_mean"] - b["actual_mean"]) < 1e-12, (a, b)
+        assert abs(a["actual_std"] / b["actual_std"] - 1) < 1e-6, (a, b)  # shards chunk differently
+        assert abs(a["actual_mean"] - b["actual_mean"]) < 1e-7, (a, b)
         assert a["fan_in"] == b["fan_in"] and a["activation"] == b["activation"]
     assert [f["code"] for f in twin["findings"]] == [f["code"] for f in report["findings"]]
     print(f"rank {rank}: same report", flush=True)

@@ -9,8 +9,9 @@ def test_streamed_statistics_match_torch_across_chunks(monkeypatch):
     w = torch.randn(123, 457) * 0.3 + 0.1
     s = stats.tensor_stats(w)
     assert s.count == w.numel()
-    assert s.mean == pytest.approx(float(w.double().mean()), abs=1e-12)
-    assert s.std == pytest.approx(float(w.double().std(unbiased=False)), rel=1e-10)
+    # float32 within a chunk, float64 across chunks: far finer than an init statistic needs
+    assert s.mean == pytest.approx(float(w.double().mean()), abs=1e-7)
+    assert s.std == pytest.approx(float(w.double().std(unbiased=False)), rel=1e-6)
     assert not s.constant
 
 
@@ -19,6 +20,21 @@ def test_low_precision_weights(dtype):
     w = (torch.randn(64, 64) * 0.02).to(dtype)
     s = stats.tensor_stats(w)
     assert s.std == pytest.approx(float(w.double().std(unbiased=False)), rel=1e-6)
+
+
+def test_float64_weights_keep_float64_precision():
+    w = torch.randn(1000, 300, dtype=torch.float64) * 1e-3 + 5.0
+    s = stats.tensor_stats(w)
+    assert s.std == pytest.approx(float(w.std(unbiased=False)), rel=1e-9)
+
+
+def test_cache_computes_each_tensor_once(monkeypatch):
+    calls = []
+    real = stats.tensor_stats
+    monkeypatch.setattr(stats, "tensor_stats", lambda t: calls.append(1) or real(t))
+    cache = stats.StatsCache()
+    w = torch.randn(10, 10)
+    assert cache(w) == cache(w) and len(calls) == 1
 
 
 def test_constant_and_meta():

@@ -1,0 +1,103 @@
+"""What diagnose() costs against its floor, and what the CLI costs against importing torch.
+
+Floor: tracing the model (the same tracer diagnose uses) plus one read of every weight (a chunked
+sum). Peak memory: the process's peak RSS during the call, less its RSS before it, against the model's
+size. Each measurement runs in a fresh subprocess. Run: python benchmarks/diagnose_cost.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from tabulate import tabulate
+
+CASES = {
+    "GPT-2 large size (774M, fp32, CPU)": "gpt2_large",
+    "LLaMA 7B config (meta device)": "llama_7b_meta",
+    "LLaMA 70B config (meta device)": "llama_70b_meta",
+}
+
+CHILD = r'''
+import json, resource, sys, time, warnings
+warnings.filterwarnings("ignore")
+import torch, transformers as T
+from initcheck import diagnose
+from initcheck.trace import trace, weight_params
+from initcheck.inputs import candidates
+case, what = sys.argv[1], sys.argv[2]
+def rss():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) * 1024
+if case == "gpt2_large":
+    model = T.GPT2LMHeadModel(T.GPT2Config(n_embd=1280, n_layer=36, n_head=20))
+elif case == "llama_7b_meta":
+    with torch.device("meta"):
+        model = T.LlamaForCausalLM(T.LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                                                 num_attention_heads=32, vocab_size=32000))
+else:
+    with torch.device("meta"):
+        model = T.LlamaForCausalLM(T.LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80,
+                                                 num_attention_heads=64, num_key_value_heads=8, vocab_size=32000))
+size = sum(p.numel() * p.element_size() for p in model.parameters())
+before = rss()
+t0 = time.perf_counter()
+if what == "diagnose":
+    diagnose(model)
+else:  # the floor
+    trace(model, None, None, build_inputs=lambda: list(candidates(model)))
+    with torch.no_grad():
+        for p in weight_params(model).values():
+            if not p.is_meta:
+                for chunk in p.detach().reshape(-1).split(1 << 22):
+                    chunk.sum()
+elapsed = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"seconds": elapsed, "size": size, "peak_extra": max(peak - before, 0), "params": sum(p.numel() for p in model.parameters())}))
+'''
+
+
+def measure(case: str, what: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, case, what], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def wall(cmd: list[str], runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main():
+    rows = []
+    for label, case in CASES.items():
+        d, f = measure(case, "diagnose"), measure(case, "floor")
+        size_gb = d["size"] / 1e9
+        rows.append([label, f"{d['params'] / 1e9:.2f}B", f"{d['seconds']:.2f}", f"{f['seconds']:.2f}",
+                     f"{d['seconds'] / f['seconds']:.2f}x", f"{size_gb:.2f}", f"{d['peak_extra'] / 1e9:.3f}",
+                     f"{(d['size'] + d['peak_extra']) / max(d['size'], 1):.3f}x" if size_gb > 0 else "-"])
+    print(tabulate(rows, headers=["model", "params", "diagnose s", "floor s", "vs floor", "model GB",
+                                  "peak extra GB", "peak / model"], disable_numparse=True))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    seeds = os.path.join(root, "examples", "seeds.py")
+    torch_s = wall([sys.executable, "-c", "import torch"])
+    version_s = wall([sys.executable, "-m", "initcheck", "--version"])
+    check_s = wall([sys.executable, "-m", "initcheck", f"{seeds}:He"])
+    print()
+    print(tabulate([["python -c 'import torch'", f"{torch_s:.2f}", "1.00x"],
+                    ["initcheck --version", f"{version_s:.2f}", f"{version_s / torch_s:.2f}x"],
+                    ["initcheck examples/seeds.py:He", f"{check_s:.2f}", f"{check_s / torch_s:.2f}x"]],
+                   headers=["command (median of 5)", "seconds", "vs import torch"], disable_numparse=True))
+
+
+if __name__ == "__main__":
+    main()

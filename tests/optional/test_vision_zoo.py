@@ -1,0 +1,60 @@
+"""Optional suite: torchvision and timm architectures (they need torch 2.14.1 + torchvision 0.29.1,
+a 5.5 GB CUDA build, so they stay out of default CI). Run by hand:
+
+    python3 -m venv /tmp/vz && . /tmp/vz/bin/activate
+    pip install torch==2.14.1 torchvision==0.29.1 timm && pip install -e . pytest
+    python -m pytest -q tests/optional
+
+The result is recorded in docs/zoo.md.
+"""
+
+import warnings
+
+import pytest
+import torch
+
+from initcheck import diagnose
+from initcheck.trace import weight_params
+
+tv = pytest.importorskip("torchvision")
+
+TORCHVISION = ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vgg11_bn", "densenet121",
+               "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x0_5",
+               "squeezenet1_0", "mnasnet0_5", "googlenet", "convnext_tiny", "vit_b_16", "swin_t", "maxvit_t",
+               "alexnet", "inception_v3"]
+TIMM = ["resnet18", "vit_tiny_patch16_224", "deit_tiny_patch16_224", "convnext_atto", "efficientnet_b0",
+        "mobilenetv3_small_050", "regnetx_002", "levit_128s", "swin_tiny_patch4_window7_224", "mixer_b16_224",
+        "poolformer_s12", "coat_tiny", "cait_xxs24_224", "beit_base_patch16_224", "edgenext_xx_small"]
+
+
+def check(model, inputs):
+    model.eval()
+    report = diagnose(model, inputs)
+    judged = {lr.qualname for lr in report.layers} | {a for lr in report.layers for a in lr.aliases}
+    additive = {n for n in weight_params(model) if n.endswith(("cls_token", "pos_embed", "dist_token",
+                                                                 "class_token", "relative_position_bias_table"))}
+    missing = set(weight_params(model)) - judged - additive
+    errors = [f.message for f in report.findings if f.severity == "error"]
+    return report, missing, errors
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_torchvision(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kw = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+        model = getattr(tv.models, name)(weights=None, **kw)
+    size = 299 if name == "inception_v3" else 224
+    report, missing, errors = check(model, torch.randn(1, 3, size, size))
+    assert not missing, missing
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("name", TIMM)
+def test_timm(name):
+    timm = pytest.importorskip("timm")
+    model = timm.create_model(name, pretrained=False)
+    size = model.pretrained_cfg.get("input_size", (3, 224, 224))
+    report, missing, errors = check(model, torch.randn(1, *size))
+    assert not missing, missing
+    assert not errors, errors
