@@ -19,6 +19,7 @@ from . import devices, theory
 from .api import analyze
 from .layers import module_weights
 from .report import Report
+from .trace import tensors_in
 
 # |pre-activation| beyond which a saturating unit's slope is under 2% of its peak
 SATURATION = {"tanh": 2.65, "sigmoid": 4.6, "softsign": 6.0, "hardtanh": 1.0, "hardsigmoid": 3.0}
@@ -83,7 +84,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
     try:
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
             out = work(*devices.move(args, dev), **devices.move(kwargs, dev))
-            loss = sum(t.float().pow(2).mean() for t in _float_tensors(out))
+            loss = sum(t.float().pow(2).mean() for t in tensors_in(out) if t.is_floating_point())
             if isinstance(loss, torch.Tensor) and loss.requires_grad:
                 loss.backward()
     finally:
@@ -106,15 +107,3 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
 
 def _nan(v: float) -> float | None:
     return None if math.isnan(v) else v
-
-
-def _float_tensors(out, depth: int = 0):
-    if isinstance(out, torch.Tensor):
-        if out.is_floating_point():
-            yield out
-    elif depth < 4 and isinstance(out, (list, tuple)):
-        for v in out:
-            yield from _float_tensors(v, depth + 1)
-    elif depth < 4 and isinstance(out, dict):
-        for v in out.values():
-            yield from _float_tensors(v, depth + 1)

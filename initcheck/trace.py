@@ -18,6 +18,7 @@ import torch.fx as fx
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .devices import move
 from .graph import Graph, Op, canonical_name
 from .layers import function_weight, is_leaf, module_weights, weight_views
 
@@ -230,14 +231,14 @@ class _Recorder(TorchFunctionMode):
         return op.index
 
     def tag(self, value: Any, idx: int) -> None:
-        for t in _tensors(value):
+        for t in tensors_in(value):
             try:
                 self._tags[id(t)] = (weakref.ref(t), idx)
             except TypeError:
                 pass
 
     def add_input(self, name: str, value: Any) -> None:
-        for t in _tensors(value):
+        for t in tensors_in(value):
             self.tag(t, self._new(kind="input", target=name))
 
     # On meta tensors a data-dependent question (if mask.all(): ..., x.item()) has no answer; the
@@ -252,7 +253,7 @@ class _Recorder(TorchFunctionMode):
             self.guesses += 1
             return self._DEFAULTS[name](args[0])
         out = func(*args, **kwargs)
-        if self.depth == 0 and any(True for _ in _tensors(out)):
+        if self.depth == 0 and any(True for _ in tensors_in(out)):
             raw = getattr(func, "__name__", str(func))
             if raw == "__get__":  # a property such as x.T
                 raw = getattr(getattr(func, "__self__", None), "__name__", raw)
@@ -262,15 +263,16 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
-def _tensors(value: Any, depth: int = 0):
+def tensors_in(value: Any, depth: int = 0):
+    """Every tensor in a (nested) tuple, list or dict, such as a forward's output."""
     if isinstance(value, torch.Tensor):
         yield value
     elif depth < 4 and isinstance(value, (list, tuple)):
         for v in value:
-            yield from _tensors(v, depth + 1)
+            yield from tensors_in(v, depth + 1)
     elif depth < 4 and isinstance(value, dict):
         for v in value.values():
-            yield from _tensors(v, depth + 1)
+            yield from tensors_in(v, depth + 1)
 
 
 def trace_recorded(model: nn.Module, args: tuple, kwargs: dict, on_meta: bool = True, answer_meta: bool = False) -> Graph:
@@ -305,9 +307,8 @@ def trace_recorded(model: nn.Module, args: tuple, kwargs: dict, on_meta: bool = 
             names[module] = name
             handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
             handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
-    device = "meta" if on_meta else None
-    args = _move(args, device)
-    kwargs = _move(kwargs, device)
+    if on_meta:
+        args, kwargs = move(args, torch.device("meta")), move(kwargs, torch.device("meta"))
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             for i, a in enumerate(args):
@@ -350,20 +351,6 @@ def accepts(model: nn.Module, args: tuple, kwargs: dict) -> bool:
         except TraceFailure:
             continue
     return False
-
-
-def _move(value: Any, device: str | None) -> Any:
-    if device is None:
-        return value
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, tuple):
-        return tuple(_move(v, device) for v in value)
-    if isinstance(value, list):
-        return [_move(v, device) for v in value]
-    if isinstance(value, dict):
-        return {k: _move(v, device) for k, v in value.items()}
-    return value
 
 
 def _first_line(e: BaseException) -> str:
