@@ -55,9 +55,9 @@ def tensor_stats(t: torch.Tensor) -> TensorStats | None:
 
 
 def _local(t: torch.Tensor) -> tuple[int, float, float, float, float]:
-    """(count, mean, sum of squared deviations, min, max): per chunk one var_mean and one aminmax
-    in the tensor's own precision (float32 at least: bf16/fp16/fp8 chunks are upcast), merged
-    across chunks in float64 with Chan's formula."""
+    """(count, mean, sum of squared deviations, min, max): per chunk a sum, a dot product and an
+    aminmax in the tensor's own precision (float32 at least: bf16/fp16/fp8 chunks are upcast),
+    merged across chunks in float64 with Chan's formula."""
     flat = t.detach().reshape(-1)
     n_total, mean, m2 = 0, 0.0, 0.0
     lo, hi = math.inf, -math.inf
@@ -65,9 +65,14 @@ def _local(t: torch.Tensor) -> tuple[int, float, float, float, float]:
         if chunk.dtype not in (torch.float32, torch.float64):
             chunk = chunk.float()
         n = chunk.numel()
-        c_var, c_mean = torch.var_mean(chunk, correction=0)
+        # sum, dot and aminmax are one vectorized read each (var_mean is ~10x slower on CPU)
+        s1, s2 = float(chunk.sum()), float(torch.dot(chunk, chunk))
         c_lo, c_hi = torch.aminmax(chunk)
-        c_mean, c_m2 = float(c_mean), float(c_var) * n
+        c_mean = s1 / n
+        c_m2 = s2 - s1 * c_mean
+        if c_m2 < 1e-4 * s2:  # the mean dwarfs the spread: E[x^2] - mean^2 cancels, so two passes
+            c_var, c_mean_t = torch.var_mean(chunk, correction=0)
+            c_mean, c_m2 = float(c_mean_t), float(c_var) * n
         lo, hi = min(lo, float(c_lo)), max(hi, float(c_hi))
         delta = c_mean - mean
         total = n_total + n

@@ -22,6 +22,13 @@ def test_low_precision_weights(dtype):
     assert s.std == pytest.approx(float(w.double().std(unbiased=False)), rel=1e-6)
 
 
+def test_a_large_mean_over_a_tiny_spread_is_still_exact():
+    w = 1.0 + 1e-5 * torch.randn(300, 300)
+    s = stats.tensor_stats(w)
+    assert s.std == pytest.approx(float(w.double().std(unbiased=False)), rel=1e-3)
+    assert not s.constant
+
+
 def test_float64_weights_keep_float64_precision():
     w = torch.randn(1000, 300, dtype=torch.float64) * 1e-3 + 5.0
     s = stats.tensor_stats(w)
