@@ -92,11 +92,14 @@ NORM_MODULES: tuple[type, ...] = (
 
 
 def is_norm_module(module: nn.Module) -> bool:
-    """torch's norm layers, and library ones by name (LlamaRMSNorm, T5LayerNorm, ...)."""
+    """torch's norm layers, and library ones by name (LlamaRMSNorm, T5LayerNorm, ...); a module
+    that holds a weight layer (timm's LinearNorm: a Linear and a BatchNorm) is not one."""
     if isinstance(module, NORM_MODULES):
         return True
     name = type(module).__name__
-    return name.endswith("Norm") or "LayerNorm" in name or "RMSNorm" in name or "BatchNorm" in name
+    if not (name.endswith("Norm") or "LayerNorm" in name or "RMSNorm" in name or "BatchNorm" in name):
+        return False
+    return next(module.children(), None) is None
 
 
 @dataclass(frozen=True)

@@ -150,10 +150,17 @@ def _context(graph, model, layers, probed=None) -> Context:
     if not measurable:
         return Context(graph, layers, None, None, None, data_operand, tuple(probed or ()))
     stats = StatsCache()
+    effective_w = rules_mod.effective_weights(layers)
+    # The reference puts the trunk at its schemes but keeps residual branches at their own scale:
+    # branches at full scale make a residual net's signal grow block by block, which is why
+    # scaled-down branches exist; they are a design, not a deviation to measure against.
+    reference_w = signal.scheme_weights(layers)
+    reference_w.update({lf.op: effective_w[lf.op] for lf in layers
+                        if (lf.in_residual_branch or lf.residual_end) and lf.op in effective_w})
     with torch.no_grad():
         actual = signal.propagate(graph, model, layers, signal.actual_weights(layers), stats)
-        effective = signal.propagate(graph, model, layers, rules_mod.effective_weights(layers), stats)
-        reference = signal.propagate(graph, model, layers, signal.scheme_weights(layers), stats)
+        effective = signal.propagate(graph, model, layers, effective_w, stats)
+        reference = signal.propagate(graph, model, layers, reference_w, stats)
     return Context(graph, layers, actual, effective, reference, data_operand, tuple(probed or ()))
 
 

@@ -15,8 +15,9 @@ from .facts import LayerFacts
 CLOSE = 0.1  # std within 10% of the convention's
 
 
-def _close(a: float, b: float) -> bool:
-    return b > 0 and abs(a / b - 1.0) < CLOSE
+def _close(a: float, b: float, n: int = 1 << 30) -> bool:
+    """Within 10%, plus three standard errors of a std measured on n values (small tensors)."""
+    return b > 0 and abs(a / b - 1.0) < CLOSE + 3.0 / math.sqrt(2.0 * n)
 
 
 def _config_std(model: nn.Module) -> float | None:
@@ -52,17 +53,21 @@ def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
     hf = _config_std(model)
     if hf is not None:
         n = _n_layer(model)
-        if lf.residual_end and n and _close(std, hf / math.sqrt(2 * n)):
+        if lf.residual_end and n and _close(std, hf / math.sqrt(2 * n), s.count):
             return f"GPT-2 scaled residual projection (initializer_range/sqrt(2*{n}))"
-        if _close(std, hf):
+        if _close(std, hf, s.count):
             return f"Hugging Face normal(initializer_range={hf:g})"
     module_path = type(model).__module__
-    if module_path.startswith("timm") and _close(std, 0.02):
+    if module_path.startswith("timm") and _close(std, 0.02, s.count):
         return "timm trunc_normal(std=.02)"
-    if lf.layout == "conv" and module_path.startswith("torchvision"):
+    if lf.layout == "conv" and len(lf.shape) > 2:
+        # He in fan_out mode preserves the backward signal (He et al. 2015 show both modes work):
+        # torchvision's fan_out counts out*k*k, Google's (timm's EfficientNets) divides by the groups
         fan_out_torch = lf.shape[0] * math.prod(lf.shape[2:])
-        if _close(std, math.sqrt(2.0 / fan_out_torch)):
-            return "torchvision kaiming_normal(mode='fan_out')"
-    if _close(std, 0.02) and (lf.in_residual_branch or lf.role == "embedding"):
+        for fan in {fan_out_torch, lf.fan_out}:
+            if _close(std, math.sqrt(2.0 / fan), s.count):
+                lib = "torchvision " if module_path.startswith("torchvision") else ""
+                return f"{lib}kaiming_normal(mode='fan_out')"
+    if _close(std, 0.02, s.count) and (lf.in_residual_branch or lf.role == "embedding"):
         return "normal(0, 0.02) transformer init"
     return None

@@ -374,13 +374,14 @@ def gradient_spread(ctx: Context) -> Iterator[Finding]:
 
 
 def effective_weights(layers: tuple[LayerFacts, ...]) -> dict[int, TensorStats]:
-    """Actual statistics, except constant layers (IC101 blames them) and deliberately small ones,
-    which take their scheme's: the signal rules then judge everything else."""
+    """Actual statistics, except constant layers (IC101 blames them), deliberately small ones and
+    layers followed by a normalization (their scale is normalized away), which take their
+    scheme's: the signal rules then judge everything else."""
     out: dict[int, TensorStats] = {}
     for lf in layers:
         if lf.stats is None:
             continue
-        if (lf.stats.constant or intentional_small(lf)) and not math.isnan(lf.recommended_std):
+        if (lf.stats.constant or intentional_small(lf) or lf.normalized) and not math.isnan(lf.recommended_std):
             out[lf.op] = TensorStats(1, 0.0, lf.recommended_std, False)
         else:
             out[lf.op] = lf.stats

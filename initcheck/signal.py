@@ -103,7 +103,10 @@ def propagate(graph: Graph, model: nn.Module, layers: tuple[LayerFacts, ...], we
         if x is None:
             continue
         role = view.role(op)
-        if role.kind == "activation" and role.activation in theory.KNOWN and role.activation not in ("softmax", "log_softmax"):
+        if role.kind == "activation" and role.activation in ("softmax", "log_softmax"):
+            # a normalization along its axis: the output's scale no longer follows the input's
+            fwd[op.index] = Moment(0.0, 1.0, min(1.0, x.signal / max(x.var, 1e-30)))
+        elif role.kind == "activation" and role.activation in theory.KNOWN:
             m = _moments(role.activation, role.param, round(x.mean, 9), round(x.var, 9))
             fwd[op.index] = _activated(m, x)
             slope2[op.index] = m.slope2
@@ -134,11 +137,17 @@ def propagate(graph: Graph, model: nn.Module, layers: tuple[LayerFacts, ...], we
                 c = _scalar(op, default=1.0)
                 c = 1.0 / c if op.target == "div" and c else c
                 fwd[op.index] = Moment(x.mean * c, x.second * c * c, x.signal * c * c)
+        elif op.target == "scaled_dot_product_attention":
+            v = op.operand("2", "value")  # softmax(q k^T) @ v: an average of v's rows
+            fwd[op.index] = fwd[v] if v is not None and fwd[v] is not None else x
         elif op.target == "matmul" and len(data) >= 2:
             # attention: softmax(scores) @ V averages V's rows; other products multiply scales
-            a, b = ops[data[0]], fwd[data[1]]
-            fwd[op.index] = b if view.role(a).activation == "softmax" else Moment(
+            b = fwd[data[1]]
+            fwd[op.index] = b if _from_softmax(view, data[0]) else Moment(
                 x.mean * b.mean, x.second * b.second, x.signal * b.second + b.signal * x.second)
+        elif role.kind == "transparent" and _pool_window(view, op) > 1:
+            c = _max_gain(_pool_window(view, op))
+            fwd[op.index] = Moment(x.mean, x.second * c, x.signal * c)
         elif role.kind == "other" and op.kind == "module":
             mod = view.module(op)
             fwd[op.index] = _through_custom(mod, x) if mod is not None else x
@@ -209,6 +218,46 @@ def _norm_affine(view, op, pstats, stats) -> tuple[TensorStats, TensorStats]:
     gs = pstats(params[0].target) if params else None
     bs = pstats(params[1].target) if len(params) > 1 else None
     return gs or one, bs or zero
+
+
+def _from_softmax(view, idx: int) -> bool:
+    """Whether op `idx` is a softmax, seen through dropout and reshapes (attention weights)."""
+    seen = 0
+    while seen < 8:
+        op = view.graph.ops[idx]
+        role = view.role(op)
+        if role.kind == "activation":
+            return role.activation == "softmax"
+        data = view.data_operands(op)
+        if role.kind != "transparent" or not data:
+            return False
+        idx, seen = data[0], seen + 1
+    return False
+
+
+def _pool_window(view, op) -> int:
+    """The number of elements a max-pooling op takes the maximum of (1 for anything else)."""
+    kernel = None
+    if op.kind == "module":
+        mod = view.module(op)
+        if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
+            kernel, dims = mod.kernel_size, int(type(mod).__name__[-2])
+    elif op.target.startswith("max_pool") and op.target[8:9].isdigit():
+        kernel, dims = op.scalar("1", "kernel_size"), int(op.target[8])
+    if kernel is None:
+        return 1
+    ks = tuple(kernel) if isinstance(kernel, (tuple, list)) else (int(kernel),) * dims
+    return math.prod(int(k) for k in ks)
+
+
+@functools.lru_cache(maxsize=64)
+def _max_gain(k: int) -> float:
+    """E[max(z_1..z_k)^2] / E[z^2] for iid standard normals: how max-pooling raises the second
+    moment (the max of a 3x3 window has about 2.5x a single value's)."""
+    z, w = theory._grid()
+    cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+    density = k * cdf.pow(k - 1)  # the max's density relative to the normal's, on the grid's weights
+    return float((w * density * z * z).sum())
 
 
 def _scalar(op, default: float = 0.0) -> float:

@@ -395,11 +395,15 @@ def additive_params(graph: Graph) -> set[str]:
             continue
         stack, seen, additive = [op.index], set(), True
         while stack and additive:
-            for u in graph.consumers[stack.pop()]:
+            here = stack.pop()
+            for u in graph.consumers[here]:
                 if u in seen:
                     continue
                 seen.add(u)
                 user = graph.ops[u]
+                if user.target == "scaled_dot_product_attention" and any(
+                        key in ("3", "attn_mask") and i == here for key, i in user.operands):
+                    continue  # a bias added to the attention scores
                 if user.kind != "function" or user.target not in _ADDITIVE:
                     additive = user.kind == "output"
                     break
