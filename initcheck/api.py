@@ -78,7 +78,9 @@ class Analysis:
             src = self.context.data_operand.get(lf.op)
             m = ref.forward[src] if ref is not None and src is not None else None
             q_in = m.second if m is not None else 1.0
-            if not math.isnan(lf.recommended_std):
+            if lf.role == "embedding":
+                out[lf.name] = lf.recommended_std  # a lookup: its rows are its output
+            elif not math.isnan(lf.recommended_std):
                 out[lf.name] = lf.recommended_std * math.sqrt(max(lf.fan_in, 1) * q_in)
         return out
 

@@ -27,9 +27,10 @@ from .facts import LayerFacts
 from .report import Report
 from .rules import intentional_small, mis_scaled
 
-# Layers whose output scale the data-driven pass sets (RNNs and embeddings keep their static init:
-# a recurrent state is bounded by its gates, an embedding is a lookup).
-SCALED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention)
+# Layers whose scale the data-driven pass sets: the output less its bias for weight layers and
+# embeddings (a lookup of weight rows); for RNNs the first layer's input-to-hidden pre-activation
+# x W_ih^T (the recurrent matrix keeps its orthogonal init, the state is bounded by the gates).
+SCALED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.Embedding, nn.RNNBase)
 
 
 def to_reinit(analysis: Analysis, keep_intentional: bool = True) -> list[LayerFacts]:
@@ -165,8 +166,10 @@ def data_driven_pass(
 
 
 def _scalable(lf: LayerFacts, keep_intentional: bool = True) -> bool:
-    if lf.stats is None or lf.normalized or lf.role != "weight" or lf.param not in ("weight", "in_proj_weight"):
+    if lf.stats is None or lf.normalized or lf.param not in ("weight", "in_proj_weight", "weight_ih_l0"):
         return False
+    if keep_intentional and lf.convention and not lf.convention.startswith("zero"):
+        return False  # a recognized library convention (HF's 0.02 embeddings) is kept
     if not keep_intentional:
         return not (lf.stats.constant and lf.stats.mean == 0.0)  # nothing to scale in a zero
     if lf.stats.constant and lf.stats.mean == 0.0:
@@ -182,8 +185,10 @@ def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]]
 
     def hook(module, inputs, out):
         name, target = targets[module]
-        if name in seen:
-            return None  # a later call of a shared layer: already scaled at its first
+        if name in seen or name in busy:
+            return None  # a later call of a shared layer (already scaled at its first), or our own rerun
+        if isinstance(module, nn.RNNBase):
+            return _rnn(module, name, target, inputs, out)
         y, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
         weight, bias = _weight_and_bias(module)
         b = _broadcast_bias(bias, module, y)
@@ -199,6 +204,28 @@ def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]]
         seen[name] = torch.stack([std, factor])
         new = core * factor.to(core.dtype) + (b if b is not None else 0)
         return (new, *rest) if rest is not None else new
+
+    busy: set[str] = set()
+
+    def _rnn(module, name, target, inputs, out):
+        x = inputs[0] if inputs else None
+        if not isinstance(x, torch.Tensor):
+            return None  # a PackedSequence: keep the static init
+        pre = torch.nn.functional.linear(x, module.weight_ih_l0).float()
+        std = pre.std()
+        if not scale:
+            seen[name] = torch.stack([std, torch.ones_like(std)])
+            return None
+        factor = target / std.clamp_min(1e-12)
+        if not torch.isfinite(factor):
+            factor = torch.ones_like(factor)
+        module.weight_ih_l0.mul_(factor.to(module.weight_ih_l0.dtype))
+        seen[name] = torch.stack([std, factor])
+        busy.add(name)
+        try:
+            return module(*inputs)  # the RNN's own output again, with the corrected weight
+        finally:
+            busy.discard(name)
 
     handles = [m.register_forward_hook(hook) for m in targets]
     try:

@@ -141,3 +141,18 @@ def test_cuda_model_stays_on_cuda():
     model = seeds.UniformMinus1To1().cuda()
     fix(model, torch.randn(256, 784, device="cuda"), device="auto")
     assert next(model.parameters()).is_cuda
+
+
+def test_data_driven_fix_covers_embeddings_and_recurrent_layers():
+    model = M.Recurrent()
+    nn.init.normal_(model.emb.weight, 0, 0.001)  # far too small: not a recognized convention
+    nn.init.uniform_(model.lstm.weight_ih_l0, -2, 2)
+    idx = torch.randint(0, 50, (32, 7))
+    report = fix(model, idx, target_std=1.0)
+    layers = {d["name"]: d for d in report.extra["data_driven"]["layers"]}
+    assert {"emb", "lstm", "gru"} <= set(layers)
+    for name in ("emb", "lstm", "gru"):
+        assert layers[name]["after"] == pytest.approx(1.0, abs=0.05), (name, layers[name])
+    with torch.no_grad():
+        assert float(model.emb(idx).std()) == pytest.approx(1.0, abs=0.05)
+    assert report.extra["data_driven"]["forward_passes"] == 2
