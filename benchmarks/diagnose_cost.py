@@ -2,7 +2,7 @@
 
 Floor: tracing the model (the same tracer diagnose uses) plus one read of every weight (a chunked
 sum). Peak memory: the process's peak RSS during the call, less its RSS before it, against the model's
-size. Each measurement runs in a fresh subprocess. Run: python benchmarks/diagnose_cost.py
+size. Each measurement is the median of 3 fresh subprocesses. Run: python benchmarks/diagnose_cost.py
 """
 
 from __future__ import annotations
@@ -63,9 +63,13 @@ print(json.dumps({"seconds": elapsed, "size": size, "peak_extra": max(peak - bef
 '''
 
 
-def measure(case: str, what: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, case, what], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def measure(case: str, what: str, runs: int = 3) -> dict:
+    """The median run of `runs` fresh processes (a 2-core machine jitters by 30%)."""
+    results = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", CHILD, case, what], capture_output=True, text=True, check=True)
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return sorted(results, key=lambda r: r["seconds"])[len(results) // 2]
 
 
 def wall(cmd: list[str], runs: int = 5) -> float:

@@ -50,36 +50,34 @@ def tensor_stats(t: torch.Tensor) -> TensorStats | None:
         return None
     if callable(getattr(t, "to_local", None)) and hasattr(t, "placements"):
         return _sharded_stats(t)
-    n, mean, m2, lo, hi = _local(t)
-    return TensorStats(n, mean, math.sqrt(max(m2 / n, 0.0)), lo == hi)
+    n, mean, m2 = _local(t)
+    return TensorStats(n, mean, math.sqrt(max(m2 / n, 0.0)), m2 == 0.0)
 
 
-def _local(t: torch.Tensor) -> tuple[int, float, float, float, float]:
-    """(count, mean, sum of squared deviations, min, max): per chunk a sum, a dot product and an
-    aminmax in the tensor's own precision (float32 at least: bf16/fp16/fp8 chunks are upcast),
-    merged across chunks in float64 with Chan's formula."""
+def _local(t: torch.Tensor) -> tuple[int, float, float]:
+    """(count, mean, sum of squared deviations): per chunk a sum and a dot product in the tensor's
+    own precision (float32 at least: bf16/fp16/fp8 chunks are upcast), merged across chunks in
+    float64 with Chan's formula. A chunk whose spread is tiny against its mean (a constant one among
+    them) takes an exact two-pass var_mean, so a constant tensor has m2 == 0 exactly."""
     flat = t.detach().reshape(-1)
     n_total, mean, m2 = 0, 0.0, 0.0
-    lo, hi = math.inf, -math.inf
     for chunk in flat.split(CHUNK):
         if chunk.dtype not in (torch.float32, torch.float64):
             chunk = chunk.float()
         n = chunk.numel()
-        # sum, dot and aminmax are one vectorized read each (var_mean is ~10x slower on CPU)
+        # sum and dot are one vectorized read each (var_mean is ~10x slower on CPU)
         s1, s2 = float(chunk.sum()), float(torch.dot(chunk, chunk))
-        c_lo, c_hi = torch.aminmax(chunk)
         c_mean = s1 / n
         c_m2 = s2 - s1 * c_mean
-        if c_m2 < 1e-4 * s2:  # the mean dwarfs the spread: E[x^2] - mean^2 cancels, so two passes
+        if c_m2 <= 1e-4 * s2:  # the mean dwarfs the spread: E[x^2] - mean^2 cancels, so two passes
             c_var, c_mean_t = torch.var_mean(chunk, correction=0)
             c_mean, c_m2 = float(c_mean_t), float(c_var) * n
-        lo, hi = min(lo, float(c_lo)), max(hi, float(c_hi))
         delta = c_mean - mean
         total = n_total + n
         mean += delta * n / total
         m2 += c_m2 + delta * delta * n_total * n / total
         n_total = total
-    return n_total, mean, m2, lo, hi
+    return n_total, mean, m2
 
 
 def _sharded_stats(t) -> TensorStats:
@@ -87,18 +85,21 @@ def _sharded_stats(t) -> TensorStats:
     import torch.distributed as dist
 
     local = t.to_local()
-    n, mean, m2, lo, hi = _local(local) if local.numel() else (0, 0.0, 0.0, math.inf, -math.inf)
+    n, mean, m2 = _local(local) if local.numel() else (0, 0.0, 0.0)
     sharded = [i for i, p in enumerate(t.placements) if p.is_shard()]
     if not sharded or not dist.is_initialized():
-        return TensorStats(n, mean, math.sqrt(max(m2 / max(n, 1), 0.0)), lo == hi)
-    # sums of x and x^2 about 0 reduce exactly in float64; min and max reduce on their own
-    sums = torch.tensor([float(n), n * mean, m2 + n * mean * mean], dtype=torch.float64, device=local.device)
-    bounds = torch.tensor([-lo, hi], dtype=torch.float64, device=local.device)
+        return TensorStats(n, mean, math.sqrt(max(m2 / max(n, 1), 0.0)), m2 == 0.0)
+    # Chan's merge over ranks: counts, sums and within-shard deviations add; the spread between
+    # shard means comes from sum(n_i * mean_i^2). A constant tensor stays exactly constant.
+    sums = torch.tensor([float(n), n * mean, m2, n * mean * mean], dtype=torch.float64, device=local.device)
+    lo_hi = torch.tensor([-mean if n else -math.inf, mean if n else -math.inf], dtype=torch.float64, device=local.device)
     for dim in sharded:
         group = t.device_mesh.get_group(dim)
         dist.all_reduce(sums, group=group)
-        dist.all_reduce(bounds, op=dist.ReduceOp.MAX, group=group)
-    count, s1, s2 = sums.tolist()
+        dist.all_reduce(lo_hi, op=dist.ReduceOp.MAX, group=group)
+    count, s1, within, s2_means = sums.tolist()
     mean = s1 / count
-    var = max(s2 / count - mean * mean, 0.0)
-    return TensorStats(int(count), mean, math.sqrt(var), -float(bounds[0]) == float(bounds[1]))
+    m2 = within + max(s2_means - count * mean * mean, 0.0)
+    same_means = -float(lo_hi[0]) == float(lo_hi[1])  # every shard has the same mean
+    constant = within == 0.0 and same_means
+    return TensorStats(int(count), mean, math.sqrt(max(m2 / count, 0.0)), constant)

@@ -439,7 +439,7 @@ def trace(model: nn.Module, args: tuple | None, kwargs: dict | None, build_input
         raise TraceFailure("cannot guess an input from the model's first layer")
     graph, error = None, None
     meta_only = any(p.is_meta for p in model.parameters())
-    for answer in ((False, True) if meta_only else (False,)):
+    for answer in ((True,) if meta_only else (False,)):  # a meta-only model has no real fallback
         for a, k in proposals:  # a guessed input that does not fit: try the next proposal
             for on_meta in _meta_first(model):
                 try:
