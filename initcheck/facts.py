@@ -81,25 +81,51 @@ class _View:
         self.param_ops = {op.index for op in graph.ops if op.kind == "param"}
         self.views = weight_views(graph.ops, self.param_ops)
         self._modules = dict(model.named_modules())
+        self._weight_op: dict[int, bool] = {}
+        self._roles: dict[int, Role] = {}
         self.depth = self._weight_depth()
         self.branch_ops = self._residual_branches()
+        self.reaches_output = self._reaching_output()
 
     def module(self, op: Op) -> nn.Module | None:
         return self._modules.get(op.module) if op.module is not None else None
 
     def is_weight_op(self, op: Op) -> bool:
-        if op.kind == "module":
-            mod = self.module(op)
-            return mod is not None and bool(module_weights(mod))
-        return op.kind == "function" and function_weight(op, self.views) is not None
+        hit = self._weight_op.get(op.index)
+        if hit is None:
+            if op.kind == "module":
+                mod = self.module(op)
+                hit = mod is not None and bool(module_weights(mod))
+            else:
+                hit = op.kind == "function" and function_weight(op, self.views) is not None
+            self._weight_op[op.index] = hit
+        return hit
 
     def role(self, op: Op) -> Role:
-        if op.kind == "module":
-            mod = self.module(op)
-            return module_role(mod) if mod is not None else Role("other")
-        if op.kind == "function":
-            return function_role(op)
-        return Role("other")
+        hit = self._roles.get(op.index)
+        if hit is None:
+            if op.kind == "module":
+                mod = self.module(op)
+                hit = module_role(mod) if mod is not None else Role("other")
+            elif op.kind == "function":
+                hit = function_role(op)
+            else:
+                hit = Role("other")
+            self._roles[op.index] = hit
+        return hit
+
+    def _reaching_output(self) -> list[bool]:
+        """Per op: its value reaches the model's output without passing a weight layer or a norm
+        (one reverse sweep, so every layer's question costs nothing)."""
+        ops, users = self.graph.ops, self.graph.consumers
+        out = [False] * len(ops)
+        for op in reversed(ops):
+            for u in users[op.index]:
+                user = ops[u]
+                if user.kind == "output" or (out[u] and not self.is_weight_op(user) and self.role(user).kind != "norm"):
+                    out[op.index] = True
+                    break
+        return out
 
     def data_operands(self, op: Op) -> list[int]:
         return [i for i in op.inputs if self.graph.ops[i].kind not in ("param", "buffer")]
@@ -170,9 +196,10 @@ def follow(view: _View, start: int) -> Follow:
                     chain.add(u)  # an opaque helper (a reshape, a transpose): look through it
                     nxt.append(u)
                     continue
+                if merged and role.kind in ("norm", "add", "scale"):
+                    continue  # past a merge only a directly following activation (ResNet's ReLU) counts
                 if role.kind == "norm":
-                    if not merged:  # a norm after a merge normalizes the sum, not this layer's input to it
-                        normalized = True
+                    normalized = True
                     chain.add(u)
                     nxt.append(u)
                 elif role.kind == "add" and len(data) >= 2:
@@ -248,20 +275,7 @@ def _custom_activation(view: _View, op: Op) -> tuple[str, float | None] | None:
 
 def _reaches_output(view: _View, start: int) -> bool:
     """The layer's output reaches the model's output without another weight layer or norm."""
-    ops, users = view.graph.ops, view.graph.consumers
-    stack, seen = [start], {start}
-    while stack:
-        for u in users[stack.pop()]:
-            if u in seen:
-                continue
-            seen.add(u)
-            op = ops[u]
-            if op.kind == "output":
-                return True
-            if view.is_weight_op(op) or view.role(op).kind == "norm":
-                continue
-            stack.append(u)
-    return False
+    return view.reaches_output[start]
 
 
 def collect(graph: Graph, model: nn.Module) -> tuple[LayerFacts, ...]:
