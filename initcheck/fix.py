@@ -193,17 +193,23 @@ def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]]
         weight, bias = _weight_and_bias(module)
         b = _broadcast_bias(bias, module, y)
         core = y - b if b is not None else y
-        std = core.float().std()
+        factor = measure(name, core.float().std(), weight, target)
+        if factor is None:
+            return None
+        new = core * factor.to(core.dtype) + (b if b is not None else 0)
+        return (new, *rest) if rest is not None else new
+
+    def measure(name, std, weight, target):
+        """Record a layer's std; when scaling, scale its weight to the target and return the
+        factor. Everything stays on the device: no Python bool of a tensor, no host sync."""
         if not scale:
             seen[name] = torch.stack([std, torch.ones_like(std)])
             return None
         factor = target / std.clamp_min(1e-12)
-        if not torch.isfinite(factor):
-            factor = torch.ones_like(factor)
+        factor = torch.where(torch.isfinite(factor), factor, torch.ones_like(factor))
         weight.mul_(factor.to(weight.dtype))
         seen[name] = torch.stack([std, factor])
-        new = core * factor.to(core.dtype) + (b if b is not None else 0)
-        return (new, *rest) if rest is not None else new
+        return factor
 
     busy: set[str] = set()
 
@@ -211,16 +217,9 @@ def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]]
         x = inputs[0] if inputs else None
         if not isinstance(x, torch.Tensor):
             return None  # a PackedSequence: keep the static init
-        pre = torch.nn.functional.linear(x, module.weight_ih_l0).float()
-        std = pre.std()
-        if not scale:
-            seen[name] = torch.stack([std, torch.ones_like(std)])
+        std = torch.nn.functional.linear(x, module.weight_ih_l0).float().std()
+        if measure(name, std, module.weight_ih_l0, target) is None:
             return None
-        factor = target / std.clamp_min(1e-12)
-        if not torch.isfinite(factor):
-            factor = torch.ones_like(factor)
-        module.weight_ih_l0.mul_(factor.to(module.weight_ih_l0.dtype))
-        seen[name] = torch.stack([std, factor])
         busy.add(name)
         try:
             return module(*inputs)  # the RNN's own output again, with the corrected weight
