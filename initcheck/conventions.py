@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from .facts import LayerFacts
@@ -49,6 +50,10 @@ def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
         if lf.is_output:
             return "zero-initialized classifier"
         return None
+    if lf.residual_end and lf.norm:
+        gamma = getattr(model.get_submodule(lf.norm), "weight", None)
+        if isinstance(gamma, torch.Tensor) and not gamma.is_meta and not bool(gamma.detach().any()):
+            return "zero_init_residual (the norm after it starts at scale 0)"
     std = s.std
     hf = _config_std(model)
     if hf is not None:

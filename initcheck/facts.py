@@ -39,6 +39,7 @@ class LayerFacts:
     aliases: tuple[str, ...]
     op: int  # graph op that reads the weight
     preact_op: int  # graph op whose output the activation receives
+    norm: str | None = None  # the normalization module that directly follows, if a module
     dtype: str = "float32"
     convention: str | None = None  # a recognized deliberate init (conventions.py)
 
@@ -70,6 +71,7 @@ class Follow:
     is_output: bool
     preact_op: int
     custom_gain: float | None = None
+    norm: str | None = None
 
 
 class _View:
@@ -166,6 +168,7 @@ def follow(view: _View, start: int) -> Follow:
     bias add, scalings, one normalization and one residual add."""
     ops, users = view.graph.ops, view.graph.consumers
     normalized = residual_end = is_output = merged = False
+    norm_module: str | None = None
     chain = {start}
     frontier = [start]
     seen = {start}
@@ -200,6 +203,7 @@ def follow(view: _View, start: int) -> Follow:
                     continue  # past a merge only a directly following activation (ResNet's ReLU) counts
                 if role.kind == "norm":
                     normalized = True
+                    norm_module = norm_module or (op.module if op.kind == "module" else None)
                     chain.add(u)
                     nxt.append(u)
                 elif role.kind == "add" and len(data) >= 2:
@@ -217,10 +221,10 @@ def follow(view: _View, start: int) -> Follow:
         frontier = nxt
     if found is None:
         is_output = is_output or _reaches_output(view, start)
-        return Follow("identity", None, normalized, residual_end, is_output, start)
+        return Follow("identity", None, normalized, residual_end, is_output, start, norm=norm_module)
     name, param, preact, custom_gain = found
     is_output = is_output or _reaches_output(view, start)
-    return Follow(name, param, normalized, residual_end, is_output, preact, custom_gain)
+    return Follow(name, param, normalized, residual_end, is_output, preact, custom_gain, norm_module)
 
 
 def _activation(view: _View, op: Op, role: Role, preact: int, chain: set[int]):
@@ -361,6 +365,7 @@ def _facts(view: _View, op: Op, owner: str, use: WeightUse, p: torch.Tensor, kin
         aliases=tuple(a for a in aliases.get(id(p), ()) if a != qual),
         op=op.index,
         preact_op=f.preact_op,
+        norm=f.norm,
         dtype=str(p.dtype).replace("torch.", ""),
     )
 

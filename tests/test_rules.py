@@ -86,6 +86,14 @@ def test_zero_init_residual_fixup_and_rezero():
     assert codes(M.ReZero()) == set()
 
 
+def test_zero_init_residual_is_named():
+    layers = {lr.qualname: lr for lr in diagnose(M.ResNetish(zero_init_residual=True)).layers}
+    assert layers["blocks.0.conv2.weight"].convention.startswith("zero_init_residual")
+    assert layers["blocks.0.conv1.weight"].convention is None or "zero_init" not in layers["blocks.0.conv1.weight"].convention
+    plain = {lr.qualname: lr for lr in diagnose(M.ResNetish(zero_init_residual=False)).layers}
+    assert not (plain["blocks.0.conv2.weight"].convention or "").startswith("zero_init_residual")
+
+
 def test_a_zero_initialized_classifier():
     model = seeds.He()
     nn.init.zeros_(model.net[4].weight)
