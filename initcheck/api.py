@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -49,6 +49,7 @@ class Analysis:
     report: Report
     layers: tuple[facts_mod.LayerFacts, ...]
     context: Context
+    model: nn.Module = field(repr=False, compare=False)
 
     def first_layer(self) -> str | None:
         """The weight module that reads a model input first, in execution order."""
@@ -63,7 +64,7 @@ class Analysis:
         given = inputs_mod.normalize(example_inputs)
         if given is not None:
             return given
-        model = self.context_model
+        model = self.model
         for args, kwargs in inputs_mod.candidates(model, first=self.first_layer()):
             if accepts(model, args, kwargs):
                 return args, kwargs
@@ -101,7 +102,7 @@ def analyze(
     name = target or type(model).__name__
     lazy = [n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
     if lazy:
-        return _lazy_report(name, lazy)
+        return _lazy_report(name, lazy, model)
     given = inputs_mod.normalize(example_inputs)
 
     def build():
@@ -124,12 +125,10 @@ def analyze(
     findings.sort(key=lambda f: (-rules_mod.SEVERITIES.index(f.severity), f.code, _order(layers, f.layer)))
     report = Report(name, traced.graph.tracer, _layer_reports(ctx, findings), tuple(findings), traced.notes,
                     probe=tuple(probed or ()))
-    analysis = Analysis(report, layers, ctx)
-    object.__setattr__(analysis, "context_model", model)  # for inputs(); not part of the record
-    return analysis
+    return Analysis(report, layers, ctx, model)
 
 
-def _lazy_report(name: str, lazy: list[str]) -> Analysis:
+def _lazy_report(name: str, lazy: list[str], model: nn.Module) -> Analysis:
     """Lazy modules have no shapes until their first call: nothing can be traced or judged."""
     from .graph import Graph
 
@@ -138,7 +137,7 @@ def _lazy_report(name: str, lazy: list[str]) -> Analysis:
                 "run model(example_input) once (then your own init code) before checking")
         for n in lazy)
     report = Report(name, "none", (), findings, ("lazy modules are not materialized: nothing was traced",))
-    return Analysis(report, (), Context(Graph.build("none", []), (), None, None, None, {}))
+    return Analysis(report, (), Context(Graph.build("none", []), (), None, None, None, {}), model)
 
 
 def _context(graph, model, layers, probed=None) -> Context:

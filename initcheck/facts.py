@@ -40,7 +40,6 @@ class LayerFacts:
     op: int  # graph op that reads the weight
     preact_op: int  # graph op whose output the activation receives
     norm: str | None = None  # the normalization module that directly follows, if a module
-    dtype: str = "float32"
     convention: str | None = None  # a recognized deliberate init (conventions.py)
 
     @property
@@ -366,7 +365,6 @@ def _facts(view: _View, op: Op, owner: str, use: WeightUse, p: torch.Tensor, kin
         op=op.index,
         preact_op=f.preact_op,
         norm=f.norm,
-        dtype=str(p.dtype).replace("torch.", ""),
     )
 
 

@@ -14,7 +14,6 @@ one-pass-per-layer cost and without its defects (docs/fix.md).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -246,6 +245,4 @@ def _broadcast_bias(bias: torch.Tensor | None, module: nn.Module, y: torch.Tenso
         return None
     if isinstance(module, nn.modules.conv._ConvNd):
         return bias.view(1, -1, *([1] * (y.dim() - 2)))
-    if isinstance(module, nn.MultiheadAttention) and not module.batch_first:
-        return bias  # [L, N, E]: the last dim either way
-    return bias
+    return bias  # Linear, Bilinear, MHA (batch first or not), Embedding: the last dim

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import devices, theory
+from . import devices
 from .api import analyze
 from .layers import module_weights
 from .report import Report

@@ -58,10 +58,6 @@ class Report:
         """No error finding."""
         return not any(f.severity == "error" for f in self.findings)
 
-    def worst(self) -> str | None:
-        levels = [SEVERITIES.index(f.severity) for f in self.findings]
-        return SEVERITIES[max(levels)] if levels else None
-
     def fails(self, fail_on: str) -> bool:
         """Whether a finding at or above `fail_on` exists ("never" never fails)."""
         if fail_on == "never":

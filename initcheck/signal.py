@@ -53,7 +53,7 @@ UNIT = Moment(0.0, 1.0, 1.0)
 
 
 @functools.lru_cache(maxsize=4096)
-def _moments(name: str, param: float | None, mean: float, var: float, custom: str | None = None) -> theory.Moments:
+def _moments(name: str, param: float | None, mean: float, var: float) -> theory.Moments:
     fn = theory.activation_fn(name, param)
     return theory.gaussian_moments(fn, mean, var)
 

@@ -1,9 +1,7 @@
 """Every must-be-an-error and must-not-be-an-error case of the issue, one test each."""
 
-import math
 
 import pytest
-import torch
 from torch import nn
 
 import models as M

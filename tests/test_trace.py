@@ -11,7 +11,7 @@ from torch import nn
 
 import models as M
 from initcheck import diagnose
-from initcheck.trace import trace_recorded, weight_params
+from initcheck.trace import TraceFailure, trace_recorded, weight_params
 
 
 def test_fx_is_used_when_it_traces():
@@ -55,7 +55,6 @@ def test_fx_graph_that_misses_a_weight_falls_back():
 def test_recorded_pass_sees_the_same_facts_as_fx():
     model = M.Transparent()
     fx_layers = diagnose(model).layers
-    import initcheck.trace as T
     graph = trace_recorded(model, (torch.randn(2, 3, 8, 8),), {})
     from initcheck.facts import collect
     rec = collect(graph, model)
@@ -70,7 +69,7 @@ def test_recorded_pass_follows_call_order_and_shared_layers():
 
 def test_meta_pass_reads_no_weight_and_real_pass_is_the_fallback():
     model = M.DataDependent()
-    with pytest.raises(Exception):
+    with pytest.raises(TraceFailure, match="forward failed"):
         trace_recorded(model, (torch.randn(2, 16),), {}, on_meta=True)
     assert trace_recorded(model, (torch.randn(2, 16),), {}, on_meta=False).tracer == "recorded"
 
