@@ -18,10 +18,10 @@ from tabulate import tabulate
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-import models as M  # noqa: E402
+import models as M
 
-from initcheck.api import analyze  # noqa: E402
-from initcheck.fix import data_driven_pass, fix  # noqa: E402
+from initcheck.api import analyze
+from initcheck.fix import data_driven_pass, fix
 
 
 def mlp(depth: int, width: int, act) -> nn.Module:

@@ -16,9 +16,9 @@ from tabulate import tabulate
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import seeds as S  # noqa: E402
+import seeds as S
 
-import initcheck  # noqa: E402
+import initcheck
 
 INITS = [S.Zeros, S.Ones, S.Uniform01, S.UniformMinus1To1, S.UniformHalf, S.InvSqrtN, S.NormalInvSqrtN,
          S.TruncNormal01, S.XavierReLU, S.He, S.PyTorchDefault]

@@ -10,13 +10,14 @@ import traceback
 import click
 import torch
 
-from . import __version__, config as config_mod
+from . import __version__
+from . import config as config_mod
 from .api import diagnose
 from .errors import ConfigError, InitcheckError, UsageError
 from .fix import fix
-from .probe import probe
 from .inputs import from_shape
 from .loader import load
+from .probe import probe
 from .report import format_text, to_json
 from .rules import RULES, SEVERITIES
 
@@ -139,14 +140,17 @@ def _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_drive
         click.echo(f"{loaded.target}: before the fix: {_summary(before)}", err=True)
         generator = torch.Generator().manual_seed(seed)
         _progress(f"fixing {loaded.target} ...")
-        fixed = fix(model, inputs, device=device, generator=generator, data_driven=data_driven or None,
-                    progress=_progress)
+        bars = Bars(sys.stderr)
+        try:
+            fixed = fix(model, inputs, device=device, generator=generator, data_driven=data_driven or None,
+                        progress=bars)
+        finally:
+            bars.close()
         tmp = output + ".tmp"
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, output)  # never a half-written file
-        click.echo(f"{loaded.target}: wrote the fixed state_dict to {output} "
-                   f"({len(fixed.extra.get('reinitialized', []))} weights reinitialized); load it with "
-                   f"model.load_state_dict(torch.load({output!r}))", err=True)
+        click.echo(f"{loaded.target}: wrote the fixed state_dict to {output} ({_fix_summary(fixed)}); "
+                   f"load it with model.load_state_dict(torch.load({output!r}))", err=True)
     if do_probe:
         _progress(f"probing {loaded.target} on {device} ...")
         return probe(model, inputs, device=device, target=loaded.target, **kw)
@@ -156,6 +160,44 @@ def _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_drive
 def _summary(report) -> str:
     counts = {s: sum(f.severity == s for f in report.findings) for s in SEVERITIES}
     return ", ".join(f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in reversed(SEVERITIES))
+
+
+def _fix_summary(report) -> str:
+    text = f"{len(report.extra.get('reinitialized', []))} weights reinitialized"
+    dd = report.extra.get("data_driven")
+    if dd:
+        text += (f", {len(dd['layers'])} layers scaled in {dd['forward_passes']} forward passes, "
+                 f"worst |std/target - 1| {dd['worst_rel_error']:.2g}")
+    return text
+
+
+class Bars:
+    """fix()'s progress(stage, done, total) drawn as one bar per stage on a terminal; silent when
+    the stream is not a terminal (CI logs, pipes, pre-commit)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.stage: str | None = None
+        self.bar = None
+        self.done = 0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage != self.stage:
+            self.close()
+            self.stage, self.done = stage, 0
+            self.bar = click.progressbar(length=max(total, 1), label=f"initcheck: {stage}", file=self.stream,
+                                         show_pos=True, show_eta=False)
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+            self.stage = None
 
 
 def _progress(message: str) -> None:

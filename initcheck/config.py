@@ -33,8 +33,10 @@ def find(start: str = ".") -> str | None:
     here = os.path.abspath(start)
     while True:
         candidate = os.path.join(here, "pyproject.toml")
-        if os.path.isfile(candidate) and "[tool.initcheck" in open(candidate, encoding="utf-8").read():
-            return candidate
+        if os.path.isfile(candidate):
+            with open(candidate, encoding="utf-8") as f:
+                if "[tool.initcheck" in f.read():
+                    return candidate
         parent = os.path.dirname(here)
         if parent == here:
             return None

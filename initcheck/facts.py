@@ -237,10 +237,12 @@ def _activation(view: _View, op: Op, role: Role, preact: int, chain: set[int]):
                 fn = theory.activation_fn(role.activation or "", role.param)
                 scale = _inner_scale(view, op)
                 if fn is not None:
-                    matched = match_elementwise(lambda x: x * fn(scale * x))
+                    def gated(x, fn=fn, scale=scale):
+                        return x * fn(scale * x)
+                    matched = match_elementwise(gated)
                     if matched:
                         return _matched(matched) + (preact, None)
-                    g = theory.gain_of(lambda x: x * fn(scale * x))
+                    g = theory.gain_of(gated)
                     return (f"unknown:x*{role.activation}", None, preact, g)
     return (role.activation or "identity", role.param, preact, None)
 

@@ -26,6 +26,10 @@ from .facts import LayerFacts
 from .report import Report
 from .rules import intentional_small, mis_scaled
 
+Progress = Callable[[str, int, int], None]
+"""progress(stage, done, total), called as the work advances (stages: "reinitializing",
+"scaling", "verifying"); the command line draws it as one bar per stage."""
+
 # Layers whose scale the data-driven pass sets: the output less its bias for weight layers and
 # embeddings (a lookup of weight rows); for RNNs the first layer's input-to-hidden pre-activation
 # x W_ih^T (the recurrent matrix keeps its orthogonal init, the state is bounded by the gates).
@@ -90,7 +94,7 @@ def fix(
     target_std: float | None = None,
     keep_intentional: bool = True,
     verify: bool = True,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Report:
     """Fix `model`'s initialization in place and return the report after the fix.
 
@@ -98,24 +102,23 @@ def fix(
     built from the model). target_std: None aims each layer at the pre-activation std its
     recommended scheme gives on unit-variance inputs; a number aims every layer at it (LSUV's 1.0).
     The model's train/eval mode, device and requires_grad flags are kept; no hook is left behind,
-    even when its forward raises.
+    even when its forward raises. `progress(stage, done, total)` is told how the work advances.
     """
     before = analyze(model, example_inputs)
     changed = []
-    for lf in to_reinit(before, keep_intentional):
+    chosen = to_reinit(before, keep_intentional)
+    for lf in chosen:
         reinit_(model.get_parameter(lf.qualname), lf, generator)
         _zero_bias(model, lf)
         changed.append(lf.qualname)
-    if progress:
-        progress(f"static: reinitialized {len(changed)} of {len(before.layers)} weights")
+        if progress:
+            progress("reinitializing", len(changed), len(chosen))
     extra: dict[str, Any] = {"reinitialized": changed}
     if data_driven or (data_driven is None and example_inputs is not None):
         scaled, passes, worst = data_driven_pass(model, before, example_inputs, device=device, target_std=target_std,
-                                                 keep_intentional=keep_intentional, verify=verify)
+                                                 keep_intentional=keep_intentional, verify=verify, progress=progress)
         extra.update({"data_driven": {"forward_passes": passes, "target_std": target_std,
                                       "worst_rel_error": worst, "layers": [vars(s) for s in scaled]}})
-        if progress:
-            progress(f"data-driven: {len(scaled)} layers scaled in {passes} forward pass(es), worst |std/target - 1| {worst:.3g}")
     after = analyze(model, example_inputs).report
     return Report(after.target, after.tracer, after.layers, after.findings, after.notes, after.probe, extra)
 
@@ -138,6 +141,7 @@ def data_driven_pass(
     target_std: float | None = None,
     keep_intentional: bool = True,
     verify: bool = True,
+    progress: Progress | None = None,
 ) -> tuple[list[Scaled], int, float]:
     """Scale every scalable layer to its target in one forward pass; (layers, passes, worst error)."""
     dev = devices.resolve(device)
@@ -150,11 +154,11 @@ def data_driven_pass(
         args, kwargs = devices.move(args, dev), devices.move(kwargs, dev)
         passes = 0
         with torch.no_grad(), devices.eval_mode(work):
-            before = _run_with_hooks(work, targets, args, kwargs, scale=True)
+            before = _run_with_hooks(work, targets, args, kwargs, scale=True, progress=progress)
             passes += 1
             after: dict[str, torch.Tensor] = {}
             if verify:
-                after = _run_with_hooks(work, targets, args, kwargs, scale=False)
+                after = _run_with_hooks(work, targets, args, kwargs, scale=False, progress=progress)
                 passes += 1
         # one host transfer for every statistic of the pass
         names = list(before)
@@ -173,14 +177,17 @@ def _scalable(lf: LayerFacts, keep_intentional: bool = True) -> bool:
         return not (lf.stats.constant and lf.stats.mean == 0.0)  # nothing to scale in a zero
     if lf.stats.constant and lf.stats.mean == 0.0:
         return False  # a deliberate zero (fix would have replaced any other constant)
-    if lf.residual_end and intentional_small(lf):
-        return False  # a scaled-down residual end (GPT-2's c_proj, Fixup) is a design
-    return True  # a small but nonzero classifier is a default, not a design: scale it
+    # a scaled-down residual end (GPT-2's c_proj, Fixup) is a design; a small but nonzero
+    # classifier is a default, not a design: scale it
+    return not (lf.residual_end and intentional_small(lf))
 
 
-def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]], args, kwargs, scale: bool):
+def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]], args, kwargs, scale: bool,
+                    progress: Progress | None = None):
     """One forward pass; in each target's hook measure (and, when `scale`, correct) its output."""
     seen: dict[str, torch.Tensor] = {}
+    stage = "scaling" if scale else "verifying"
+    total = len({name for name, _ in targets.values()})
 
     def hook(module, inputs, out):
         name, target = targets[module]
@@ -202,13 +209,18 @@ def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]]
         """Record a layer's std; when scaling, scale its weight to the target and return the
         factor. Everything stays on the device: no Python bool of a tensor, no host sync."""
         if not scale:
-            seen[name] = torch.stack([std, torch.ones_like(std)])
+            record(name, torch.stack([std, torch.ones_like(std)]))
             return None
         factor = target / std.clamp_min(1e-12)
         factor = torch.where(torch.isfinite(factor), factor, torch.ones_like(factor))
         weight.mul_(factor.to(weight.dtype))
-        seen[name] = torch.stack([std, factor])
+        record(name, torch.stack([std, factor]))
         return factor
+
+    def record(name, value):
+        seen[name] = value
+        if progress:
+            progress(stage, len(seen), total)
 
     busy: set[str] = set()
 
@@ -231,6 +243,8 @@ def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]]
     finally:
         for h in handles:
             h.remove()
+    if progress and len(seen) < total:
+        progress(stage, total, total)  # layers the pass never called: nothing more to wait for
     return seen
 
 

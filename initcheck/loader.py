@@ -16,8 +16,7 @@ from types import ModuleType
 
 from torch import nn
 
-from .errors import (ConstructionError, NotAModule, TargetAttributeError, TargetFileNotFound,
-                     TargetImportError, TargetSyntaxError)
+from .errors import ConstructionError, NotAModule, TargetAttributeError, TargetFileNotFound, TargetImportError, TargetSyntaxError
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .activations import is_norm_module
 from .api import analyze
 from .fix import _orthogonal_
-from .activations import is_norm_module
 from .layers import module_weights
 
 

@@ -12,11 +12,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def run(rank: int, world: int, port: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    import models as M
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     import initcheck
-    import models as M
 
     torch.manual_seed(0)
     model = M.mlp((96, 80, 48, 10), init=lambda w: torch.nn.init.uniform_(w, -1, 1))

@@ -1,12 +1,12 @@
 """Activation inference: the three fx forms, in-place and parametrized, through transparent ops,
 and activations judged by what they compute."""
 
+import models as M
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import models as M
 from initcheck import diagnose
 from initcheck.activations import match_elementwise
 

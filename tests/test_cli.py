@@ -1,5 +1,6 @@
 """The CLI with click's CliRunner: output, exit codes, one-line errors."""
 
+import io
 import json
 import os
 import textwrap
@@ -7,7 +8,7 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-from initcheck.cli import main
+from initcheck.cli import Bars, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = os.path.join(ROOT, "examples", "seeds.py")
@@ -151,8 +152,9 @@ def test_fix_writes_a_state_dict_and_never_overwrites(tmp_path):
     out = tmp_path / "fixed.pt"
     r = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), cwd=tmp_path)
     assert r.exit_code == 0, r.output
-    import torch
     import sys
+
+    import torch
     sys.path.insert(0, os.path.dirname(SEEDS))
     import seeds
     model = seeds.Uniform01()
@@ -168,3 +170,36 @@ def test_fix_writes_a_state_dict_and_never_overwrites(tmp_path):
 def test_probe_option(tmp_path):
     r = run(f"{SEEDS}:TanhNormal1", "--probe", "--device", "cpu", cwd=tmp_path)
     assert r.exit_code == 1 and "probe (measured" in r.output and "IC302" in r.output
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bars_draw_each_stage_to_its_end_on_a_terminal():
+    stream = FakeTerminal()
+    bars = Bars(stream)
+    for stage, total in (("scaling", 3), ("verifying", 3)):
+        for done in range(1, total + 1):
+            bars(stage, done, total)
+    bars.close()
+    text = stream.getvalue()
+    assert "initcheck: scaling" in text and "initcheck: verifying" in text
+    assert "3/3" in text and text.count("\n") == 2  # one finished line per stage
+    assert text.endswith("\x1b[?25h\n")  # the cursor is shown again
+
+
+def test_progress_bars_are_silent_off_a_terminal():
+    stream = io.StringIO()
+    bars = Bars(stream)
+    bars("scaling", 1, 2)
+    bars.close()
+    assert stream.getvalue() == ""
+
+
+def test_data_driven_fix_reports_its_passes(tmp_path):
+    out = tmp_path / "fixed.pt"
+    r = run(f"{SEEDS}:Uniform01", "--fix", "--data-driven", "-o", str(out), cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "3 layers scaled in 2 forward passes" in r.output

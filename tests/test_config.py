@@ -10,7 +10,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_targets_and_ignores_from_pyproject(tmp_path, monkeypatch):
-    (tmp_path / "seeds.py").write_text(open(os.path.join(ROOT, "examples", "seeds.py")).read())
+    with open(os.path.join(ROOT, "examples", "seeds.py")) as f:
+        (tmp_path / "seeds.py").write_text(f.read())
     (tmp_path / "pyproject.toml").write_text(textwrap.dedent("""
         [tool.initcheck]
         targets = ["seeds.py:PyTorchDefault", "seeds.py:He"]

@@ -8,10 +8,10 @@ import torch
 
 pytest.importorskip("sklearn")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
-import digits_experiment as D  # noqa: E402
-import seeds as S  # noqa: E402
+import digits_experiment as D
+import seeds as S
 
-import initcheck  # noqa: E402
+import initcheck
 
 pytestmark = pytest.mark.slow
 

@@ -1,9 +1,9 @@
 """Per-weight facts: fans from use, packed and recurrent weights, custom weights."""
 
+import models as M
 import pytest
 import torch
 
-import models as M
 from initcheck import diagnose
 
 

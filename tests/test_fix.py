@@ -1,11 +1,11 @@
 """fix(): static and data-driven, one pass, call order, shared layers, nothing left behind."""
 
+import models as M
 import pytest
+import seeds
 import torch
 from torch import nn
 
-import models as M
-import seeds
 from initcheck import diagnose, fix
 
 
@@ -108,8 +108,8 @@ def test_mode_and_hooks_are_restored_even_when_forward_raises():
     model = Boom()
     model.train()
     model.armed = True
-    from initcheck.fix import data_driven_pass
     from initcheck.api import analyze
+    from initcheck.fix import data_driven_pass
     model.armed = False
     analysis = analyze(model, torch.randn(2, 4))
     model.armed = True
@@ -156,3 +156,15 @@ def test_data_driven_fix_covers_embeddings_and_recurrent_layers():
     with torch.no_grad():
         assert float(model.emb(idx).std()) == pytest.approx(1.0, abs=0.05)
     assert report.extra["data_driven"]["forward_passes"] == 2
+
+
+def test_progress_is_told_every_stage_in_order_and_each_reaches_its_total():
+    model = seeds.DeepPyTorchDefault()
+    calls = []
+    fix(model, torch.randn(64, 784), progress=lambda *a: calls.append(a))
+    stages = [c[0] for c in calls]
+    assert list(dict.fromkeys(stages)) == ["reinitializing", "scaling", "verifying"]
+    for stage in ("reinitializing", "scaling", "verifying"):
+        done = [d for s, d, _ in calls if s == stage]
+        total = {t for s, _, t in calls if s == stage}
+        assert done == sorted(done) and len(total) == 1 and done[-1] == total.pop()

@@ -3,11 +3,11 @@
 import time
 import warnings
 
+import models as M
 import pytest
 import torch
 from torch import nn
 
-import models as M
 import initcheck
 from initcheck import diagnose
 

@@ -51,7 +51,9 @@ def test_hook_runs_in_a_real_pre_commit(tmp_path):
     constraints = tmp_path / "constraints.txt"
     constraints.write_text("torch==2.13.0\n" if _torch_version().startswith("2.13") else "")
     env["PIP_CONSTRAINT"] = str(constraints)
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, env=env, check=True, capture_output=True)
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=repo, env=env, check=True, capture_output=True)
+
     git("init", "-q")
     git("add", ".")
     cmd = [*_pre_commit(), "try-repo", ROOT, "initcheck", "--all-files"]

@@ -1,7 +1,7 @@
 import pytest
+import seeds
 import torch
 
-import seeds
 from initcheck import probe
 
 

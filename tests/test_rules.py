@@ -1,11 +1,11 @@
 """Every must-be-an-error and must-not-be-an-error case of the issue, one test each."""
 
 
+import models as M
 import pytest
+import seeds
 from torch import nn
 
-import models as M
-import seeds
 from initcheck import RULES, diagnose
 from initcheck.rules import selected
 

@@ -5,11 +5,11 @@ residual branches at their own scale)."""
 import math
 
 import pytest
+import seeds
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import seeds
 from initcheck import diagnose, probe
 from initcheck.signal import _max_gain
 

@@ -3,13 +3,13 @@ user's changes."""
 
 import copy
 
+import models as M
 import pytest
 import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-import models as M
 from initcheck import diagnose
 from initcheck.trace import TraceFailure, trace_recorded, weight_params
 
