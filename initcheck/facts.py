@@ -41,6 +41,7 @@ class LayerFacts:
     preact_op: int  # graph op whose output the activation receives
     norm: str | None = None  # the normalization module that directly follows, if a module
     convention: str | None = None  # a recognized deliberate init (conventions.py)
+    attention_score: bool = False  # a query or key projection: its output meets only q·kᵀ
 
     @property
     def qualname(self) -> str:
@@ -278,6 +279,65 @@ def _custom_activation(view: _View, op: Op) -> tuple[str, float | None] | None:
     return f"unknown:{type(mod).__name__}", theory.gain_of(mod)
 
 
+# ops a query or key passes on its way to q·kᵀ: reshapes, scalings, rotary embeddings (x*cos +
+# rotate_half(x)*sin), repeat_kv, a mask add
+_TOWARDS_SCORES = ("transparent", "scale", "add")
+
+
+def feeds_attention_scores(view: _View, start: int, limit: int = 64) -> bool:
+    """Whether a weight op's output is a query or a key and nothing else: every path from it runs,
+    through reshapes, scalings and adds only, into scaled_dot_product_attention's first two
+    operands or into a matmul whose product goes on to a softmax (a packed q/k/v projection also
+    feeds the values: no). Such a layer's gradient is proportional to the other side's scale (a
+    bilinear form), small at init by design: not a vanishing gradient."""
+    ops, users = view.graph.ops, view.graph.consumers
+    frontier, seen = [start], {start}
+    scores = False
+    while frontier:
+        nxt = []
+        for i in frontier:
+            for u in users[i]:
+                op = ops[u]
+                if op.target == "scaled_dot_product_attention":
+                    if i not in (op.operand("0", "query"), op.operand("1", "key")):
+                        return False
+                    scores = True
+                elif op.target == "matmul" and not view.is_weight_op(op):
+                    if not _reaches_softmax(view, u):
+                        return False
+                    scores = True
+                elif op.kind == "function" and view.role(op).kind in _TOWARDS_SCORES:
+                    if u not in seen:  # every edge into attention is checked, every op walked once
+                        seen.add(u)
+                        if len(seen) > limit:
+                            return False
+                        nxt.append(u)
+                else:
+                    return False  # an activation, a weight layer, a norm, the output: not only a score
+        frontier = nxt
+    return scores
+
+
+def _reaches_softmax(view: _View, start: int, limit: int = 16) -> bool:
+    ops, users = view.graph.ops, view.graph.consumers
+    frontier, seen = [start], {start}
+    while frontier and len(seen) < limit:
+        nxt = []
+        for i in frontier:
+            for u in users[i]:
+                if u in seen:
+                    continue
+                seen.add(u)
+                role = view.role(ops[u])
+                if role.kind == "activation":
+                    if role.activation in ("softmax", "log_softmax"):
+                        return True
+                elif role.kind in _TOWARDS_SCORES and not view.is_weight_op(ops[u]):
+                    nxt.append(u)
+        frontier = nxt
+    return False
+
+
 def _reaches_output(view: _View, start: int) -> bool:
     """The layer's output reaches the model's output without another weight layer or norm."""
     return view.reaches_output[start]
@@ -367,6 +427,7 @@ def _facts(view: _View, op: Op, owner: str, use: WeightUse, p: torch.Tensor, kin
         op=op.index,
         preact_op=f.preact_op,
         norm=f.norm,
+        attention_score=use.role != "embedding" and feeds_attention_scores(view, op.index),
     )
 
 

@@ -360,11 +360,14 @@ def units_saturated(ctx: Context) -> Iterator[Finding]:
 
 
 @rule("IC303", "gradient-spread", "error",
-      "Measured: the relative gradient ||dL/dW||/||W|| of two layers differs by over 10^4.",
+      "Measured: the relative gradient ||dL/dW||/||W|| of two layers differs by over 10^4 (embeddings, queries and keys aside).",
       "One learning rate cannot serve layers whose relative updates differ by four orders of "
       "magnitude: the small ones are frozen (vanishing) or the large ones diverge (exploding).")
 def gradient_spread(ctx: Context) -> Iterator[Finding]:
-    rows = [p for p, _ in _probe_rows(ctx) if p.grad_ratio > 0]
+    # An embedding's relative gradient counts the rows a batch looks up, and a query's or key's is
+    # proportional to the other's scale (small at init by design): neither says how the signal flows.
+    rows = [p for p, lf in _probe_rows(ctx) if p.grad_ratio > 0
+            and not (lf is not None and (lf.role == "embedding" or lf.attention_score))]
     if len(rows) >= 2:
         lo = min(rows, key=lambda p: p.grad_ratio)
         hi = max(rows, key=lambda p: p.grad_ratio)

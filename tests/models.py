@@ -359,3 +359,43 @@ class DictInput(nn.Module):
 
     def forward(self, batch):
         return {"logits": self.head(torch.relu(self.a(batch["x"]) + self.b(batch["y"])))}
+
+
+class HandAttention(nn.Module):
+    """A pre-norm transformer block written by hand, at BERT's normal(0, 0.02): token embedding,
+    separate or packed q/k/v, eager (matmul, scale, softmax) or SDPA attention, an MLP, a head."""
+
+    def __init__(self, packed: bool = False, sdpa: bool = False, d: int = 64, heads: int = 4, vocab: int = 500):
+        super().__init__()
+        self.packed, self.sdpa, self.heads = packed, sdpa, heads
+        self.emb = nn.Embedding(vocab, d)
+        if packed:
+            self.qkv = nn.Linear(d, 3 * d)
+        else:
+            self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.o = nn.Linear(d, d)
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.up, self.down = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        self.head = nn.Linear(d, vocab)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward(self, idx):
+        x = self.emb(idx)
+        h = self.norm1(x)
+        b, t, d = h.shape
+        if self.packed:
+            q, k, v = self.qkv(h).split(d, dim=-1)
+        else:
+            q, k, v = self.q(h), self.k(h), self.v(h)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        if self.sdpa:
+            a = F.scaled_dot_product_attention(q, k, v)
+        else:
+            a = torch.softmax(q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5, dim=-1) @ v
+        x = x + self.o(a.transpose(1, 2).reshape(b, t, d))
+        x = x + self.down(F.gelu(self.up(self.norm2(x))))
+        return self.head(x)

@@ -51,3 +51,14 @@ def test_execution_order_not_registration_order():
 def test_model_without_weights():
     r = diagnose(M.NoWeights(), torch.randn(2, 3))
     assert r.layers == () and r.findings == ()
+
+
+@pytest.mark.parametrize("sdpa", [False, True], ids=["eager", "sdpa"])
+def test_queries_and_keys_are_told_apart_from_values_and_packed_projections(sdpa):
+    from initcheck.api import analyze
+
+    x = torch.randint(0, 500, (2, 8))
+    separate = {lf.qualname for lf in analyze(M.HandAttention(sdpa=sdpa), x).layers if lf.attention_score}
+    assert separate == {"q.weight", "k.weight"}
+    packed = analyze(M.HandAttention(packed=True, sdpa=sdpa), x).layers
+    assert not any(lf.attention_score for lf in packed)  # qkv also feeds the values
