@@ -23,6 +23,7 @@ from torch import nn
 from . import devices
 from .api import Analysis, analyze
 from .facts import LayerFacts
+from .layers import is_hf_conv1d
 from .report import Report
 from .rules import intentional_small, mis_scaled
 
@@ -34,6 +35,11 @@ Progress = Callable[[str, int, int], None]
 # embeddings (a lookup of weight rows); for RNNs the first layer's input-to-hidden pre-activation
 # x W_ih^T (the recurrent matrix keeps its orthogonal init, the state is bounded by the gates).
 SCALED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.Embedding, nn.RNNBase)
+
+
+def scaled_here(module: nn.Module) -> bool:
+    """Whether the data-driven pass sets this module's scale (output linear in its weight)."""
+    return isinstance(module, SCALED) or is_hf_conv1d(module)
 
 
 def to_reinit(analysis: Analysis, keep_intentional: bool = True) -> list[LayerFacts]:
@@ -150,7 +156,7 @@ def data_driven_pass(
     keep = {lf.name: (target_std if target_std is not None else goal.get(lf.name, 1.0))
             for lf in analysis.layers if _scalable(lf, keep_intentional)}
     with devices.working_copy(model, dev, write_back=True) as work:
-        targets = {m: (name, keep[name]) for name, m in work.named_modules() if name in keep and isinstance(m, SCALED)}
+        targets = {m: (name, keep[name]) for name, m in work.named_modules() if name in keep and scaled_here(m)}
         args, kwargs = devices.move(args, dev), devices.move(kwargs, dev)
         passes = 0
         with torch.no_grad(), devices.eval_mode(work):

@@ -63,9 +63,15 @@ def module_weights(module: nn.Module) -> tuple[WeightUse, ...]:
             elif re.match(r"weight_hr_l\d+", name):
                 uses.append(WeightUse(name, "out_in", activation="identity"))
         return tuple(uses)
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+    if is_hf_conv1d(module):
         return (WeightUse("weight", "in_out"),)  # Hugging Face GPT-2's transposed Linear
     return ()
+
+
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Hugging Face's Conv1D (GPT-2): a Linear whose weight is stored [in, out]; recognized
+    without importing transformers."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
 
 
 def is_leaf(module: nn.Module) -> bool:

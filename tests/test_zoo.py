@@ -103,3 +103,15 @@ def test_probe_finds_no_error_in_the_libraries_own_init(name):
     # design (a bilinear form at small init, two embedding rows), not a vanishing gradient
     report = probe(build(name), device="cpu")
     assert report.probe and report.ok, [f.message for f in report.findings]
+
+
+def test_data_driven_fix_scales_gpt2s_conv1d_layers():
+    from initcheck import fix
+
+    model = build("gpt2")
+    report = fix(model, data_driven=True, keep_intentional=False, target_std=1.0,
+                 generator=torch.Generator().manual_seed(0))
+    scaled = {layer["name"] for layer in report.extra["data_driven"]["layers"]}
+    for part in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+        assert f"transformer.h.0.{part}" in scaled, scaled
+    assert report.extra["data_driven"]["worst_rel_error"] < 0.05
