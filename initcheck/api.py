@@ -86,6 +86,15 @@ class Analysis:
         return out
 
 
+def run_forward(target: str, model: nn.Module, args: tuple, kwargs: dict) -> Any:
+    """The model's forward on the example inputs; a failure is the input's or the model's, said in
+    one line (ForwardError), not ours."""
+    try:
+        return model(*args, **kwargs)
+    except Exception as e:  # whatever the user's forward raises
+        raise ForwardError(target, f"the forward pass failed on the example input: {type(e).__name__}: {e}") from e
+
+
 def analyze(
     model: nn.Module,
     example_inputs: Any = None,

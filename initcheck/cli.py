@@ -88,6 +88,8 @@ def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, do_fix
         _fail(UsageError("--output", "is only used with --fix"), verbose)
     if output and os.path.exists(output) and not force:
         _fail(UsageError(output, "exists; pass --force to overwrite it"), verbose)
+    if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+        _fail(UsageError(output, "cannot be written: its directory does not exist"), verbose)
     if do_fix and len(targets) != 1:
         _fail(UsageError("--fix", "takes exactly one target (one --output file)"), verbose)
     if device == "cuda" and not torch.cuda.is_available():
@@ -143,7 +145,7 @@ def _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_drive
         bars = Bars(sys.stderr)
         try:
             fixed = fix(model, inputs, device=device, generator=generator, data_driven=data_driven or None,
-                        progress=bars)
+                        progress=bars, target=loaded.target)
         finally:
             bars.close()
         tmp = output + ".tmp"
@@ -163,7 +165,8 @@ def _summary(report) -> str:
 
 
 def _fix_summary(report) -> str:
-    text = f"{len(report.extra.get('reinitialized', []))} weights reinitialized"
+    n = len(report.extra.get("reinitialized", []))
+    text = f"{n} weight{'s' if n != 1 else ''} reinitialized"
     dd = report.extra.get("data_driven")
     if dd:
         text += (f", {len(dd['layers'])} layers scaled in {dd['forward_passes']} forward passes, "

@@ -14,6 +14,8 @@ one-pass-per-layer cost and without its defects (docs/fix.md).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 
 from . import devices
-from .api import Analysis, analyze
+from .api import Analysis, analyze, run_forward
 from .facts import LayerFacts
 from .layers import is_hf_conv1d
 from .report import Report
@@ -101,6 +103,7 @@ def fix(
     keep_intentional: bool = True,
     verify: bool = True,
     progress: Progress | None = None,
+    target: str | None = None,
 ) -> Report:
     """Fix `model`'s initialization in place and return the report after the fix.
 
@@ -109,8 +112,20 @@ def fix(
     recommended scheme gives on unit-variance inputs; a number aims every layer at it (LSUV's 1.0).
     The model's train/eval mode, device and requires_grad flags are kept; no hook is left behind,
     even when its forward raises. `progress(stage, done, total)` is told how the work advances.
+    Data-driven, it is all or nothing: when the forward raises (or the run is interrupted) every
+    parameter gets its value back, at the cost of one copy of the parameters while it runs.
     """
-    before = analyze(model, example_inputs)
+    before = analyze(model, example_inputs, target=target)
+    dynamic = bool(data_driven or (data_driven is None and example_inputs is not None))
+    with _restored_on_failure(model) if dynamic else nullcontext():
+        extra = _fix(model, before, example_inputs, dynamic, device, generator, target_std, keep_intentional,
+                     verify, progress)
+    after = analyze(model, example_inputs, target=target).report
+    return Report(after.target, after.tracer, after.layers, after.findings, after.notes, after.probe, extra)
+
+
+def _fix(model, before, example_inputs, dynamic, device, generator, target_std, keep_intentional, verify,
+         progress) -> dict[str, Any]:
     changed = []
     chosen = to_reinit(before, keep_intentional)
     for lf in chosen:
@@ -120,13 +135,25 @@ def fix(
         if progress:
             progress("reinitializing", len(changed), len(chosen))
     extra: dict[str, Any] = {"reinitialized": changed}
-    if data_driven or (data_driven is None and example_inputs is not None):
+    if dynamic:
         scaled, passes, worst = data_driven_pass(model, before, example_inputs, device=device, target_std=target_std,
                                                  keep_intentional=keep_intentional, verify=verify, progress=progress)
         extra.update({"data_driven": {"forward_passes": passes, "target_std": target_std,
                                       "worst_rel_error": worst, "layers": [vars(s) for s in scaled]}})
-    after = analyze(model, example_inputs).report
-    return Report(after.target, after.tracer, after.layers, after.findings, after.notes, after.probe, extra)
+    return extra
+
+
+@contextmanager
+def _restored_on_failure(model: nn.Module) -> Iterator[None]:
+    """Every parameter's value back when the body raises or is interrupted."""
+    saved = [(p, p.detach().clone()) for p in model.parameters()]
+    try:
+        yield
+    except BaseException:
+        with torch.no_grad():
+            for p, value in saved:
+                p.copy_(value)
+        raise
 
 
 def _zero_bias(model: nn.Module, lf: LayerFacts) -> None:
@@ -160,11 +187,12 @@ def data_driven_pass(
         args, kwargs = devices.move(args, dev), devices.move(kwargs, dev)
         passes = 0
         with torch.no_grad(), devices.eval_mode(work):
-            before = _run_with_hooks(work, targets, args, kwargs, scale=True, progress=progress)
+            target = analysis.report.target
+            before = _run_with_hooks(target, work, targets, args, kwargs, scale=True, progress=progress)
             passes += 1
             after: dict[str, torch.Tensor] = {}
             if verify:
-                after = _run_with_hooks(work, targets, args, kwargs, scale=False, progress=progress)
+                after = _run_with_hooks(target, work, targets, args, kwargs, scale=False, progress=progress)
                 passes += 1
         # one host transfer for every statistic of the pass
         names = list(before)
@@ -188,8 +216,8 @@ def _scalable(lf: LayerFacts, keep_intentional: bool = True) -> bool:
     return not (lf.residual_end and intentional_small(lf))
 
 
-def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]], args, kwargs, scale: bool,
-                    progress: Progress | None = None):
+def _run_with_hooks(model_name: str, work: nn.Module, targets: dict[nn.Module, tuple[str, float]], args, kwargs,
+                    scale: bool, progress: Progress | None = None):
     """One forward pass; in each target's hook measure (and, when `scale`, correct) its output."""
     seen: dict[str, torch.Tensor] = {}
     stage = "scaling" if scale else "verifying"
@@ -245,7 +273,7 @@ def _run_with_hooks(work: nn.Module, targets: dict[nn.Module, tuple[str, float]]
 
     handles = [m.register_forward_hook(hook) for m in targets]
     try:
-        work(*args, **kwargs)
+        run_forward(model_name, work, args, kwargs)
     finally:
         for h in handles:
             h.remove()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import devices
-from .api import analyze
+from .api import analyze, run_forward
 from .layers import module_weights
 from .report import Report
 from .trace import tensors_in
@@ -83,7 +83,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
         handles.append(m.register_forward_hook(hook))
     try:
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-            out = work(*devices.move(args, dev), **devices.move(kwargs, dev))
+            out = run_forward(first.report.target, work, devices.move(args, dev), devices.move(kwargs, dev))
             loss = sum(t.float().pow(2).mean() for t in tensors_in(out) if t.is_floating_point())
             if isinstance(loss, torch.Tensor) and loss.requires_grad:
                 loss.backward()

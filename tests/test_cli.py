@@ -203,3 +203,29 @@ def test_data_driven_fix_reports_its_passes(tmp_path):
     r = run(f"{SEEDS}:Uniform01", "--fix", "--data-driven", "-o", str(out), cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert "3 layers scaled in 2 forward passes" in r.output
+
+
+def test_fix_into_a_missing_directory_is_refused_before_any_work(tmp_path):
+    r = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(tmp_path / "no" / "such" / "dir" / "f.pt"))
+    assert r.exit_code == 2 and "its directory does not exist" in r.output
+    assert "before the fix" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra", [["--probe"], ["--fix", "-o", "f.pt"]], ids=["probe", "fix"])
+def test_an_input_the_forward_rejects_is_the_users_error_in_one_line(tmp_path, extra):
+    path = write(tmp_path, """
+        from torch import nn
+        class Tokens(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(50, 16)
+                self.head = nn.Linear(16, 5)
+            def forward(self, idx):
+                return self.head(self.emb(idx))
+    """)
+    r = run(f"{path}:Tokens", "--input-shape", "2,7", "--input-dtype", "float32", *extra, cwd=tmp_path)
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("initcheck:")]
+    assert len(errors) == 1 and "the forward pass failed on the example input" in errors[0], r.output
+    assert "internal error" not in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "f.pt").exists()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from initcheck import diagnose, fix
+from initcheck.errors import ForwardError
 
 
 class CountingForward(nn.Module):
@@ -113,10 +114,25 @@ def test_mode_and_hooks_are_restored_even_when_forward_raises():
     model.armed = False
     analysis = analyze(model, torch.randn(2, 4))
     model.armed = True
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ForwardError, match="RuntimeError: boom"):
         data_driven_pass(model, analysis, torch.randn(2, 4))
     assert model.training and model.fc.training
     assert not model.fc._forward_hooks
+
+
+def test_a_failed_data_driven_fix_leaves_every_parameter_as_it_was():
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    nn.init.uniform_(model[0].weight, 0.0, 1.0)  # flagged: the static step replaces it
+
+    def late(module, args):  # the user's hook fires after the first layer was reinitialized and scaled
+        raise ValueError("late")
+
+    model[2].register_forward_pre_hook(late)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ForwardError, match="ValueError: late"):
+        fix(model, torch.randn(8, 16))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_biases_are_kept_by_the_data_driven_pass():
