@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ def diagnose(
     select: tuple[str, ...] = (),
     ignore: tuple[str, ...] = (),
     per_layer_ignore: tuple[tuple[str, str], ...] = (),
+    sources: dict[str, str] | None = None,
 ) -> Report:
     """Judge the initialization of every weight of `model`, without training and without data.
 
@@ -35,11 +36,13 @@ def diagnose(
     when torch.fx cannot trace the model; guessed from the model when None.
     select/ignore: finding codes or prefixes ("IC1", "IC203"), as in flake8.
     per_layer_ignore: (code prefix, fnmatch pattern of the layer's parameter name) pairs.
+    sources: parameter name -> "path:line" where it was last written (`initcheck.provenance.recorded`
+    while building the model gives it); findings and layers then carry it.
 
     The model is not changed: not its weights, mode, device, gradients, nor the global RNG.
     """
     return analyze(model, example_inputs, target=target, select=select, ignore=ignore,
-                   per_layer_ignore=per_layer_ignore).report
+                   per_layer_ignore=per_layer_ignore, sources=sources).report
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ def analyze(
     ignore: tuple[str, ...] = (),
     per_layer_ignore: tuple[tuple[str, str], ...] = (),
     probed: tuple | None = None,
+    sources: dict[str, str] | None = None,
 ) -> Analysis:
     """diagnose(), keeping the intermediate stages."""
     if not isinstance(model, nn.Module):
@@ -131,8 +135,10 @@ def analyze(
             for p in traced.unreached
         )
     findings = [f for f in findings if not _ignored(f, per_layer_ignore)]
+    if sources:
+        findings = [replace(f, source=sources.get(f.layer)) for f in findings]
     findings.sort(key=lambda f: (-rules_mod.SEVERITIES.index(f.severity), f.code, _order(layers, f.layer)))
-    report = Report(name, traced.graph.tracer, _layer_reports(ctx, findings), tuple(findings), traced.notes,
+    report = Report(name, traced.graph.tracer, _layer_reports(ctx, findings, sources or {}), tuple(findings), traced.notes,
                     probe=tuple(probed or ()))
     return Analysis(report, layers, ctx, model)
 
@@ -187,7 +193,7 @@ def _order(layers, qualname: str) -> int:
     return len(layers)
 
 
-def _layer_reports(ctx: Context, findings: list[Finding]) -> tuple[LayerReport, ...]:
+def _layer_reports(ctx: Context, findings: list[Finding], sources: dict[str, str]) -> tuple[LayerReport, ...]:
     out = []
     for lf in ctx.layers:
         mine = [f for f in findings if f.layer == lf.qualname]
@@ -202,6 +208,6 @@ def _layer_reports(ctx: Context, findings: list[Finding]) -> tuple[LayerReport, 
             residual_end=lf.residual_end, is_output=lf.is_output, scheme=lf.scheme, gain=lf.gain,
             recommended_std=lf.recommended_std, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
             variance_ratio=lf.variance_ratio, predicted_rms=None if m is None or math.isnan(m.rms) else m.rms,
-            aliases=lf.aliases, convention=lf.convention, verdict=verdict,
+            aliases=lf.aliases, convention=lf.convention, verdict=verdict, source=sources.get(lf.qualname),
         ))
     return tuple(out)

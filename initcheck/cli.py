@@ -58,7 +58,7 @@ def _codes(value: str | None) -> tuple[str, ...]:
 @click.option("--force", is_flag=True, help="Let --output overwrite an existing file.")
 @click.option("--probe", "do_probe", is_flag=True, help="Also run a real forward and backward pass and show measured statistics.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where --probe and --fix run (auto: CUDA when available).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator --fix draws new weights from.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of torch's RNG while the models are built, and of the generator --fix draws new weights from.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="A pyproject.toml with [tool.initcheck] (found upwards from here by default).")
 @click.option("--list-rules", is_flag=True, help="List the finding codes and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
@@ -109,6 +109,7 @@ def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, do_fix
     progress = len(targets) > 1 and sys.stderr.isatty()
     for target in targets:
         try:
+            torch.manual_seed(seed)  # the models' own random init: the same report on every run
             for loaded in load(target):
                 if progress:
                     click.echo(f"initcheck: checking {loaded.target} ...", err=True)
@@ -135,7 +136,7 @@ def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, do_fix
 
 
 def _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_driven, output, do_probe, device, seed):
-    kw = dict(select=select_codes, ignore=ignore_codes, per_layer_ignore=cfg.per_layer_ignores)
+    kw = dict(select=select_codes, ignore=ignore_codes, per_layer_ignore=cfg.per_layer_ignores, sources=loaded.sources)
     model = loaded.model
     if do_fix:
         before = diagnose(model, inputs, target=loaded.target, **kw)

@@ -11,22 +11,31 @@ import importlib.util
 import inspect
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 
 from torch import nn
 
 from .errors import ConstructionError, NotAModule, TargetAttributeError, TargetFileNotFound, TargetImportError, TargetSyntaxError
+from .provenance import recorded
 
 
 @dataclass(frozen=True)
 class Loaded:
     target: str  # "path.py:Name", as reported
     model: nn.Module
+    sources: dict[str, str] = field(default_factory=dict)  # parameter -> "path:line" that last wrote it
 
 
 def load(target: str) -> list[Loaded]:
-    """Resolve one target to the models it names (several for a bare file)."""
+    """Resolve one target to the models it names (several for a bare file), each with where its
+    parameters were last written while it was imported and built (provenance.py)."""
+    with recorded() as sites:
+        models = _load(target)
+    return [replace(m, sources=sites.for_model(m.model)) for m in models]
+
+
+def _load(target: str) -> list[Loaded]:
     path_or_module, sep, attr = target.partition(":")
     if not path_or_module or (sep and not attr) or attr.count(":"):
         raise TargetSyntaxError(target, "not a target")

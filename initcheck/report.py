@@ -37,6 +37,7 @@ class LayerReport:
     aliases: tuple[str, ...] = ()
     convention: str | None = None
     verdict: str = "ok"
+    source: str | None = None  # "path:line" that last wrote it, when initcheck built the model
 
     @property
     def qualname(self) -> str:
@@ -79,7 +80,7 @@ class Report:
             "layers": layers,
             "probe": [asdict(p) for p in self.probe],
             "findings": [{"code": f.code, "name": f.name, "severity": f.severity, "layer": f.layer,
-                          "message": f.message, "fix": f.fix} for f in self.findings],
+                          "message": f.message, "fix": f.fix, "source": f.source} for f in self.findings],
             **self.extra,
         }
 
@@ -144,7 +145,8 @@ def format_probe(report: Report) -> str:
 
 
 def format_findings(report: Report) -> str:
-    """One line per finding and its fix; a long run of one code (19 layers at PyTorch's default)
+    """One line per finding and its fix, headed by the line that last wrote the weight
+    (path:line, as linters do) when it is known, else by the target; a long run of one code (19 layers at PyTorch's default)
     shows its first COLLAPSE_AFTER and a count: --format json keeps every one."""
     lines: list[str] = []
     run_code, run_len, hidden = None, 0, []
@@ -156,7 +158,7 @@ def format_findings(report: Report) -> str:
             continue
         _flush(lines, report.target, hidden)
         hidden = []
-        lines.append(f"{report.target}: {f.code} [{f.severity}] {f.message}")
+        lines.append(f"{f.source or report.target}: {f.code} [{f.severity}] {f.message}")
         if f.fix:
             lines.append(f"  fix: {f.fix}")
     _flush(lines, report.target, hidden)

@@ -36,6 +36,7 @@ class Finding:
     layer: str  # qualified parameter name, or "" for the whole model
     message: str
     fix: str
+    source: str | None = None  # "path:line" that last wrote the layer's weight, when known
 
     @property
     def name(self) -> str:

@@ -229,3 +229,18 @@ def test_an_input_the_forward_rejects_is_the_users_error_in_one_line(tmp_path, e
     assert len(errors) == 1 and "the forward pass failed on the example input" in errors[0], r.output
     assert "internal error" not in r.output and "Traceback" not in r.output
     assert not (tmp_path / "f.pt").exists()
+
+
+def test_findings_lead_with_the_line_that_wrote_the_weight(tmp_path):
+    with open(SEEDS) as f:
+        line = next(n for n, text in enumerate(f, 1) if "nn.init.uniform_(layer.weight, 0.0, 1.0)" in text)
+    r = run(f"{SEEDS}:Uniform01", "--format", "table", cwd=tmp_path)
+    assert f"{SEEDS}:{line}: IC102 [error] net.0" in r.output, r.output
+    payload = json.loads(run(f"{SEEDS}:Uniform01", "--format", "json", cwd=tmp_path).output)
+    assert {f["source"] for f in payload["models"][0]["findings"] if f["code"] == "IC102"} == {f"{SEEDS}:{line}"}
+
+
+def test_the_same_report_on_every_run(tmp_path):
+    first = run(f"{SEEDS}:TanhNormal001", cwd=tmp_path).output
+    assert first == run(f"{SEEDS}:TanhNormal001", cwd=tmp_path).output
+    assert first != run(f"{SEEDS}:TanhNormal001", "--seed", "1", cwd=tmp_path).output  # the weights' own numbers
