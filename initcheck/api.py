@@ -62,13 +62,13 @@ class Analysis:
                 return lf.name
         return self.layers[0].name if self.layers else None
 
-    def inputs(self, example_inputs: Any = None) -> tuple[tuple, dict]:
-        """The user's inputs, else ones built for the layer that runs first."""
+    def inputs(self, example_inputs: Any = None, batch: int = 2) -> tuple[tuple, dict]:
+        """The user's inputs, else ones built for the layer that runs first (`batch` samples)."""
         given = inputs_mod.normalize(example_inputs)
         if given is not None:
             return given
         model = self.model
-        for args, kwargs in inputs_mod.candidates(model, first=self.first_layer()):
+        for args, kwargs in inputs_mod.candidates(model, first=self.first_layer(), batch=batch):
             if accepts(model, args, kwargs):
                 return args, kwargs
         raise ForwardError(self.report.target, "cannot guess an input the model accepts")

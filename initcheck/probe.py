@@ -24,6 +24,11 @@ from .trace import tensors_in
 # |pre-activation| beyond which a saturating unit's slope is under 2% of its peak
 SATURATION = {"tanh": 2.65, "sigmoid": 4.6, "softsign": 6.0, "hardtanh": 1.0, "hardsigmoid": 3.0}
 DEAD_BELOW = {"relu": 0.0, "relu6": 0.0}
+# "never positive" needs enough samples per unit: a live unit with a centered pre-activation is
+# negative on all of n samples with probability 2^-n (a squeeze-excitation layer on a batch of 2
+# sees 2 samples per unit, and half its units would look dead)
+DEAD_MIN_SAMPLES = 32
+PROBE_BATCH = 32  # the synthetic batch, when no example inputs are given
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
 
     rule_options: select, ignore and per_layer_ignore, as for diagnose()."""
     first = analyze(model, example_inputs, target=target)
-    args, kwargs = first.inputs(example_inputs)
+    args, kwargs = first.inputs(example_inputs, batch=PROBE_BATCH)
     dev = devices.resolve(device)
     predicted = {lr.qualname: lr.predicted_rms for lr in first.report.layers}
     acts = {lf.qualname: lf.activation for lf in first.layers}
@@ -70,7 +75,8 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
         flat = z.reshape(-1, z.shape[-1]) if z.dim() > 1 else z.reshape(-1, 1)
         if isinstance(module, nn.modules.conv._ConvNd):
             flat = z.transpose(0, 1).reshape(z.shape[1], -1).T
-        dead = (flat <= DEAD_BELOW[act]).all(0).float().mean() if act in DEAD_BELOW else torch.tensor(float("nan"), device=z.device)
+        judged = act in DEAD_BELOW and flat.shape[0] >= DEAD_MIN_SAMPLES
+        dead = (flat <= DEAD_BELOW[act]).all(0).float().mean() if judged else torch.tensor(float("nan"), device=z.device)
         knee = SATURATION.get(act)
         sat = (z.abs() > knee).float().mean() if knee else torch.tensor(float("nan"), device=z.device)
         records[name] = torch.stack([z.mean(), z.std(), dead, sat])

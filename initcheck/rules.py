@@ -361,20 +361,27 @@ def units_saturated(ctx: Context) -> Iterator[Finding]:
 
 
 @rule("IC303", "gradient-spread", "error",
-      "Measured: the relative gradient ||dL/dW||/||W|| of two layers differs by over 10^4 (embeddings, queries and keys aside).",
+      "Measured: the relative gradient ||dL/dW||/||W|| of two trunk layers differs by over 10^4 (not counting embeddings, queries and keys, layers followed by a norm, residual branches).",
       "One learning rate cannot serve layers whose relative updates differ by four orders of "
       "magnitude: the small ones are frozen (vanishing) or the large ones diverge (exploding).")
 def gradient_spread(ctx: Context) -> Iterator[Finding]:
-    # An embedding's relative gradient counts the rows a batch looks up, and a query's or key's is
-    # proportional to the other's scale (small at init by design): neither says how the signal flows.
-    rows = [p for p, lf in _probe_rows(ctx) if p.grad_ratio > 0
-            and not (lf is not None and (lf.role == "embedding" or lf.attention_score))]
+    rows = [p for p, lf in _probe_rows(ctx) if p.grad_ratio > 0 and lf is not None and _on_the_trunk(lf)]
     if len(rows) >= 2:
         lo = min(rows, key=lambda p: p.grad_ratio)
         hi = max(rows, key=lambda p: p.grad_ratio)
         if hi.grad_ratio > GRAD_SPREAD * lo.grad_ratio:
             yield Finding("IC303", "error", lo.name, f"{lo.name}: relative gradient {lo.grad_ratio:.2g} is {hi.grad_ratio / lo.grad_ratio:.2g}x below {hi.name}'s {hi.grad_ratio:.2g} on this batch",
                           "initcheck.fix(model, example_inputs)")
+
+
+def _on_the_trunk(lf: LayerFacts) -> bool:
+    """Layers whose relative gradient says how the signal flows through the init. Left out: an
+    embedding (its gradient counts the rows a batch looks up), a query or key (proportional to the
+    other's scale, small at init by design), a layer followed by a normalization (its gradient
+    scales as 1/||W||: its init scale does not reach the signal), and residual branches (layer
+    scale, zero ends and gates shrink them on purpose; the static rules judge their weights)."""
+    return not (lf.role == "embedding" or lf.attention_score or lf.normalized or lf.in_residual_branch
+                or lf.residual_end)
 
 
 def effective_weights(layers: tuple[LayerFacts, ...]) -> dict[int, TensorStats]:

@@ -43,3 +43,18 @@ def test_probe_leaves_the_model_alone():
 def test_probe_on_cuda():
     r = probe(seeds.He(), torch.randn(512, 784), device="cuda")
     assert r.probe[0].std == pytest.approx(r.probe[0].predicted_rms, rel=0.15)
+
+
+def test_dead_units_need_enough_samples_to_be_judged():
+    model = seeds.He()
+    few = probe(model, torch.randn(4, 784))  # 4 samples a unit: "never positive" means little
+    assert few.probe[0].dead_fraction is None and "IC301" not in {f.code for f in few.findings}
+    enough = probe(model, torch.randn(64, 784))
+    assert enough.probe[0].dead_fraction is not None and enough.probe[0].dead_fraction < 0.05
+
+
+def test_without_inputs_the_probe_builds_a_batch_large_enough_to_judge_dead_units():
+    model = seeds.He()
+    torch.nn.init.constant_(model.net[0].bias, -100.0)
+    r = probe(model)
+    assert r.probe[0].dead_fraction == 1.0 and "IC301" in {f.code for f in r.findings}
