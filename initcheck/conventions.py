@@ -21,23 +21,23 @@ def _close(a: float, b: float, n: int = 1 << 30) -> bool:
     return b > 0 and abs(a / b - 1.0) < CLOSE + 3.0 / math.sqrt(2.0 * n)
 
 
-def _config_std(model: nn.Module) -> float | None:
-    """Hugging Face's `initializer_range` (BERT, GPT-2, LLaMA, ...) or `init_std` (BART, Whisper)."""
+def _config_value(model: nn.Module, keys: tuple[str, ...], kind: type):
+    """The first of `keys` that the model's Hugging Face config sets to a positive `kind`."""
     config = getattr(model, "config", None)
-    for key in ("initializer_range", "init_std", "initializer_factor"):
+    for key in keys:
         value = getattr(config, key, None)
-        if isinstance(value, float) and value > 0:
+        if isinstance(value, kind) and value > 0:
             return value
     return None
+
+
+def _config_std(model: nn.Module) -> float | None:
+    """Hugging Face's `initializer_range` (BERT, GPT-2, LLaMA, ...) or `init_std` (BART, Whisper)."""
+    return _config_value(model, ("initializer_range", "init_std", "initializer_factor"), float)
 
 
 def _n_layer(model: nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    for key in ("n_layer", "num_hidden_layers", "num_layers"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+    return _config_value(model, ("n_layer", "num_hidden_layers", "num_layers"), int)
 
 
 def recognize(lf: LayerFacts, model: nn.Module) -> str | None:

@@ -117,30 +117,28 @@ def fix(
     """
     before = analyze(model, example_inputs, target=target)
     dynamic = bool(data_driven or (data_driven is None and example_inputs is not None))
+    extra: dict[str, Any] = {}
     with _restored_on_failure(model) if dynamic else nullcontext():
-        extra = _fix(model, before, example_inputs, dynamic, device, generator, target_std, keep_intentional,
-                     verify, progress)
+        extra["reinitialized"] = static_pass(model, before, generator, keep_intentional, progress)
+        if dynamic:
+            scaled, passes, worst = data_driven_pass(model, before, example_inputs, device=device, target_std=target_std,
+                                                     keep_intentional=keep_intentional, verify=verify, progress=progress)
+            extra["data_driven"] = {"forward_passes": passes, "target_std": target_std, "worst_rel_error": worst,
+                                    "layers": [vars(s) for s in scaled]}
     after = analyze(model, example_inputs, target=target).report
     return Report(after.target, after.tracer, after.layers, after.findings, after.notes, after.probe, extra)
 
 
-def _fix(model, before, example_inputs, dynamic, device, generator, target_std, keep_intentional, verify,
-         progress) -> dict[str, Any]:
-    changed = []
-    chosen = to_reinit(before, keep_intentional)
-    for lf in chosen:
+def static_pass(model: nn.Module, analysis: Analysis, generator: torch.Generator | None = None,
+                keep_intentional: bool = True, progress: Progress | None = None) -> list[str]:
+    """Redraw the weights `to_reinit` picks from their schemes, zero their biases; their names."""
+    chosen = to_reinit(analysis, keep_intentional)
+    for i, lf in enumerate(chosen, 1):
         reinit_(model.get_parameter(lf.qualname), lf, generator)
         _zero_bias(model, lf)
-        changed.append(lf.qualname)
         if progress:
-            progress("reinitializing", len(changed), len(chosen))
-    extra: dict[str, Any] = {"reinitialized": changed}
-    if dynamic:
-        scaled, passes, worst = data_driven_pass(model, before, example_inputs, device=device, target_std=target_std,
-                                                 keep_intentional=keep_intentional, verify=verify, progress=progress)
-        extra.update({"data_driven": {"forward_passes": passes, "target_std": target_std,
-                                      "worst_rel_error": worst, "layers": [vars(s) for s in scaled]}})
-    return extra
+            progress("reinitializing", i, len(chosen))
+    return [lf.qualname for lf in chosen]
 
 
 @contextmanager

@@ -332,6 +332,13 @@ DEAD_WARN, DEAD_ERROR = 0.5, 0.9
 GRAD_SPREAD = 1e4
 
 
+def _fraction_severity(fraction: float | None) -> str | None:
+    """A measured fraction of bad units: a warning over half, an error over 90%."""
+    if fraction is None or fraction < DEAD_WARN:
+        return None
+    return "error" if fraction >= DEAD_ERROR else "warning"
+
+
 def _probe_rows(ctx: Context):
     by_name = {lf.qualname: lf for lf in ctx.layers}
     return [(p, by_name.get(p.name)) for p in ctx.probe]
@@ -343,8 +350,7 @@ def _probe_rows(ctx: Context):
       "recovers: a large negative bias or mean shift kills it before training starts.")
 def dead_units(ctx: Context) -> Iterator[Finding]:
     for p, lf in _probe_rows(ctx):
-        if p.dead_fraction is not None and p.dead_fraction >= DEAD_WARN:
-            sev = "error" if p.dead_fraction >= DEAD_ERROR else "warning"
+        if sev := _fraction_severity(p.dead_fraction):
             yield Finding("IC301", sev, p.name, f"{p.name}: {p.dead_fraction:.0%} of the units are dead on this batch (never positive)",
                           init_call(lf) if lf else "")
 
@@ -354,8 +360,7 @@ def dead_units(ctx: Context) -> Iterator[Finding]:
       "Past |z| = 2.65 tanh's slope is under 2% of its peak: those units pass almost no gradient.")
 def units_saturated(ctx: Context) -> Iterator[Finding]:
     for p, lf in _probe_rows(ctx):
-        if p.saturated_fraction is not None and p.saturated_fraction >= DEAD_WARN:
-            sev = "error" if p.saturated_fraction >= DEAD_ERROR else "warning"
+        if sev := _fraction_severity(p.saturated_fraction):
             yield Finding("IC302", sev, p.name, f"{p.name}: {p.saturated_fraction:.0%} of the pre-activations saturate {p.activation} on this batch",
                           init_call(lf) if lf else "")
 
