@@ -15,7 +15,8 @@ from . import rules as rules_mod
 from . import signal
 from .errors import ForwardError, NotAModule
 from .report import LayerReport, Report
-from .rules import Context, Finding
+from .findings import Finding, Severity
+from .rules import Context
 from .stats import StatsCache
 from .trace import TraceFailure, accepts, trace
 
@@ -130,14 +131,14 @@ def analyze(
     findings = list(rules_mod.run(ctx, select, ignore))
     if rules_mod.selected("IC001", select, ignore):
         findings.extend(
-            Finding("IC001", "warning", p, f"{p} was never used by the traced forward pass: not judged",
+            Finding("IC001", Severity.WARNING, p, f"{p} was never used by the traced forward pass: not judged",
                     "give an example input that runs it (--input-shape / example_inputs=)")
             for p in traced.unreached
         )
     findings = [f for f in findings if not _ignored(f, per_layer_ignore)]
     if sources:
         findings = [replace(f, source=sources.get(f.layer)) for f in findings]
-    findings.sort(key=lambda f: (-rules_mod.SEVERITIES.index(f.severity), f.code, _order(layers, f.layer)))
+    findings.sort(key=lambda f: (-f.severity.rank, f.code, _order(layers, f.layer)))
     report = Report(name, traced.graph.tracer, _layer_reports(ctx, findings, sources or {}), tuple(findings), traced.notes,
                     probe=tuple(probed or ()))
     return Analysis(report, layers, ctx, model)
@@ -148,7 +149,7 @@ def _lazy_report(name: str, lazy: list[str], model: nn.Module) -> Analysis:
     from .graph import Graph
 
     findings = tuple(
-        Finding("IC002", "warning", n, f"{n} is an uninitialized lazy parameter: it has no shape yet, so the model was not judged",
+        Finding("IC002", Severity.WARNING, n, f"{n} is an uninitialized lazy parameter: it has no shape yet, so the model was not judged",
                 "run model(example_input) once (then your own init code) before checking")
         for n in lazy)
     report = Report(name, "none", (), findings, ("lazy modules are not materialized: nothing was traced",))
@@ -197,7 +198,7 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: dict[str, str
     out = []
     for lf in ctx.layers:
         mine = [f for f in findings if f.layer == lf.qualname]
-        worst = max(mine, key=lambda f: rules_mod.SEVERITIES.index(f.severity), default=None)
+        worst = max(mine, key=lambda f: f.severity.rank, default=None)
         verdict = "ok" if worst is None else f"{worst.severity} {','.join(sorted({f.code for f in mine}))}"
         if worst is None and lf.convention:
             verdict = f"ok: {lf.convention}"

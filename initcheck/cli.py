@@ -19,7 +19,7 @@ from .inputs import from_shape
 from .loader import load
 from .probe import probe
 from .report import format_text, to_json
-from .rules import RULES, SEVERITIES
+from .findings import RULES, SEVERITY_WORDS, summary
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "int64": torch.int64, "int32": torch.int32, "long": torch.int64, "float": torch.float32}
@@ -47,7 +47,7 @@ def _codes(value: str | None) -> tuple[str, ...]:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("targets", nargs=-1)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format.")
-@click.option("--fail-on", type=click.Choice([*SEVERITIES, "never"]), default=None, help="Exit 1 when a finding at or above this severity exists.  [default: error]")
+@click.option("--fail-on", type=click.Choice([*SEVERITY_WORDS, "never"]), default=None, help="Exit 1 when a finding at or above this severity exists.  [default: error]")
 @click.option("--select", default=None, help="Only these codes or prefixes, comma-separated (IC1,IC203).")
 @click.option("--ignore", default=None, help="Skip these codes or prefixes, comma-separated.")
 @click.option("--input-shape", type=ShapeType(), default=None, help="Example input shape for models fx cannot trace, e.g. 2,3,32,32.")
@@ -74,7 +74,7 @@ def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, do_fix
     """
     if list_rules:
         for code, r in RULES.items():
-            click.echo(f"{code}  {r.severity:<7}  {r.name}: {r.summary}")
+            click.echo(f"{code}  {r.severity.value:<7}  {r.name}: {r.summary}")
         return
     try:
         cfg = config_mod.read(config_path) if config_path else (
@@ -98,8 +98,8 @@ def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, do_fix
         click.echo("initcheck: no targets: name one (initcheck model.py:Net) or list them in [tool.initcheck] targets", err=True)
         sys.exit(2)
     fail_on = fail_on or cfg.fail_on or "error"
-    if fail_on not in (*SEVERITIES, "never"):
-        _fail(ConfigError(cfg.path or "config", f"fail-on must be one of {', '.join((*SEVERITIES, 'never'))}"), verbose)
+    if fail_on not in (*SEVERITY_WORDS, "never"):
+        _fail(ConfigError(cfg.path or "config", f"fail-on must be one of {', '.join((*SEVERITY_WORDS, 'never'))}"), verbose)
     select_codes = _codes(select) or cfg.select
     ignore_codes = _codes(ignore) or cfg.ignore
     shape = input_shape or (ShapeType().convert(cfg.input_shape, None, None) if cfg.input_shape else None)
@@ -161,8 +161,7 @@ def _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_drive
 
 
 def _summary(report) -> str:
-    counts = {s: sum(f.severity == s for f in report.findings) for s in SEVERITIES}
-    return ", ".join(f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in reversed(SEVERITIES))
+    return summary(report.findings)
 
 
 def _fix_summary(report) -> str:

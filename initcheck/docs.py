@@ -5,7 +5,8 @@ python -m initcheck.docs > docs/rules.md   (tests/test_docs.py checks it is curr
 
 from __future__ import annotations
 
-from . import rules
+from . import rules  # noqa: F401  (registers the rules)
+from .findings import RULES
 
 
 def rules_markdown() -> str:
@@ -19,10 +20,10 @@ def rules_markdown() -> str:
         "| code | name | severity | what it says |",
         "|---|---|---|---|",
     ]
-    for code, r in rules.RULES.items():
-        lines.append(f"| {code} | `{r.name}` | {r.severity} | {r.summary} |")
-    for code, r in rules.RULES.items():
-        lines += ["", f"## {code} `{r.name}` ({r.severity})", "", r.summary, "", f"Why: {r.why}"]
+    for code, r in RULES.items():
+        lines.append(f"| {code} | `{r.name}` | {r.severity.value} | {r.summary} |")
+    for code, r in RULES.items():
+        lines += ["", f"## {code} `{r.name}` ({r.severity.value})", "", r.summary, "", f"Why: {r.why}"]
     return "\n".join(lines) + "\n"
 
 

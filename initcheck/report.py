@@ -9,7 +9,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .rules import SEVERITIES, Finding
+from .findings import Finding, Severity, summary
 
 JSON_VERSION = 1
 
@@ -63,8 +63,8 @@ class Report:
         """Whether a finding at or above `fail_on` exists ("never" never fails)."""
         if fail_on == "never":
             return False
-        floor = SEVERITIES.index(fail_on)
-        return any(SEVERITIES.index(f.severity) >= floor for f in self.findings)
+        floor = Severity.parse(fail_on)
+        return any(f.severity >= floor for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
         layers = []
@@ -79,7 +79,7 @@ class Report:
             "notes": list(self.notes),
             "layers": layers,
             "probe": [asdict(p) for p in self.probe],
-            "findings": [{"code": f.code, "name": f.name, "severity": f.severity, "layer": f.layer,
+            "findings": [{"code": f.code, "name": f.name, "severity": f.severity.value, "layer": f.layer,
                           "message": f.message, "fix": f.fix, "source": f.source} for f in self.findings],
             **self.extra,
         }
@@ -183,12 +183,10 @@ def format_text(report: Report) -> str:
         parts.append("probe (measured on the example batch):")
         parts.append(format_probe(report))
     findings = format_findings(report)
-    counts = {s: sum(f.severity == s for f in report.findings) for s in SEVERITIES}
-    summary = ", ".join(f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in reversed(SEVERITIES))
     parts.append("")
     if findings:
         parts.append(findings)
-    parts.append(f"{report.target}: {summary}")
+    parts.append(f"{report.target}: {summary(report.findings)}")
     return "\n".join(parts)
 
 

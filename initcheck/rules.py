@@ -16,9 +16,8 @@ from .facts import LayerFacts
 from .graph import Graph
 from .remedy import init_call
 from .signal import Signal
+from .findings import RULES, Finding, Severity, rule
 from .stats import TensorStats
-
-SEVERITIES = ("info", "warning", "error")
 
 # Thresholds, with the cases that set them (docs/theory.md derives each).
 VARIANCE_BAND = 4.0  # IC103: PyTorch's default before a ReLU is 6x below He; MHA's packed Xavier 2x
@@ -27,20 +26,6 @@ EXPLODE_RMS = 10.0  # IC201: truncated normal 0.1 on 784-256-128 peaks at 3.2; u
 VANISH_RMS = 1e-2  # IC202: on the input-driven part alone; U(-0.001, 0.001) leaves 1e-4 after two layers
 SATURATE_RMS = 3.0  # IC203: Xavier(tanh) on raw 784-d inputs gives 2.0; N(0,1) gives 28
 GRADIENT_BAND = 1e3  # IC204/205: 10+ layers at 1/6 of He's variance fall below 1e-3
-
-
-@dataclass(frozen=True)
-class Finding:
-    code: str
-    severity: str
-    layer: str  # qualified parameter name, or "" for the whole model
-    message: str
-    fix: str
-    source: str | None = None  # "path:line" that last wrote the layer's weight, when known
-
-    @property
-    def name(self) -> str:
-        return RULES[self.code].name
 
 
 @dataclass(frozen=True)
@@ -58,29 +43,7 @@ class Context:
     probe: tuple = ()  # probe.ProbeLayer records when a real batch was run
 
 
-@dataclass(frozen=True)
-class Rule:
-    code: str
-    name: str
-    severity: str
-    summary: str
-    why: str
-    check: Callable[[Context], Iterator[Finding]]
-
-
-RULES: dict[str, Rule] = {}
-
-
-def rule(code: str, name: str, severity: str, summary: str, why: str):
-    def register(fn: Callable[[Context], Iterator[Finding]]):
-        assert code not in RULES, code
-        RULES[code] = Rule(code, name, severity, summary, why, fn)
-        return fn
-
-    return register
-
-
-def _f(code: str, lf: LayerFacts | None, message: str, fix: str, severity: str | None = None) -> Finding:
+def _f(code: str, lf: LayerFacts | None, message: str, fix: str, severity: Severity | None = None) -> Finding:
     return Finding(code, severity or RULES[code].severity, lf.qualname if lf else "", message, fix)
 
 
@@ -119,7 +82,7 @@ def intentional_small(lf: LayerFacts) -> bool:
 
 # --- IC0xx: what could not be judged -----------------------------------------------------------
 
-@rule("IC001", "weight-not-reached", "warning",
+@rule("IC001", "weight-not-reached", Severity.WARNING,
       "A weight parameter was never used by the traced forward pass, so it was not judged.",
       "A module that the example input never runs (an auxiliary head in eval mode, a branch that "
       "depends on the data) cannot be placed in the graph: its activation is unknown.")
@@ -127,7 +90,7 @@ def _unreached(ctx: Context) -> Iterator[Finding]:
     return iter(())  # emitted by api.py, which knows what the tracer missed
 
 
-@rule("IC002", "lazy-module-uninitialized", "warning",
+@rule("IC002", "lazy-module-uninitialized", Severity.WARNING,
       "A lazy module's parameters are not materialized yet: run one forward pass first.",
       "nn.LazyLinear and friends have no shape until their first call, so neither fans nor "
       "statistics exist.")
@@ -137,7 +100,7 @@ def _lazy(ctx: Context) -> Iterator[Finding]:
 
 # --- IC1xx: one weight tensor ------------------------------------------------------------------
 
-@rule("IC101", "constant-weights", "error",
+@rule("IC101", "constant-weights", Severity.ERROR,
       "Every element of a hidden weight is equal (all zeros, all ones): the units stay identical.",
       "Units that start equal receive equal gradients and stay equal forever (the symmetry "
       "problem): a 256-unit layer trains as one unit; all zeros also blocks the gradient below. "
@@ -153,7 +116,7 @@ def constant_weights(ctx: Context) -> Iterator[Finding]:
                  init_call(lf))
 
 
-@rule("IC102", "non-centered-weights", "error",
+@rule("IC102", "non-centered-weights", Severity.ERROR,
       "The weight's mean is large against its spread (uniform [0, 1), all-positive inits).",
       "Non-centered weights add a common shift that grows with fan_in at every layer: the "
       "pre-activations move together (uniform[0,1) gives a mean of 0.5·fan_in times the input "
@@ -168,7 +131,7 @@ def non_centered(ctx: Context) -> Iterator[Finding]:
                      init_call(lf))
 
 
-@rule("IC103", "weight-variance-mismatch", "warning",
+@rule("IC103", "weight-variance-mismatch", Severity.WARNING,
       "The weight's variance is more than 4x off the scheme that fits its activation.",
       "Each layer multiplies the signal's variance by fan_in·Var(w)·E[f(z)²]; the recommended "
       "scheme makes that factor 1. PyTorch's default before a ReLU gives 1/6 per layer. Layers "
@@ -252,7 +215,7 @@ def _more(n: int) -> str:
     return f"; {n} later layer{'s' if n > 1 else ''} too" if n else ""
 
 
-@rule("IC201", "signal-explodes", "error",
+@rule("IC201", "signal-explodes", Severity.ERROR,
       "Predicted from unit-variance inputs, a layer's pre-activation rms exceeds 10.",
       "Too large a weight variance compounds layer after layer: with uniform[-1, 1) a "
       "784-256-128-10 ReLU net reaches rms 16, 105 and 490. Losses overflow and the first "
@@ -266,7 +229,7 @@ def signal_explodes(ctx: Context) -> Iterator[Finding]:
                  _culprits(ctx, lf))
 
 
-@rule("IC202", "signal-vanishes", "error",
+@rule("IC202", "signal-vanishes", Severity.ERROR,
       "Predicted from unit-variance inputs, the input-driven part of the signal reaching a layer has rms below 0.01.",
       "Too small a weight variance shrinks the signal geometrically: with N(0, 0.01) a tanh net "
       "loses a factor ~10 per layer; deeper layers then see only their biases (which the signal "
@@ -280,7 +243,7 @@ def signal_vanishes(ctx: Context) -> Iterator[Finding]:
                  _culprits(ctx, lf))
 
 
-@rule("IC203", "activation-saturates", "error",
+@rule("IC203", "activation-saturates", Severity.ERROR,
       "A saturating activation (tanh, sigmoid, ...) receives pre-activations with rms over 3.",
       "tanh(3) = 0.995: past that the unit is a sign function with zero gradient. N(0, 1) weights "
       "on a 784-input tanh layer give rms 28.")
@@ -302,7 +265,7 @@ def _gradient_ratio(ctx: Context, lf: LayerFacts) -> float | None:
     return math.sqrt(max(ctx.effective.backward[lf.op], 0.0) / ref)
 
 
-@rule("IC204", "gradient-vanishes", "error",
+@rule("IC204", "gradient-vanishes", Severity.ERROR,
       "The gradient reaching a layer is over 1000x smaller than under the recommended schemes.",
       "Backpropagation multiplies by fan_out·Var(w)·E[f'(z)²] per layer: at 1/6 of He's variance "
       "(PyTorch's default before ReLU) 20 layers lose 15 orders of magnitude, and the first layers "
@@ -315,7 +278,7 @@ def gradient_vanishes(ctx: Context) -> Iterator[Finding]:
                  _culprits(ctx, ctx.layers[-1]))
 
 
-@rule("IC205", "gradient-explodes", "error",
+@rule("IC205", "gradient-explodes", Severity.ERROR,
       "The gradient reaching a layer is over 1000x larger than under the recommended schemes.",
       "The mirror image of IC204: too large weights downstream amplify the gradient geometrically.")
 def gradient_explodes(ctx: Context) -> Iterator[Finding]:
@@ -332,11 +295,11 @@ DEAD_WARN, DEAD_ERROR = 0.5, 0.9
 GRAD_SPREAD = 1e4
 
 
-def _fraction_severity(fraction: float | None) -> str | None:
+def _fraction_severity(fraction: float | None) -> Severity | None:
     """A measured fraction of bad units: a warning over half, an error over 90%."""
     if fraction is None or fraction < DEAD_WARN:
         return None
-    return "error" if fraction >= DEAD_ERROR else "warning"
+    return Severity.ERROR if fraction >= DEAD_ERROR else Severity.WARNING
 
 
 def _probe_rows(ctx: Context):
@@ -344,7 +307,7 @@ def _probe_rows(ctx: Context):
     return [(p, by_name.get(p.name)) for p in ctx.probe]
 
 
-@rule("IC301", "dead-units", "warning",
+@rule("IC301", "dead-units", Severity.WARNING,
       "Measured: over half of a ReLU layer's units are never positive on the batch (error over 90%).",
       "A unit whose pre-activation is negative for every input passes no gradient and never "
       "recovers: a large negative bias or mean shift kills it before training starts.")
@@ -355,7 +318,7 @@ def dead_units(ctx: Context) -> Iterator[Finding]:
                           init_call(lf) if lf else "")
 
 
-@rule("IC302", "units-saturated", "warning",
+@rule("IC302", "units-saturated", Severity.WARNING,
       "Measured: over half of a saturating layer's pre-activations are past the knee (error over 90%).",
       "Past |z| = 2.65 tanh's slope is under 2% of its peak: those units pass almost no gradient.")
 def units_saturated(ctx: Context) -> Iterator[Finding]:
@@ -365,7 +328,7 @@ def units_saturated(ctx: Context) -> Iterator[Finding]:
                           init_call(lf) if lf else "")
 
 
-@rule("IC303", "gradient-spread", "error",
+@rule("IC303", "gradient-spread", Severity.ERROR,
       "Measured: the relative gradient ||dL/dW||/||W|| of two trunk layers differs by over 10^4 (not counting embeddings, queries and keys, layers followed by a norm, residual branches).",
       "One learning rate cannot serve layers whose relative updates differ by four orders of "
       "magnitude: the small ones are frozen (vanishing) or the large ones diverge (exploding).")
@@ -375,7 +338,7 @@ def gradient_spread(ctx: Context) -> Iterator[Finding]:
         lo = min(rows, key=lambda p: p.grad_ratio)
         hi = max(rows, key=lambda p: p.grad_ratio)
         if hi.grad_ratio > GRAD_SPREAD * lo.grad_ratio:
-            yield Finding("IC303", "error", lo.name, f"{lo.name}: relative gradient {lo.grad_ratio:.2g} is {hi.grad_ratio / lo.grad_ratio:.2g}x below {hi.name}'s {hi.grad_ratio:.2g} on this batch",
+            yield Finding("IC303", Severity.ERROR, lo.name, f"{lo.name}: relative gradient {lo.grad_ratio:.2g} is {hi.grad_ratio / lo.grad_ratio:.2g}x below {hi.name}'s {hi.grad_ratio:.2g} on this batch",
                           "initcheck.fix(model, example_inputs)")
 
 
