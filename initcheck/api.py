@@ -1,24 +1,30 @@
-"""Wires the stages: trace -> facts -> signal -> rules -> report. No maths, no printing."""
+"""Wires the stages: trace -> index -> facts -> conventions -> signal -> rules -> report. No maths,
+no printing."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import conventions
 from . import facts as facts_mod
 from . import inputs as inputs_mod
 from . import rules as rules_mod
 from . import signal
 from .errors import ForwardError, NotAModule
+from .findings import Finding, Selection, default_thresholds
+from .graph import Graph, OpKind
+from .ops.layers import WeightRole
 from .report import LayerReport, Report
-from .findings import Finding, Severity
 from .rules import Context
 from .stats import StatsCache
 from .trace import TraceFailure, accepts, trace
+from .trace.index import GraphIndex, index_graph
 
 
 def diagnose(
@@ -29,7 +35,9 @@ def diagnose(
     select: tuple[str, ...] = (),
     ignore: tuple[str, ...] = (),
     per_layer_ignore: tuple[tuple[str, str], ...] = (),
-    sources: dict[str, str] | None = None,
+    sources: Mapping[str, str] | None = None,
+    selection: Selection | None = None,
+    thresholds: Mapping[str, float] | None = None,
 ) -> Report:
     """Judge the initialization of every weight of `model`, without training and without data.
 
@@ -39,11 +47,15 @@ def diagnose(
     per_layer_ignore: (code prefix, fnmatch pattern of the layer's parameter name) pairs.
     sources: parameter name -> "path:line" where it was last written (`initcheck.provenance.recorded`
     while building the model gives it); findings and layers then carry it.
+    selection: a findings.Selection (select, ignore, extend-select/ignore, per-layer ignores); it
+    replaces select/ignore/per_layer_ignore when given. thresholds: rule settings by name
+    (findings.SETTINGS; `initcheck rule CODE` lists a rule's), defaults for the rest.
 
     The model is not changed: not its weights, mode, device, gradients, nor the global RNG.
     """
     return analyze(model, example_inputs, target=target, select=select, ignore=ignore,
-                   per_layer_ignore=per_layer_ignore, sources=sources).report
+                   per_layer_ignore=per_layer_ignore, sources=sources, selection=selection,
+                   thresholds=thresholds).report
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,7 @@ class Analysis:
         """The weight module that reads a model input first, in execution order."""
         ops = self.context.graph.ops
         for lf in self.layers:
-            if any(ops[i].kind == "input" for i in ops[lf.op].inputs):
+            if any(ops[i].kind is OpKind.INPUT for i in ops[lf.op].inputs):
                 return lf.name
         return self.layers[0].name if self.layers else None
 
@@ -83,7 +95,7 @@ class Analysis:
             src = self.context.data_operand.get(lf.op)
             m = ref.forward[src] if ref is not None and src is not None else None
             q_in = m.second if m is not None else 1.0
-            if lf.role == "embedding":
+            if lf.role is WeightRole.EMBEDDING:
                 out[lf.name] = lf.recommended_std  # a lookup: its rows are its output
             elif not math.isnan(lf.recommended_std):
                 out[lf.name] = lf.recommended_std * math.sqrt(max(lf.fan_in, 1) * q_in)
@@ -107,67 +119,66 @@ def analyze(
     select: tuple[str, ...] = (),
     ignore: tuple[str, ...] = (),
     per_layer_ignore: tuple[tuple[str, str], ...] = (),
-    probed: tuple | None = None,
-    sources: dict[str, str] | None = None,
+    probed: tuple[Any, ...] | None = None,
+    sources: Mapping[str, str] | None = None,
+    selection: Selection | None = None,
+    thresholds: Mapping[str, float] | None = None,
 ) -> Analysis:
-    """diagnose(), keeping the intermediate stages."""
+    """diagnose(), keeping the intermediate stages: trace -> index -> facts -> conventions ->
+    signal -> rules -> report."""
     if not isinstance(model, nn.Module):
         raise NotAModule(target or type(model).__name__, f"got a {type(model).__name__}, not an nn.Module")
     name = target or type(model).__name__
-    lazy = [n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    selection = selection or Selection(select, ignore, per_layer_ignore=per_layer_ignore)
+    limits = {**default_thresholds(), **(thresholds or {})}
+    lazy = tuple(n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter))
     if lazy:
-        return _lazy_report(name, lazy, model)
+        index = index_graph(Graph.build("none", []), model)
+        ctx = Context(index, (), None, None, None, {}, lazy=lazy, thresholds=limits)
+        return _finish(name, "none", ctx, selection, ("lazy modules are not materialized: nothing was traced",), sources, model)
     given = inputs_mod.normalize(example_inputs)
 
-    def build():
+    def build() -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         return list(inputs_mod.candidates(model))
 
     try:
         traced = trace(model, *(given or (None, None)), build_inputs=build)
     except TraceFailure as e:
         raise ForwardError(name, str(e)) from e
-    layers = facts_mod.collect(traced.graph, model)
-    ctx = _context(traced.graph, model, layers, probed)
-    findings = list(rules_mod.run(ctx, select, ignore))
-    if rules_mod.selected("IC001", select, ignore):
-        findings.extend(
-            Finding("IC001", Severity.WARNING, p, f"{p} was never used by the traced forward pass: not judged",
-                    "give an example input that runs it (--input-shape / example_inputs=)")
-            for p in traced.unreached
-        )
-    findings = [f for f in findings if not _ignored(f, per_layer_ignore)]
+    index = index_graph(traced.graph, model)
+    layers = conventions.apply(facts_mod.collect(index, model), model)
+    ctx = _context(index, model, layers, tuple(probed or ()), traced.unreached, limits)
+    notes = traced.notes
+    if ctx.actual is not None and (note := signal.unhandled_note(ctx.actual, index, layers)):
+        notes = (*notes, note)
+    return _finish(name, traced.graph.tracer, ctx, selection, notes, sources, model)
+
+
+def _finish(name: str, tracer: str, ctx: Context, selection: Selection, notes: tuple[str, ...],
+            sources: Mapping[str, str] | None, model: nn.Module) -> Analysis:
+    """Run the rules, keep the selected findings, attach their sources, order them and report."""
+    findings = [f for f in rules_mod.run(ctx, selection) if selection.keeps(f)]
     if sources:
         findings = [replace(f, source=sources.get(f.layer)) for f in findings]
-    findings.sort(key=lambda f: (-f.severity.rank, f.code, _order(layers, f.layer)))
-    report = Report(name, traced.graph.tracer, _layer_reports(ctx, findings, sources or {}), tuple(findings), traced.notes,
-                    probe=tuple(probed or ()))
-    return Analysis(report, layers, ctx, model)
+    order = {lf.qualname: i for i, lf in enumerate(ctx.layers)}
+    findings.sort(key=lambda f: (-f.severity.rank, f.code, order.get(f.layer, len(order))))
+    report = Report(name, tracer, _layer_reports(ctx, findings, sources or {}), tuple(findings), notes,
+                    probe=ctx.probe)
+    return Analysis(report, ctx.layers, ctx, model)
 
 
-def _lazy_report(name: str, lazy: list[str], model: nn.Module) -> Analysis:
-    """Lazy modules have no shapes until their first call: nothing can be traced or judged."""
-    from .graph import Graph
-
-    findings = tuple(
-        Finding("IC002", Severity.WARNING, n, f"{n} is an uninitialized lazy parameter: it has no shape yet, so the model was not judged",
-                "run model(example_input) once (then your own init code) before checking")
-        for n in lazy)
-    report = Report(name, "none", (), findings, ("lazy modules are not materialized: nothing was traced",))
-    return Analysis(report, (), Context(Graph.build("none", []), (), None, None, None, {}), model)
-
-
-def _context(graph, model, layers, probed=None) -> Context:
-    view = facts_mod._View(graph, model)
+def _context(index: GraphIndex, model: nn.Module, layers: tuple[facts_mod.LayerFacts, ...], probed: tuple[Any, ...],
+             unreached: tuple[str, ...], thresholds: Mapping[str, float]) -> Context:
     data_operand = {}
     for lf in layers:
-        data = view.data_operands(graph.ops[lf.op])
+        data = index.data_operands(index.ops[lf.op])
         if data:
             data_operand[lf.op] = data[0]
     measurable = layers and all(lf.stats is not None for lf in layers)
     if not measurable:
-        return Context(graph, layers, None, None, None, data_operand, tuple(probed or ()))
+        return Context(index, layers, None, None, None, data_operand, probed, unreached, thresholds=thresholds)
     stats = StatsCache()
-    effective_w = rules_mod.effective_weights(layers)
+    effective_w = signal.effective_weights(layers)
     # The reference puts the trunk at its schemes but keeps residual branches at their own scale:
     # branches at full scale make a residual net's signal grow block by block, which is why
     # scaled-down branches exist; they are a design, not a deviation to measure against.
@@ -175,29 +186,19 @@ def _context(graph, model, layers, probed=None) -> Context:
     reference_w.update({lf.op: effective_w[lf.op] for lf in layers
                         if (lf.in_residual_branch or lf.residual_end) and lf.op in effective_w})
     with torch.no_grad():
-        actual = signal.propagate(graph, model, layers, signal.actual_weights(layers), stats)
-        effective = signal.propagate(graph, model, layers, effective_w, stats)
-        reference = signal.propagate(graph, model, layers, reference_w, stats)
-    return Context(graph, layers, actual, effective, reference, data_operand, tuple(probed or ()))
+        actual = signal.propagate(index, model, layers, signal.actual_weights(layers), stats)
+        effective = signal.propagate(index, model, layers, effective_w, stats)
+        reference = signal.propagate(index, model, layers, reference_w, stats)
+    return Context(index, layers, actual, effective, reference, data_operand, probed, unreached, thresholds=thresholds)
 
 
-def _ignored(f: Finding, per_layer: tuple[tuple[str, str], ...]) -> bool:
-    from fnmatch import fnmatchcase
-
-    return any(f.code.startswith(code) and fnmatchcase(f.layer, pattern) for code, pattern in per_layer)
-
-
-def _order(layers, qualname: str) -> int:
-    for i, lf in enumerate(layers):
-        if lf.qualname == qualname:
-            return i
-    return len(layers)
-
-
-def _layer_reports(ctx: Context, findings: list[Finding], sources: dict[str, str]) -> tuple[LayerReport, ...]:
+def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, str]) -> tuple[LayerReport, ...]:
+    by_layer: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_layer.setdefault(f.layer, []).append(f)
     out = []
     for lf in ctx.layers:
-        mine = [f for f in findings if f.layer == lf.qualname]
+        mine = by_layer.get(lf.qualname, [])
         worst = max(mine, key=lambda f: f.severity.rank, default=None)
         verdict = "ok" if worst is None else f"{worst.severity} {','.join(sorted({f.code for f in mine}))}"
         if worst is None and lf.convention:

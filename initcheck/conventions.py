@@ -7,11 +7,13 @@ recognized convention is exempt from IC103 (variance mismatch); the signal rules
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
 
 from .facts import LayerFacts
+from .ops.layers import Layout, WeightRole
 
 CLOSE = 0.1  # std within 10% of the convention's
 
@@ -40,6 +42,11 @@ def _n_layer(model: nn.Module) -> int | None:
     return _config_value(model, ("n_layer", "num_hidden_layers", "num_layers"), int)
 
 
+def apply(layers: tuple[LayerFacts, ...], model: nn.Module) -> tuple[LayerFacts, ...]:
+    """The conventions stage: each layer with the deliberate init it follows, if one is recognized."""
+    return tuple(replace(lf, convention=recognize(lf, model)) for lf in layers)
+
+
 def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
     s = lf.stats
     if s is None or lf.fan_in == 0:
@@ -65,7 +72,7 @@ def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
     module_path = type(model).__module__
     if module_path.startswith("timm") and _close(std, 0.02, s.count):
         return "timm trunc_normal(std=.02)"
-    if lf.layout == "conv" and len(lf.shape) > 2:
+    if lf.layout is Layout.CONV and len(lf.shape) > 2:
         # He in fan_out mode preserves the backward signal (He et al. 2015 show both modes work):
         # torchvision's fan_out counts out*k*k, Google's (timm's EfficientNets) divides by the groups
         fan_out_torch = lf.shape[0] * math.prod(lf.shape[2:])
@@ -73,6 +80,6 @@ def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
             if _close(std, math.sqrt(2.0 / fan), s.count):
                 lib = "torchvision " if module_path.startswith("torchvision") else ""
                 return f"{lib}kaiming_normal(mode='fan_out')"
-    if _close(std, 0.02, s.count) and (lf.in_residual_branch or lf.role == "embedding"):
+    if _close(std, 0.02, s.count) and (lf.in_residual_branch or lf.role is WeightRole.EMBEDDING):
         return "normal(0, 0.02) transformer init"
     return None

@@ -25,7 +25,7 @@ from torch import nn
 from . import devices
 from .api import Analysis, analyze, run_forward
 from .facts import LayerFacts
-from .layers import is_hf_conv1d
+from .ops.layers import is_hf_conv1d
 from .report import Report
 from .rules import intentional_small, mis_scaled
 

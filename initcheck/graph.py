@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
+
+
+class OpKind(str, enum.Enum):
+    """What an op of the graph is."""
+
+    INPUT = "input"  # a model input
+    PARAM = "param"  # a parameter read
+    BUFFER = "buffer"  # a buffer read
+    MODULE = "module"  # a call of a leaf module
+    FUNCTION = "function"  # a function or tensor method
+    OUTPUT = "output"  # the model's output
 
 # Operator spellings that mean the same thing, whichever form reached the graph
 # (operator.add, torch.add, Tensor.add, Tensor.__add__, Tensor.__iadd__, x.add_()).
@@ -29,8 +41,7 @@ def canonical_name(raw: str) -> str:
 class Op:
     """One operation in execution order.
 
-    kind: "input" (a model input), "param" (a parameter read), "buffer" (a buffer read),
-    "module" (a call of a leaf module), "function" (a function or tensor method), "output".
+    kind: see OpKind.
     target: the input's name, the parameter's qualified name, the module's class name, or the
     function's canonical name.
     operands: (argument key, op index) for each tensor argument; the key is the position ("0",
@@ -38,7 +49,7 @@ class Op:
     """
 
     index: int
-    kind: str
+    kind: OpKind
     target: str
     module: str | None = None
     operands: tuple[tuple[str, int], ...] = ()
@@ -77,4 +88,4 @@ class Graph:
         return Graph(tracer, tuple(ops), tuple(tuple(u) for u in users))
 
     def params_read(self) -> dict[str, int]:
-        return {op.target: op.index for op in self.ops if op.kind == "param"}
+        return {op.target: op.index for op in self.ops if op.kind is OpKind.PARAM}

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import module_weights
+from .ops.layers import module_weights
 
 Inputs = tuple[tuple, dict]
 

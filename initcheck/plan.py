@@ -23,10 +23,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .activations import is_norm_module
+from .ops.activations import is_norm_module
 from .api import analyze
 from .fix import _orthogonal_
-from .layers import module_weights
+from .ops.layers import module_weights
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch import nn
 
 from . import devices
 from .api import analyze, run_forward
-from .layers import module_weights
+from .ops.layers import module_weights
 from .report import Report
 from .trace import tensors_in
 

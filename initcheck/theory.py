@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import functools
 import math
+import enum
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from .ops.layers import Layout, WeightRole
 
 # Activations grouped by the scheme that preserves their signal.
 SATURATING = frozenset({"tanh", "sigmoid", "softsign", "hardtanh", "hardsigmoid"})
@@ -67,7 +70,7 @@ _GRID_HALF_WIDTH = 10.0
 
 
 @functools.lru_cache(maxsize=1)
-def _grid() -> tuple[torch.Tensor, torch.Tensor]:
+def normal_grid() -> tuple[torch.Tensor, torch.Tensor]:
     z = torch.linspace(-_GRID_HALF_WIDTH, _GRID_HALF_WIDTH, _GRID_N, dtype=torch.float64)
     h = float(z[1] - z[0])
     simpson = torch.ones(_GRID_N, dtype=torch.float64)
@@ -88,7 +91,7 @@ class Moments:
 
 def gaussian_moments(fn: Callable[[torch.Tensor], torch.Tensor], mean: float, var: float) -> Moments:
     """Push N(mean, var) through an elementwise `fn`: the moments the signal model needs."""
-    z, w = _grid()
+    z, w = normal_grid()
     x = (mean + math.sqrt(max(var, 0.0)) * z).detach().requires_grad_(True)
     with torch.enable_grad():
         y = fn(x)
@@ -137,31 +140,31 @@ class Fans:
     fan_out: int
 
 
-def fans(layout: str, shape: tuple[int, ...], groups: int = 1, stride: tuple[int, ...] = (), blocks: int = 1) -> Fans:
+def fans(layout: Layout, shape: tuple[int, ...], groups: int = 1, stride: tuple[int, ...] = (), blocks: int = 1) -> Fans:
     """Fans of a weight from its layout (how it is used) and shape.
 
     layouts: "out_in" (nn.Linear, F.linear: [out, in]), "in_out" (x @ W, HF Conv1D: [in, out]),
     "conv" ([out, in/g, *k]), "conv_transpose" ([in, out/g, *k]), "bilinear" ([out, in1, in2]),
     "embedding" ([num, dim]: a lookup, fan_in 1), "packed" ([blocks*out, in]: q/k/v or RNN gates).
     """
-    if layout == "out_in":
+    if layout is Layout.OUT_IN:
         return Fans(_prod(shape[1:]), shape[0])
-    if layout == "in_out":
+    if layout is Layout.IN_OUT:
         return Fans(shape[0], _prod(shape[1:]))
-    if layout == "packed":
+    if layout is Layout.PACKED:
         return Fans(_prod(shape[1:]), shape[0] // max(blocks, 1))
-    if layout == "conv":
+    if layout is Layout.CONV:
         rf = _prod(shape[2:])
         return Fans(shape[1] * rf, (shape[0] // groups) * rf)
-    if layout == "conv_transpose":
+    if layout is Layout.CONV_TRANSPOSE:
         # Each output sums over in/g channels and, per spatial dimension, about k/stride taps.
         k = shape[2:]
         s = tuple(stride) + (1,) * (len(k) - len(stride))
         reach = _prod(max(1, math.ceil(kk / ss)) for kk, ss in zip(k, s))
         return Fans((shape[0] // groups) * reach, shape[1] * _prod(k))
-    if layout == "bilinear":
+    if layout is Layout.BILINEAR:
         return Fans(shape[1] * shape[2], shape[0])
-    if layout == "embedding":
+    if layout is Layout.EMBEDDING:
         return Fans(1, shape[1])
     raise ValueError(f"unknown layout {layout!r}; expected one of out_in, in_out, conv, conv_transpose, bilinear, embedding, packed")
 
@@ -183,40 +186,52 @@ def _prod(xs) -> int:
 
 # --- Schemes ---------------------------------------------------------------------------------
 
+class Scheme(str, enum.Enum):
+    """The family of init a weight is judged against."""
+
+    HE = "he"
+    XAVIER = "xavier"
+    LECUN = "lecun"
+    ORTHOGONAL = "orthogonal"
+    EMBEDDING = "embedding"
+    UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True)
 class Recommendation:
-    scheme: str  # "he", "xavier", "lecun", "orthogonal", "embedding"
+    scheme: Scheme
     gain: float
     std: float
 
 
 SCHEME_TITLE = {
-    "he": "He",
-    "xavier": "Xavier",
-    "lecun": "LeCun",
-    "orthogonal": "orthogonal",
-    "embedding": "embedding N(0,1)",
+    Scheme.HE: "He",
+    Scheme.XAVIER: "Xavier",
+    Scheme.LECUN: "LeCun",
+    Scheme.ORTHOGONAL: "orthogonal",
+    Scheme.EMBEDDING: "embedding N(0,1)",
+    Scheme.UNKNOWN: "unknown",
 }
 
 
 def recommend(
-    activation: str, param: float | None, fan: Fans, role: str = "weight", custom_gain: float | None = None
+    activation: str, param: float | None, fan: Fans, role: WeightRole = WeightRole.WEIGHT, custom_gain: float | None = None
 ) -> Recommendation:
     """The scheme and std that keep the signal's scale through this layer and its activation.
 
     role: "weight", "recurrent" (an RNN's hidden-to-hidden matrix), "embedding".
     custom_gain: the numeric gain of an `unknown:<name>` activation, measured from the function itself.
     """
-    if role == "embedding":
-        return Recommendation("embedding", 1.0, 1.0)
-    if role == "recurrent":
-        return Recommendation("orthogonal", 1.0, 1.0 / math.sqrt(fan.fan_in))
+    if role is WeightRole.EMBEDDING:
+        return Recommendation(Scheme.EMBEDDING, 1.0, 1.0)
+    if role is WeightRole.RECURRENT:
+        return Recommendation(Scheme.ORTHOGONAL, 1.0, 1.0 / math.sqrt(fan.fan_in))
     g = gain(activation, param) if activation in KNOWN else (custom_gain or 1.0)
     if activation == "selu":
-        return Recommendation("lecun", 1.0, 1.0 / math.sqrt(fan.fan_in))
+        return Recommendation(Scheme.LECUN, 1.0, 1.0 / math.sqrt(fan.fan_in))
     if activation in RELU_FAMILY or (activation.startswith("unknown:") and g != 1.0):
-        return Recommendation("he", g, g / math.sqrt(fan.fan_in))
-    return Recommendation("xavier", g, g * math.sqrt(2.0 / (fan.fan_in + fan.fan_out)))
+        return Recommendation(Scheme.HE, g, g / math.sqrt(fan.fan_in))
+    return Recommendation(Scheme.XAVIER, g, g * math.sqrt(2.0 / (fan.fan_in + fan.fan_out)))
 
 
 def torch_default_std(fan_in: int) -> float:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initcheck import diagnose
-from initcheck.activations import match_elementwise
+from initcheck.ops.activations import match_elementwise
 
 
 def acts(model, inputs=None):
@@ -71,10 +71,10 @@ def test_custom_modules_are_judged_by_what_they_compute():
 
 
 def test_match_elementwise():
-    assert match_elementwise(nn.GELU(approximate="tanh")) == "gelu"
-    assert match_elementwise(lambda x: torch.clamp(x, 0, 6)) == "relu6"
+    assert match_elementwise(nn.GELU(approximate="tanh")) == ("gelu", None)
+    assert match_elementwise(lambda x: torch.clamp(x, 0, 6)) == ("relu6", None)
     assert match_elementwise(lambda x: x.sum(0, keepdim=True)) is None  # not elementwise
-    assert match_elementwise(lambda x: x ** 3) == ""
+    assert match_elementwise(lambda x: x ** 3) == ("", None)
 
 
 def test_normalization_and_residual_marks():

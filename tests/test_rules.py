@@ -7,7 +7,12 @@ import seeds
 from torch import nn
 
 from initcheck import RULES, diagnose
-from initcheck.rules import selected
+from initcheck.findings import Selection
+
+
+def selected(code, select, ignore):
+    return Selection(select, ignore).selects(code)
+
 
 
 def codes(model, inputs=None, severity="error"):
@@ -116,7 +121,9 @@ def test_message_carries_numbers_and_the_fix_is_exact():
     r = diagnose(seeds.PyTorchDefault())
     f = r.findings[0]
     assert f.code == "IC103" and f.layer == "net.0.weight"
-    assert "(PyTorch default)" in f.message and "He, fan_in 784" in f.message
+    # PyTorch's default U(±1/sqrt(784)) has variance 1/(3*784); He's is 2/784: 6x below, said in variance
+    assert "(PyTorch default)" in f.message and "He (std 0.05051, fan_in 784)" in f.message
+    assert "is 6x below" in f.message and f"{1 / (3 * 784):.3g}" in f.message
     assert f.fix == 'nn.init.kaiming_normal_(model.net[0].weight, nonlinearity="relu")'
 
 

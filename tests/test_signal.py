@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initcheck import diagnose, probe
-from initcheck.signal import _max_gain
+from initcheck.signal.moments import max_gain as _max_gain
 
 
 def test_max_pool_gain_matches_monte_carlo():

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from initcheck import theory
+from initcheck.ops.layers import Layout
 
 
 @pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid"])
@@ -47,7 +48,7 @@ def _measured_std(init, shape):
 
 @pytest.mark.parametrize("shape", [(256, 784), (64, 32, 3, 3)])
 def test_he_std_matches_kaiming_normal(shape):
-    fan = theory.fans("out_in" if len(shape) == 2 else "conv", shape)
+    fan = theory.fans(Layout.OUT_IN if len(shape) == 2 else Layout.CONV, shape)
     rec = theory.recommend("relu", None, fan)
     measured = _measured_std(lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"), shape)
     assert rec.std == pytest.approx(measured, rel=0.02)
@@ -55,7 +56,7 @@ def test_he_std_matches_kaiming_normal(shape):
 
 @pytest.mark.parametrize("shape", [(256, 784), (64, 32, 3, 3)])
 def test_xavier_std_matches_xavier_uniform(shape):
-    fan = theory.fans("out_in" if len(shape) == 2 else "conv", shape)
+    fan = theory.fans(Layout.OUT_IN if len(shape) == 2 else Layout.CONV, shape)
     rec = theory.recommend("tanh", None, fan)
     measured = _measured_std(lambda w: nn.init.xavier_uniform_(w, gain=nn.init.calculate_gain("tanh")), shape)
     assert rec.std == pytest.approx(measured, rel=0.02)
@@ -67,29 +68,29 @@ def test_torch_default_std_matches_nn_linear():
 
 
 def test_fans_agree_with_torch_for_plain_layers():
-    for shape, layout in [((256, 784), "out_in"), ((64, 32, 3, 3), "conv")]:
+    for shape, layout in [((256, 784), Layout.OUT_IN), ((64, 32, 3, 3), Layout.CONV)]:
         fi, fo = nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
         assert theory.fans(layout, shape) == theory.Fans(fi, fo)
 
 
 def test_grouped_and_depthwise_fans_divide_by_groups():
     grouped = nn.Conv2d(8, 32, 3, groups=4).weight.shape  # [32, 2, 3, 3]
-    assert theory.fans("conv", tuple(grouped), groups=4) == theory.Fans(18, 72)
+    assert theory.fans(Layout.CONV, tuple(grouped), groups=4) == theory.Fans(18, 72)
     depthwise = nn.Conv2d(32, 32, 3, groups=32).weight.shape
-    assert theory.fans("conv", tuple(depthwise), groups=32) == theory.Fans(9, 9)
+    assert theory.fans(Layout.CONV, tuple(depthwise), groups=32) == theory.Fans(9, 9)
 
 
 def test_conv_transpose_reads_its_layout_the_right_way_round():
     shape = tuple(nn.ConvTranspose2d(3, 8, 3).weight.shape)  # [in=3, out=8, 3, 3]
-    assert theory.fans("conv_transpose", shape) == theory.Fans(27, 72)
+    assert theory.fans(Layout.CONV_TRANSPOSE, shape) == theory.Fans(27, 72)
     # stride 2 with a 4x4 kernel: each output sees 2x2 taps of every input channel
     shape = tuple(nn.ConvTranspose2d(16, 32, 4, stride=2).weight.shape)
-    assert theory.fans("conv_transpose", shape, stride=(2, 2)) == theory.Fans(64, 512)
+    assert theory.fans(Layout.CONV_TRANSPOSE, shape, stride=(2, 2)) == theory.Fans(64, 512)
 
 
 def test_packed_fans_count_one_block():
-    assert theory.fans("packed", (3 * 64, 64), blocks=3) == theory.Fans(64, 64)
-    assert theory.fans("packed", (4 * 32, 16), blocks=4) == theory.Fans(16, 32)
+    assert theory.fans(Layout.PACKED, (3 * 64, 64), blocks=3) == theory.Fans(64, 64)
+    assert theory.fans(Layout.PACKED, (4 * 32, 16), blocks=4) == theory.Fans(16, 32)
 
 
 def test_gaussian_moments_of_relu():

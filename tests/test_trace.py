@@ -57,7 +57,8 @@ def test_recorded_pass_sees_the_same_facts_as_fx():
     fx_layers = diagnose(model).layers
     graph = trace_recorded(model, (torch.randn(2, 3, 8, 8),), {})
     from initcheck.facts import collect
-    rec = collect(graph, model)
+    from initcheck.trace.index import index_graph
+    rec = collect(index_graph(graph, model), model)
     assert [(lf.qualname, lf.activation) for lf in rec] == [(lr.qualname, lr.activation) for lr in fx_layers]
 
 

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
-from .graph import Op
+from ..graph import Op, OpKind
+
+
+class Layout(str, enum.Enum):
+    """How a weight tensor is laid out for the op that reads it (theory.fans counts fans from it)."""
+
+    OUT_IN = "out_in"  # nn.Linear, F.linear: [out, in]
+    IN_OUT = "in_out"  # x @ W, Hugging Face Conv1D: [in, out]
+    CONV = "conv"  # [out, in/groups, *k]
+    CONV_TRANSPOSE = "conv_transpose"  # [in, out/groups, *k]
+    BILINEAR = "bilinear"  # [out, in1, in2]
+    EMBEDDING = "embedding"  # [num, dim]: a lookup
+    PACKED = "packed"  # [blocks*out, in]: q/k/v or RNN gates
+
+
+class WeightRole(str, enum.Enum):
+    """What a weight does: a plain weight, an RNN's hidden-to-hidden matrix, or a lookup table."""
+
+    WEIGHT = "weight"
+    RECURRENT = "recurrent"
+    EMBEDDING = "embedding"
 
 
 @dataclass(frozen=True)
@@ -21,8 +43,8 @@ class WeightUse:
     """
 
     param: str
-    layout: str
-    role: str = "weight"
+    layout: Layout
+    role: WeightRole = WeightRole.WEIGHT
     groups: int = 1
     stride: tuple[int, ...] = ()
     blocks: int = 1
@@ -36,35 +58,35 @@ _RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 def module_weights(module: nn.Module) -> tuple[WeightUse, ...]:
     """The weights of a leaf module, with their layouts; () for modules that hold none."""
     if isinstance(module, (nn.Linear,)) or type(module).__name__ == "NonDynamicallyQuantizableLinear":
-        return (WeightUse("weight", "out_in"),)
+        return (WeightUse("weight", Layout.OUT_IN),)
     if isinstance(module, nn.Bilinear):
-        return (WeightUse("weight", "bilinear"),)
+        return (WeightUse("weight", Layout.BILINEAR),)
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
-        return (WeightUse("weight", "conv_transpose", groups=module.groups, stride=tuple(module.stride)),)
+        return (WeightUse("weight", Layout.CONV_TRANSPOSE, groups=module.groups, stride=tuple(module.stride)),)
     if isinstance(module, nn.modules.conv._ConvNd):
-        return (WeightUse("weight", "conv", groups=module.groups),)
+        return (WeightUse("weight", Layout.CONV, groups=module.groups),)
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
-        return (WeightUse("weight", "embedding", role="embedding"),)
+        return (WeightUse("weight", Layout.EMBEDDING, role=WeightRole.EMBEDDING),)
     if isinstance(module, nn.MultiheadAttention):
         if module.in_proj_weight is not None:
-            uses = [WeightUse("in_proj_weight", "packed", blocks=3, activation="identity")]
+            uses = [WeightUse("in_proj_weight", Layout.PACKED, blocks=3, activation="identity")]
         else:
-            uses = [WeightUse(f"{p}_proj_weight", "out_in", activation="identity") for p in "qkv"]
-        return (*uses, WeightUse("out_proj.weight", "out_in"))
+            uses = [WeightUse(f"{p}_proj_weight", Layout.OUT_IN, activation="identity") for p in "qkv"]
+        return (*uses, WeightUse("out_proj.weight", Layout.OUT_IN))
     if isinstance(module, nn.RNNBase):
         gates = _RNN_GATES.get(module.mode.split("_")[0], 1)
         act = "relu" if module.mode == "RNN_RELU" else "tanh"
         uses = []
         for name, _ in module.named_parameters(recurse=False):
             if re.match(r"weight_ih_l\d+", name):
-                uses.append(WeightUse(name, "packed", blocks=gates, activation=act))
+                uses.append(WeightUse(name, Layout.PACKED, blocks=gates, activation=act))
             elif re.match(r"weight_hh_l\d+", name):
-                uses.append(WeightUse(name, "packed", role="recurrent", blocks=gates, activation=act))
+                uses.append(WeightUse(name, Layout.PACKED, role=WeightRole.RECURRENT, blocks=gates, activation=act))
             elif re.match(r"weight_hr_l\d+", name):
-                uses.append(WeightUse(name, "out_in", activation="identity"))
+                uses.append(WeightUse(name, Layout.OUT_IN, activation="identity"))
         return tuple(uses)
     if is_hf_conv1d(module):
-        return (WeightUse("weight", "in_out"),)  # Hugging Face GPT-2's transposed Linear
+        return (WeightUse("weight", Layout.IN_OUT),)  # Hugging Face GPT-2's transposed Linear
     return ()
 
 
@@ -95,21 +117,21 @@ def is_leaf(module: nn.Module) -> bool:
 
 # Function ops that read a weight parameter: canonical name -> (weight argument keys, layout,
 # groups keys, stride keys, stacked: the weight holds one matrix per group, as HF MoE experts).
-FUNCTION_WEIGHTS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...], tuple[str, ...], bool]] = {
-    "linear": (("1", "weight"), "out_in", (), (), False),
-    "conv1d": (("1", "weight"), "conv", ("6", "groups"), (), False),
-    "conv2d": (("1", "weight"), "conv", ("6", "groups"), (), False),
-    "conv3d": (("1", "weight"), "conv", ("6", "groups"), (), False),
-    "conv_transpose1d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride"), False),
-    "conv_transpose2d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride"), False),
-    "conv_transpose3d": (("1", "weight"), "conv_transpose", ("6", "groups"), ("3", "stride"), False),
-    "bilinear": (("2", "weight"), "bilinear", (), (), False),
-    "embedding": (("1", "weight"), "embedding", (), (), False),
+FUNCTION_WEIGHTS: dict[str, tuple[tuple[str, ...], Layout, tuple[str, ...], tuple[str, ...], bool]] = {
+    "linear": (("1", "weight"), Layout.OUT_IN, (), (), False),
+    "conv1d": (("1", "weight"), Layout.CONV, ("6", "groups"), (), False),
+    "conv2d": (("1", "weight"), Layout.CONV, ("6", "groups"), (), False),
+    "conv3d": (("1", "weight"), Layout.CONV, ("6", "groups"), (), False),
+    "conv_transpose1d": (("1", "weight"), Layout.CONV_TRANSPOSE, ("6", "groups"), ("3", "stride"), False),
+    "conv_transpose2d": (("1", "weight"), Layout.CONV_TRANSPOSE, ("6", "groups"), ("3", "stride"), False),
+    "conv_transpose3d": (("1", "weight"), Layout.CONV_TRANSPOSE, ("6", "groups"), ("3", "stride"), False),
+    "bilinear": (("2", "weight"), Layout.BILINEAR, (), (), False),
+    "embedding": (("1", "weight"), Layout.EMBEDDING, (), (), False),
     "addmm": (("2", "mat2"), "in_out", (), (), False),
-    "matmul": (("1", "other"), "in_out", (), (), False),
-    "rmatmul": (("0",), "in_out", (), (), False),
-    "_grouped_mm": (("1", "mat_b"), "in_out", (), (), True),  # HF MoE experts: x @ W[e] per expert
-    "grouped_mm": (("1", "mat_b"), "in_out", (), (), True),
+    "matmul": (("1", "other"), Layout.IN_OUT, (), (), False),
+    "rmatmul": (("0",), Layout.IN_OUT, (), (), False),
+    "_grouped_mm": (("1", "mat_b"), Layout.IN_OUT, (), (), True),  # HF MoE experts: x @ W[e] per expert
+    "grouped_mm": (("1", "mat_b"), Layout.IN_OUT, (), (), True),
 }
 
 # Ops through which a weight reaches its consumer: slices of a stacked parameter (W[expert]) and
@@ -117,14 +139,14 @@ FUNCTION_WEIGHTS: dict[str, tuple[tuple[str, ...], str, tuple[str, ...], tuple[s
 _VIEWS = frozenset({"getitem", "select", "transpose", "t", "T", "mT", "contiguous", "to", "detach"})
 _FLIPS = frozenset({"transpose", "t", "T", "mT"})
 _SLICES = frozenset({"getitem", "select"})
-_SWAP = {"out_in": "in_out", "in_out": "out_in"}
+_SWAP = {Layout.OUT_IN: Layout.IN_OUT, Layout.IN_OUT: Layout.OUT_IN}
 
 
 def weight_views(ops, param_ops: set[int]) -> dict[int, tuple[int, bool, bool]]:
     """op index -> (param op index, transposed, sliced) for parameters and their views."""
     views = {i: (i, False, False) for i in param_ops}
     for op in ops:
-        if op.kind == "function" and op.target in _VIEWS and op.inputs and op.inputs[0] in views:
+        if op.kind is OpKind.FUNCTION and op.target in _VIEWS and op.inputs and op.inputs[0] in views:
             p, flipped, sliced = views[op.inputs[0]]
             views[op.index] = (p, flipped ^ (op.target in _FLIPS), sliced or op.target in _SLICES)
     return views
@@ -146,12 +168,20 @@ def function_weight(op: Op, views: dict[int, tuple[int, bool, bool]]) -> tuple[i
             groups = op.scalar(*group_keys, default=1) if group_keys else 1
             stride = op.scalar(*stride_keys, default=1) if stride_keys else 1
             stride = tuple(stride) if isinstance(stride, (tuple, list)) else (int(stride),)
-            role = "embedding" if layout == "embedding" else "weight"
+            role = WeightRole.EMBEDDING if layout is Layout.EMBEDDING else WeightRole.WEIGHT
             return param, WeightUse("", layout, role=role, groups=int(groups), stride=stride, stacked=stacked or sliced)
     if op.target == "matmul":
         # W @ x with the weight first: [out, in] applied from the left.
         idx = op.operand("0", "input")
         if idx is not None and idx in views:
             param, flipped, sliced = views[idx]
-            return param, WeightUse("", "in_out" if flipped else "out_in", stacked=sliced)
+            return param, WeightUse("", Layout.IN_OUT if flipped else "out_in", stacked=sliced)
     return None
+
+
+def get_path(module: nn.Module, path: str) -> Any:
+    """The attribute at a dotted path inside a module ("out_proj.weight"), or None."""
+    obj: Any = module
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return obj

@@ -7,12 +7,15 @@ function table below serves both.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from .graph import Op
+from ..graph import Op
 
 # Module class -> (canonical activation, attribute holding its parameter). Order matters:
 # ReLU6 subclasses Hardtanh, so exact types are looked up before isinstance.
@@ -102,11 +105,22 @@ def is_norm_module(module: nn.Module) -> bool:
     return next(module.children(), None) is None
 
 
+class RoleKind(str, enum.Enum):
+    """What an op does to the signal."""
+
+    ACTIVATION = "activation"  # an elementwise nonlinearity (or softmax)
+    TRANSPARENT = "transparent"  # moves, selects or drops values: the scale is unchanged
+    NORM = "norm"  # a normalization
+    ADD = "add"  # add / sub
+    SCALE = "scale"  # mul / div / neg
+    OTHER = "other"  # none of the above
+
+
 @dataclass(frozen=True)
 class Role:
-    """What an op does to the signal. kind: activation, transparent, norm, add, scale, other."""
+    """What an op does to the signal: its kind, and for an activation its name and parameter."""
 
-    kind: str
+    kind: RoleKind
     activation: str | None = None
     param: float | None = None
 
@@ -117,12 +131,12 @@ def module_role(module: nn.Module) -> Role:
         entry = next((v for t, v in MODULE_ACTIVATIONS.items() if isinstance(module, t)), None)
     if entry is not None:
         name, attr = entry
-        return Role("activation", name, _param_value(getattr(module, attr, None)) if attr else None)
+        return Role(RoleKind.ACTIVATION, name, _param_value(getattr(module, attr, None)) if attr else None)
     if isinstance(module, TRANSPARENT_MODULES):
-        return Role("transparent")
+        return Role(RoleKind.TRANSPARENT)
     if is_norm_module(module):
-        return Role("norm")
-    return Role("other")
+        return Role(RoleKind.NORM)
+    return Role(RoleKind.OTHER)
 
 
 def function_role(op: Op) -> Role:
@@ -130,16 +144,16 @@ def function_role(op: Op) -> Role:
     if name in FUNCTION_ACTIVATIONS:
         activation, keys = FUNCTION_ACTIVATIONS[name]
         value = op.scalar(*keys) if keys else None
-        return Role("activation", activation, float(value) if isinstance(value, (int, float)) else None)
+        return Role(RoleKind.ACTIVATION, activation, float(value) if isinstance(value, (int, float)) else None)
     if name in TRANSPARENT_FUNCTIONS:
-        return Role("transparent")
+        return Role(RoleKind.TRANSPARENT)
     if name in NORM_FUNCTIONS:
-        return Role("norm")
+        return Role(RoleKind.NORM)
     if name in ("add", "sub"):
-        return Role("add")
+        return Role(RoleKind.ADD)
     if name in ("mul", "div", "neg"):
-        return Role("scale")
-    return Role("other")
+        return Role(RoleKind.SCALE)
+    return Role(RoleKind.OTHER)
 
 
 def _param_value(value) -> float | None:
@@ -150,13 +164,14 @@ def _param_value(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def match_elementwise(fn, atol: float = 2e-3) -> str | None:
-    """The canonical activation that `fn` computes, checked numerically on [-8, 8], or None.
+def match_elementwise(fn: Callable[[torch.Tensor], Any], atol: float = 2e-3) -> tuple[str, float | None] | None:
+    """(canonical activation, its parameter) that `fn` computes, checked numerically on [-8, 8];
+    ("", None) for an elementwise function none of the known ones; None when `fn` is not elementwise.
 
     Used for library and hand-written activation modules (HF's GELUActivation, a user's Swish):
     they are judged by what they compute, not by their names.
     """
-    from .theory import activation_fn
+    from ..theory import activation_fn
 
     x = torch.linspace(-8.0, 8.0, 321)  # past 6, where relu and relu6 part
     try:
@@ -169,10 +184,12 @@ def match_elementwise(fn, atol: float = 2e-3) -> str | None:
     y = y.float()
     for name in ("identity", "relu", "relu6", "gelu", "silu", "mish", "elu", "selu", "celu", "softplus",
                  "hardswish", "hardsigmoid", "hardtanh", "tanh", "sigmoid", "softsign"):
-        ref = activation_fn(name)(x)
+        fn_ref = activation_fn(name)
+        assert fn_ref is not None
+        ref = fn_ref(x)
         if torch.allclose(y, ref, atol=atol, rtol=0):
-            return name
+            return name, None
     for slope in (0.01, 0.1, 0.2, 0.3):
         if torch.allclose(y, torch.nn.functional.leaky_relu(x, slope), atol=atol, rtol=0):
-            return f"leaky_relu:{slope}"
-    return ""  # elementwise, but none of the known ones
+            return "leaky_relu", slope
+    return "", None  # elementwise, but none of the known ones

@@ -1,0 +1,173 @@
+"""Graph + model -> one frozen record per weight tensor: fans, the activation that follows it,
+normalization, residual ends, the recommended scheme and the weight's actual statistics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import theory
+from ..graph import Op, OpKind
+from ..ops.layers import Layout, WeightRole, WeightUse, function_weight, get_path, module_weights
+from ..stats import TensorStats, tensor_stats
+from ..theory import Scheme
+from ..trace.index import GraphIndex
+from .follow import Follow, feeds_attention_scores, follow
+
+__all__ = ["LayerFacts", "collect"]
+
+
+@dataclass(frozen=True)
+class LayerFacts:
+    name: str  # qualified module name as in named_modules() ("" for the root)
+    param: str  # the parameter's path inside that module ("weight", "in_proj_weight")
+    kind: str  # module class ("Linear") or function ("linear")
+    shape: tuple[int, ...]
+    layout: Layout
+    role: WeightRole
+    fan_in: int
+    fan_out: int
+    activation: str
+    activation_param: float | None
+    normalized: bool
+    residual_end: bool
+    is_output: bool
+    in_residual_branch: bool  # on the branch side of a residual add (Fixup, GPT-2 blocks, ReZero)
+    scheme: Scheme
+    gain: float
+    recommended_std: float
+    stats: TensorStats | None
+    aliases: tuple[str, ...]
+    op: int  # graph op that reads the weight
+    preact_op: int  # graph op whose output the activation receives
+    norm: str | None = None  # the normalization module that directly follows, if a module
+    convention: str | None = None  # a recognized deliberate init (conventions.py)
+    attention_score: bool = False  # a query or key projection: its output meets only q·kᵀ
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.name}.{self.param}" if self.name else self.param
+
+    @property
+    def actual_std(self) -> float | None:
+        return None if self.stats is None else self.stats.std
+
+    @property
+    def actual_mean(self) -> float | None:
+        return None if self.stats is None else self.stats.mean
+
+    @property
+    def variance_ratio(self) -> float | None:
+        if self.stats is None or self.recommended_std == 0:
+            return None
+        return self.stats.second / (self.recommended_std ** 2)
+
+    @property
+    def intentionally_small(self) -> bool:
+        """A deliberately small or zero layer: the last layer of a residual branch (GPT-2's c_proj,
+        Fixup, zero_init_residual) or the model's output layer (a zero-initialized classifier)."""
+        ratio = self.variance_ratio
+        return (self.residual_end or self.is_output) and ratio is not None and ratio <= 1.0
+
+    @property
+    def mis_scaled(self) -> bool:
+        """More than 2x off its scheme's variance, and not one of the deliberate patterns: the layers
+        a signal finding blames, and that fix() reinitializes."""
+        ratio = self.variance_ratio
+        if ratio is None or self.normalized or self.role is WeightRole.EMBEDDING or self.intentionally_small:
+            return False
+        if self.in_residual_branch and ratio < 1.0:
+            return False
+        return not 0.5 <= ratio <= 2.0
+
+
+def collect(index: GraphIndex, model: nn.Module) -> tuple[LayerFacts, ...]:
+    """One LayerFacts per weight tensor the graph reads, in execution order, tied weights once.
+    Conventions (conventions.py) are a later stage."""
+    graph = index.graph
+    view = index
+    aliases = _aliases(model)
+    out: list[LayerFacts] = []
+    judged: set[int] = set()
+    for op in graph.ops:
+        if op.kind is OpKind.MODULE:
+            mod = view.module(op)
+            if mod is None:
+                continue
+            for use in module_weights(mod):
+                p = get_path(mod, use.param)
+                if isinstance(p, torch.Tensor) and id(p) not in judged:
+                    judged.add(id(p))
+                    out.append(_facts(view, op, op.module or "", use, p, type(mod).__name__, aliases))
+        elif op.kind is OpKind.FUNCTION:
+            hit = function_weight(op, view.views)
+            if hit is None:
+                continue
+            pname = graph.ops[hit[0]].target
+            p = model.get_parameter(pname)
+            if id(p) in judged:
+                continue
+            judged.add(id(p))
+            owner, _, attr = pname.rpartition(".")
+            out.append(_facts(view, op, owner, _with_param(hit[1], attr), p, op.target, aliases))
+    return tuple(out)
+
+
+def _with_param(use: WeightUse, attr: str) -> WeightUse:
+    return WeightUse(attr, use.layout, use.role, use.groups, use.stride, use.blocks, use.activation, use.stacked)
+
+
+def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor, kind: str, aliases) -> LayerFacts:
+    shape = tuple(int(s) for s in p.shape) if not isinstance(p, nn.parameter.UninitializedParameter) else ()
+    fan_shape = shape[1:] if use.stacked else shape  # one expert's slice
+    fan = theory.fans(use.layout, fan_shape, groups=use.groups, stride=use.stride, blocks=use.blocks) if shape else theory.Fans(0, 0)
+    if use.activation is not None and use.role is not WeightRole.EMBEDDING:
+        # The layer applies its own activation (RNN gates) or feeds attention's softmax.
+        after = follow(view, op.index) if use.param.startswith("out_proj") or use.param.startswith("weight_hr") else None
+        f = after or Follow(use.activation, None, False, False, False, op.index)
+    else:
+        f = follow(view, op.index)
+    activation = f.activation
+    if use.role is WeightRole.EMBEDDING:
+        rec = theory.recommend("identity", None, fan, role=WeightRole.EMBEDDING)
+    elif fan.fan_in == 0:
+        rec = theory.Recommendation(Scheme.UNKNOWN, 1.0, math.nan)
+    else:
+        rec = theory.recommend(activation, f.param, fan, role=use.role, custom_gain=f.custom_gain)
+    qual = f"{owner}.{use.param}" if owner else use.param
+    return LayerFacts(
+        name=owner,
+        param=use.param,
+        kind=kind,
+        shape=shape,
+        layout=use.layout,
+        role=use.role,
+        fan_in=fan.fan_in,
+        fan_out=fan.fan_out,
+        activation=activation,
+        activation_param=f.param,
+        normalized=f.normalized,
+        residual_end=f.residual_end,
+        is_output=f.is_output,
+        in_residual_branch=op.index in view.branch_ops,
+        scheme=rec.scheme,
+        gain=rec.gain,
+        recommended_std=rec.std,
+        stats=tensor_stats(p),
+        aliases=tuple(a for a in aliases.get(id(p), ()) if a != qual),
+        op=op.index,
+        preact_op=f.preact_op,
+        norm=f.norm,
+        attention_score=use.role is not WeightRole.EMBEDDING and feeds_attention_scores(view, op.index),
+    )
+
+
+def _aliases(model: nn.Module) -> dict[int, tuple[str, ...]]:
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    return {k: tuple(v) for k, v in names.items()}

@@ -1,0 +1,200 @@
+"""From a weight op forward to what its output meets: the activation (a module, a function, a method,
+a hand-written gate x * f(x), a custom module judged numerically), a normalization, a residual add,
+the model's output; and whether the output only ever becomes an attention score."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import theory
+from ..graph import Op, OpKind
+from ..ops.activations import Role, RoleKind, match_elementwise
+from ..trace.index import GraphIndex
+
+
+@dataclass(frozen=True)
+class Follow:
+    activation: str
+    param: float | None
+    normalized: bool
+    residual_end: bool
+    is_output: bool
+    preact_op: int
+    custom_gain: float | None = None
+    norm: str | None = None
+
+
+def follow(view: GraphIndex, start: int) -> Follow:
+    """Walk from a weight op's output to the activation it feeds, through transparent ops, the
+    bias add, scalings, one normalization and one residual add."""
+    ops, users = view.ops, view.graph.consumers
+    normalized = residual_end = is_output = merged = False
+    norm_module: str | None = None
+    chain = {start}
+    frontier = [start]
+    seen = {start}
+    found: tuple[str, float | None, int, float | None] | None = None
+    while frontier and found is None:
+        nxt: list[int] = []
+        for i in frontier:
+            for u in users[i]:
+                if u in seen:
+                    continue
+                seen.add(u)
+                op = ops[u]
+                if op.kind is OpKind.OUTPUT:
+                    is_output = True
+                    continue
+                if view.is_weight_op(op):
+                    continue
+                role = view.role(op)
+                data = view.data_operands(op)
+                if role.kind is RoleKind.ACTIVATION:
+                    found = _activation(view, op, role, i, chain)
+                    break
+                if role.kind is RoleKind.OTHER and op.kind is OpKind.MODULE:
+                    custom = _custom_activation(view, op)
+                    if custom is not None and custom[0] != "identity":
+                        found = (custom[0], None, i, custom[1])
+                        break
+                    chain.add(u)  # an opaque helper (a reshape, a transpose): look through it
+                    nxt.append(u)
+                    continue
+                if merged and role.kind in (RoleKind.NORM, RoleKind.ADD, RoleKind.SCALE):
+                    continue  # past a merge only a directly following activation (ResNet's ReLU) counts
+                if role.kind is RoleKind.NORM:
+                    normalized = True
+                    norm_module = norm_module or (op.module if op.kind is OpKind.MODULE else None)
+                    chain.add(u)
+                    nxt.append(u)
+                elif role.kind is RoleKind.ADD and len(data) >= 2:
+                    merged = True
+                    other = [d for d in data if d != i]
+                    if other and view.depth[i] > max(view.depth[d] for d in other):
+                        residual_end = True
+                    chain.add(u)
+                    nxt.append(u)
+                elif role.kind in (RoleKind.TRANSPARENT, RoleKind.ADD, RoleKind.SCALE):
+                    if role.kind is RoleKind.SCALE and len(data) >= 2:
+                        continue  # a gate (x * g(y)), not a scaling
+                    chain.add(u)
+                    nxt.append(u)
+        frontier = nxt
+    if found is None:
+        is_output = is_output or _reaches_output(view, start)
+        return Follow("identity", None, normalized, residual_end, is_output, start, norm=norm_module)
+    name, param, preact, custom_gain = found
+    is_output = is_output or _reaches_output(view, start)
+    return Follow(name, param, normalized, residual_end, is_output, preact, custom_gain, norm_module)
+
+
+def _activation(view: GraphIndex, op: Op, role: Role, preact: int, chain: set[int]):
+    """An activation op, or the hand-written gate x * f(x) around it (SiLU, QuickGELU, Mish)."""
+    ops, users = view.ops, view.graph.consumers
+    for u in users[op.index]:
+        gate = ops[u]
+        if gate.kind is OpKind.FUNCTION and gate.target == "mul":
+            others = [d for d in view.data_operands(gate) if d != op.index]
+            if others and others[0] in chain | {preact}:
+                fn = theory.activation_fn(role.activation or "", role.param)
+                scale = _inner_scale(view, op)
+                if fn is not None:
+                    def gated(x, fn=fn, scale=scale):
+                        return x * fn(scale * x)
+                    matched = match_elementwise(gated)
+                    if matched and matched[0]:
+                        return matched + (preact, None)
+                    g = theory.gain_of(gated)
+                    return (f"unknown:x*{role.activation}", None, preact, g)
+    return (role.activation or "identity", role.param, preact, None)
+
+
+def _inner_scale(view: GraphIndex, act: Op) -> float:
+    """c in f(c * x): the scalar an activation's input was multiplied by, if any."""
+    data = view.data_operands(act)
+    if data:
+        src = view.graph.ops[data[0]]
+        if src.kind is OpKind.FUNCTION and src.target == "mul":
+            for _, v in src.scalars:
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    return float(v)
+    return 1.0
+
+
+def _custom_activation(view: GraphIndex, op: Op) -> tuple[str, float | None] | None:
+    """A parameter-free module judged by what it computes: (canonical name or unknown:<Class>, gain)."""
+    mod = view.module(op)
+    if mod is None or any(True for _ in mod.parameters()):
+        return None
+    matched = match_elementwise(mod)
+    if matched is None:
+        return None
+    if matched[0]:
+        return matched[0], None
+    return f"unknown:{type(mod).__name__}", theory.gain_of(mod)
+
+
+# ops a query or key passes on its way to q·kᵀ: reshapes, scalings, rotary embeddings (x*cos +
+# rotate_half(x)*sin), repeat_kv, a mask add
+_TOWARDS_SCORES = ("transparent", "scale", "add")
+
+
+def feeds_attention_scores(view: GraphIndex, start: int, limit: int = 64) -> bool:
+    """Whether a weight op's output is a query or a key and nothing else: every path from it runs,
+    through reshapes, scalings and adds only, into scaled_dot_product_attention's first two
+    operands or into a matmul whose product goes on to a softmax (a packed q/k/v projection also
+    feeds the values: no). Such a layer's gradient is proportional to the other side's scale (a
+    bilinear form), small at init by design: not a vanishing gradient."""
+    ops, users = view.ops, view.graph.consumers
+    frontier, seen = [start], {start}
+    scores = False
+    while frontier:
+        nxt = []
+        for i in frontier:
+            for u in users[i]:
+                op = ops[u]
+                if op.target == "scaled_dot_product_attention":
+                    if i not in (op.operand("0", "query"), op.operand("1", "key")):
+                        return False
+                    scores = True
+                elif op.target == "matmul" and not view.is_weight_op(op):
+                    if not _reaches_softmax(view, u):
+                        return False
+                    scores = True
+                elif op.kind is OpKind.FUNCTION and view.role(op).kind in _TOWARDS_SCORES:
+                    if u not in seen:  # every edge into attention is checked, every op walked once
+                        seen.add(u)
+                        if len(seen) > limit:
+                            return False
+                        nxt.append(u)
+                else:
+                    return False  # an activation, a weight layer, a norm, the output: not only a score
+        frontier = nxt
+    return scores
+
+
+def _reaches_softmax(view: GraphIndex, start: int, limit: int = 16) -> bool:
+    ops, users = view.ops, view.graph.consumers
+    frontier, seen = [start], {start}
+    while frontier and len(seen) < limit:
+        nxt = []
+        for i in frontier:
+            for u in users[i]:
+                if u in seen:
+                    continue
+                seen.add(u)
+                role = view.role(ops[u])
+                if role.kind is RoleKind.ACTIVATION:
+                    if role.activation in ("softmax", "log_softmax"):
+                        return True
+                elif role.kind in _TOWARDS_SCORES and not view.is_weight_op(ops[u]):
+                    nxt.append(u)
+        frontier = nxt
+    return False
+
+
+def _reaches_output(view: GraphIndex, start: int) -> bool:
+    """The layer's output reaches the model's output without another weight layer or norm."""
+    return view.reaches_output[start]
+
+

@@ -1,0 +1,29 @@
+"""The checks, one module per family: unjudged.py (IC0xx), weights.py (IC1xx), signal.py (IC2xx),
+probe.py (IC3xx). Each rule registers itself in findings.RULES with its documentation beside its
+check; docs/rules.md is generated from that registry, so the two cannot drift."""
+
+from __future__ import annotations
+
+from ..facts import LayerFacts
+from ..findings import RULES, Finding, Selection
+from . import probe, signal, unjudged, weights  # noqa: F401  (importing registers the rules)
+from .context import Context
+
+__all__ = ["Context", "run", "mis_scaled", "intentional_small"]
+
+
+def run(ctx: Context, selection: Selection = Selection()) -> tuple[Finding, ...]:
+    """Every selected rule's findings, in registry order."""
+    out: list[Finding] = []
+    for code, r in RULES.items():
+        if selection.selects(code):
+            out.extend(r.check(ctx))
+    return tuple(out)
+
+
+def mis_scaled(lf: LayerFacts) -> bool:
+    return lf.mis_scaled
+
+
+def intentional_small(lf: LayerFacts) -> bool:
+    return lf.intentionally_small

@@ -1,0 +1,158 @@
+"""IC2xx: the signal that flows through the graph, predicted from unit-variance inputs (signal/)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+from .. import theory
+from ..facts import LayerFacts
+from ..findings import Finding, Setting, Severity, rule
+from ..ops.layers import WeightRole
+from ..remedy import init_call
+from ..signal import Signal
+from .context import Context, describe, finding
+
+EXPLODE_RMS = Setting("explode-rms", 10.0,
+                      "IC201: truncated normal 0.1 on 784-256-128 peaks at 3.2; uniform[-1, 1) gives 16.")
+VANISH_RMS = Setting("vanish-rms", 1e-2,
+                     "IC202: on the input-driven part alone; U(-0.001, 0.001) leaves 1e-4 after two layers.")
+SATURATE_RMS = Setting("saturate-rms", 3.0, "IC203: Xavier(tanh) on raw 784-d inputs gives 2.0; N(0, 1) gives 28.")
+GRADIENT_BAND = Setting("gradient-band", 1e3, "IC204/IC205: 10+ layers at 1/6 of He's variance fall below 1e-3.")
+CAUSED_BY = Setting(
+    "caused-by", 3.0,
+    "IC201-IC203 blame the init only where the prediction is also this many times off the one under the "
+    "recommended schemes (a deep sigmoid net with torch's Xavier gain 1 fades by itself).")
+
+
+def _culprits(ctx: Context, upto: LayerFacts) -> str:
+    """The init calls for the mis-scaled layers up to `upto`, the likely causes."""
+    bad = [lf for lf in ctx.layers if lf.op <= upto.op and lf.mis_scaled] or [upto]
+    calls = [init_call(lf) for lf in bad[:3]]
+    if len(bad) > 3:
+        calls.append(f"... {len(bad) - 3} more: initcheck.fix(model)")
+    return "; ".join(calls)
+
+
+def _first(ctx: Context, test: Callable[[LayerFacts], float | None]) -> tuple[LayerFacts, float, int] | None:
+    hits = [(lf, v) for lf in ctx.layers if (v := test(lf)) is not None]
+    return (hits[0][0], hits[0][1], len(hits) - 1) if hits else None
+
+
+def _preact(ctx: Context, lf: LayerFacts, signal: Signal | None = None) -> float | None:
+    sig = signal or ctx.effective
+    m = sig.forward[lf.preact_op] if sig else None
+    return None if m is None else m.rms
+
+
+def _input_signal(ctx: Context, lf: LayerFacts, signal: Signal | None = None) -> float | None:
+    sig = signal or ctx.effective
+    src = ctx.data_operand.get(lf.op)
+    m = sig.forward[src] if sig and src is not None else None
+    return None if m is None else math.sqrt(m.signal)
+
+
+def _above(ctx: Context, value: float | None, limit: float, ref: float | None) -> bool:
+    return value is not None and value > limit and (ref is None or value > ctx.threshold(CAUSED_BY.name) * ref)
+
+
+def _below(ctx: Context, value: float | None, limit: float, ref: float | None) -> bool:
+    return value is not None and value < limit and (ref is None or value * ctx.threshold(CAUSED_BY.name) < ref)
+
+
+def _more(n: int) -> str:
+    return f"; {n} later layer{'s' if n > 1 else ''} too" if n else ""
+
+
+@rule("IC201", "signal-explodes", Severity.ERROR,
+      "Predicted from unit-variance inputs, a layer's pre-activation rms exceeds 10.",
+      "Too large a weight variance compounds layer after layer: with uniform[-1, 1) a "
+      "784-256-128-10 ReLU net reaches rms 16, 105 and 490. Losses overflow and the first "
+      "updates are huge.",
+      example="for m in model.modules(): nn.init.uniform_(m.weight, -1, 1)  # a 784-256-128-10 ReLU net",
+      fix="the recommended scheme on the mis-scaled layers the finding names",
+      settings=(EXPLODE_RMS, CAUSED_BY))
+def signal_explodes(ctx: Context) -> Iterator[Finding]:
+    limit = ctx.threshold(EXPLODE_RMS.name)
+    hit = _first(ctx, lambda lf: v if (not lf.normalized and lf.activation not in theory.SATURATING and _above(
+        ctx, v := _preact(ctx, lf), limit, _preact(ctx, lf, ctx.reference))) else None)
+    if hit:
+        lf, v, more = hit
+        yield finding("IC201", lf, f"{describe(lf)}: predicted pre-activation rms {v:.3g} for unit-variance inputs (over {limit:g}){_more(more)}",
+                      _culprits(ctx, lf))
+
+
+@rule("IC202", "signal-vanishes", Severity.ERROR,
+      "Predicted from unit-variance inputs, the input-driven part of the signal reaching a layer has rms below 0.01.",
+      "Too small a weight variance shrinks the signal geometrically: with N(0, 0.01) a tanh net "
+      "loses a factor ~10 per layer; deeper layers then see only their biases (which the signal "
+      "model counts apart) and the output stops depending on the input.",
+      example="nn.init.normal_(layer.weight, std=0.01)  # every layer of a 5-layer tanh net",
+      fix="the recommended scheme on the mis-scaled layers the finding names",
+      settings=(VANISH_RMS, CAUSED_BY))
+def signal_vanishes(ctx: Context) -> Iterator[Finding]:
+    limit = ctx.threshold(VANISH_RMS.name)
+    hit = _first(ctx, lambda lf: v if (lf.role is not WeightRole.EMBEDDING and _below(
+        ctx, v := _input_signal(ctx, lf), limit, _input_signal(ctx, lf, ctx.reference))) else None)
+    if hit:
+        lf, v, more = hit
+        yield finding("IC202", lf, f"{describe(lf)}: predicted input signal rms {v:.3g} for unit-variance model inputs (under {limit:g}){_more(more)}",
+                      _culprits(ctx, lf))
+
+
+@rule("IC203", "activation-saturates", Severity.ERROR,
+      "A saturating activation (tanh, sigmoid, ...) receives pre-activations with rms over 3.",
+      "tanh(3) = 0.995: past that the unit is a sign function with zero gradient. N(0, 1) weights "
+      "on a 784-input tanh layer give rms 28.",
+      example="nn.init.normal_(layer.weight, std=1.0)  # a tanh layer with 784 inputs",
+      fix="Xavier with tanh's gain on the layers the finding names",
+      settings=(SATURATE_RMS, CAUSED_BY))
+def activation_saturates(ctx: Context) -> Iterator[Finding]:
+    limit = ctx.threshold(SATURATE_RMS.name)
+    hit = _first(ctx, lambda lf: v if (lf.activation in theory.SATURATING and _above(
+        ctx, v := _preact(ctx, lf), limit, _preact(ctx, lf, ctx.reference))) else None)
+    if hit:
+        lf, v, more = hit
+        yield finding("IC203", lf, f"{describe(lf)}: predicted pre-activation rms {v:.3g} saturates {lf.activation} (over {limit:g}){_more(more)}",
+                      _culprits(ctx, lf))
+
+
+def _gradient_ratio(ctx: Context, lf: LayerFacts) -> float | None:
+    if ctx.effective is None or ctx.reference is None:
+        return None
+    ref = ctx.reference.backward[lf.op]
+    if ref <= 0:
+        return None
+    return math.sqrt(max(ctx.effective.backward[lf.op], 0.0) / ref)
+
+
+@rule("IC204", "gradient-vanishes", Severity.ERROR,
+      "The gradient reaching a layer is over 1000x smaller than under the recommended schemes.",
+      "Backpropagation multiplies by fan_out·Var(w)·E[f'(z)²] per layer: at 1/6 of He's variance "
+      "(PyTorch's default before ReLU) 20 layers lose 15 orders of magnitude, and the first layers "
+      "never train. A bias keeps the forward signal alive; nothing keeps the gradient.",
+      example="a 20-layer ReLU MLP left at PyTorch's default init",
+      fix="He init on the ReLU layers (initcheck.fix(model) applies it)",
+      settings=(GRADIENT_BAND,))
+def gradient_vanishes(ctx: Context) -> Iterator[Finding]:
+    band = ctx.threshold(GRADIENT_BAND.name)
+    hit = _first(ctx, lambda lf: v if ((v := _gradient_ratio(ctx, lf)) is not None and v < 1.0 / band) else None)
+    if hit:
+        lf, v, more = hit
+        yield finding("IC204", lf, f"{describe(lf)}: predicted gradient is {v:.2g}x what the recommended schemes give (under 1/{band:g}){_more(more)}",
+                      _culprits(ctx, ctx.layers[-1]))
+
+
+@rule("IC205", "gradient-explodes", Severity.ERROR,
+      "The gradient reaching a layer is over 1000x larger than under the recommended schemes.",
+      "The mirror image of IC204: too large weights downstream amplify the gradient geometrically.",
+      example="nn.init.normal_(layer.weight, std=1.0)  # every layer of a 10-layer ReLU MLP of width 256",
+      fix="the recommended scheme on the layers downstream (initcheck.fix(model) applies it)",
+      settings=(GRADIENT_BAND,))
+def gradient_explodes(ctx: Context) -> Iterator[Finding]:
+    band = ctx.threshold(GRADIENT_BAND.name)
+    hit = _first(ctx, lambda lf: v if ((v := _gradient_ratio(ctx, lf)) is not None and v > band) else None)
+    if hit:
+        lf, v, more = hit
+        yield finding("IC205", lf, f"{describe(lf)}: predicted gradient is {v:.3g}x what the recommended schemes give (over {band:g}){_more(more)}",
+                      _culprits(ctx, ctx.layers[-1]))

@@ -1,0 +1,87 @@
+"""IC1xx: one weight tensor judged against the scheme its use calls for."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from .. import theory
+from ..findings import Finding, Setting, Severity, rule
+from ..ops.layers import WeightRole
+from ..remedy import init_call
+from .context import Context, describe, finding, looks_like
+
+VARIANCE_BAND = Setting(
+    "variance-band", 4.0,
+    "IC103 fires when Var(w) / Var(recommended) is above this or below its inverse. PyTorch's default "
+    "before a ReLU is 6x below He's variance; MHA's packed Xavier 2x.")
+NON_CENTERED = Setting(
+    "non-centered", 0.5,
+    "IC102 fires when |mean| exceeds this many stds (plus three standard errors); uniform[0, 1) has 1.73.")
+
+
+@rule("IC101", "constant-weights", Severity.ERROR,
+      "Every element of a hidden weight is equal (all zeros, all ones): the units stay identical.",
+      "Units that start equal receive equal gradients and stay equal forever (the symmetry "
+      "problem): a 256-unit layer trains as one unit; all zeros also blocks the gradient below. "
+      "Zeros are fine, and deliberate, at the end of a residual branch and in the output layer.",
+      example="nn.init.zeros_(model.hidden.weight)  # a hidden layer followed by a ReLU",
+      fix="the recommended scheme for the activation that follows (the finding prints the exact call)")
+def constant_weights(ctx: Context) -> Iterator[Finding]:
+    for lf in ctx.layers:
+        s = lf.stats
+        if s is None or not s.constant or s.count < 2:
+            continue
+        if (lf.residual_end or lf.is_output) and s.mean == 0.0:
+            continue
+        yield finding("IC101", lf, f"{describe(lf)}: weight is constant ({s.mean:g} everywhere); its {lf.fan_out} units stay identical",
+                      init_call(lf))
+
+
+@rule("IC102", "non-centered-weights", Severity.ERROR,
+      "The weight's mean is large against its spread (uniform [0, 1), all-positive inits).",
+      "Non-centered weights add a common shift that grows with fan_in at every layer: the "
+      "pre-activations move together (uniform[0,1) gives a mean of 0.5·fan_in times the input "
+      "mean) and the units barely differ.",
+      example="nn.init.uniform_(model.fc.weight, 0, 1)",
+      fix="a zero-mean scheme: the finding prints the exact call",
+      settings=(NON_CENTERED,))
+def non_centered(ctx: Context) -> Iterator[Finding]:
+    limit = ctx.threshold(NON_CENTERED.name)
+    for lf in ctx.layers:
+        s = lf.stats
+        if s is None or s.constant or lf.normalized or lf.role is WeightRole.EMBEDDING:
+            continue
+        if abs(s.mean) > limit * s.std + 3.0 * s.std / math.sqrt(s.count):
+            yield finding("IC102", lf, f"{describe(lf)}: weight mean {s.mean:.4g} is {abs(s.mean) / s.std:.2f}x its std {s.std:.4g}; weights should be centered on 0",
+                          init_call(lf))
+
+
+@rule("IC103", "weight-variance-mismatch", Severity.WARNING,
+      "The weight's variance is more than 4x off the scheme that fits its activation.",
+      "Each layer multiplies the signal's variance by fan_in·Var(w)·E[f(z)²]; the recommended "
+      "scheme makes that factor 1. PyTorch's default before a ReLU gives 1/6 per layer. Layers "
+      "followed by a normalization, output layers, and layers scaled down inside a residual "
+      "branch (Fixup, GPT-2's 0.02, zero branch ends) are exempt; the IC2xx rules still judge "
+      "what their scale does to the signal.",
+      example="nn.init.normal_(model.fc1.weight, std=0.01)  # fc1 is followed by a tanh",
+      fix="the scheme that fits the activation (He for the ReLU family, Xavier for tanh/sigmoid, LeCun for SELU)",
+      settings=(VARIANCE_BAND,))
+def variance_mismatch(ctx: Context) -> Iterator[Finding]:
+    band = ctx.threshold(VARIANCE_BAND.name)
+    for lf in ctx.layers:
+        ratio = lf.variance_ratio
+        if ratio is None or lf.stats is None or lf.stats.constant or lf.normalized or lf.role is WeightRole.EMBEDDING or math.isnan(ratio):
+            continue
+        if lf.intentionally_small or (lf.in_residual_branch and ratio < 1.0) or lf.convention:
+            continue  # scaled-down branches and library conventions are deliberate; IC2xx still judge them
+        if ratio > band or ratio < 1.0 / band:
+            direction = f"{ratio:.2g}x above" if ratio > 1 else f"{1 / ratio:.2g}x below"
+            like = looks_like(lf)
+            like_text = f" ({like})" if like else ""
+            title = theory.SCHEME_TITLE.get(lf.scheme, lf.scheme.value)
+            basis = (f"fan_in {lf.fan_in}" if lf.scheme is not theory.Scheme.XAVIER
+                     else f"fan_in + fan_out = {lf.fan_in} + {lf.fan_out}")
+            yield finding("IC103", lf, f"{describe(lf)}: weight variance {lf.stats.second:.3g} (std {lf.stats.std:.4g}{like_text}) is {direction} "
+                          f"the {lf.recommended_std ** 2:.3g} of {title} (std {lf.recommended_std:.4g}, {basis}); allowed band {band:g}x",
+                          init_call(lf))

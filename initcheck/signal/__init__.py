@@ -1,0 +1,205 @@
+"""Predict every layer's signal scale without data: the second moment E[x^2] (and mean) of each
+tensor pushed forward through the graph from unit-variance inputs, and the gradient's second
+moment pushed backward from the outputs.
+
+The mean-field model: a weight layer sums fan_in independent products, so
+E[y] = n*mu_w*m_x and E[y^2] = n*E[w^2]*q_x + n(n-1)*mu_w^2*m_x^2 (plus the bias); an elementwise
+activation maps N(m, v) through a Gaussian expectation computed numerically; a normalization
+resets the scale to its affine parameters; a residual add sums second moments. Each op kind has a
+handler (handlers.py); an op without one passes its input on and is named in `Signal.unhandled`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from torch import nn
+
+from ..facts import LayerFacts
+from ..graph import Op, OpKind
+from ..ops.layers import Layout, WeightRole
+from ..stats import StatsCache, TensorStats
+from ..trace.index import GraphIndex
+from .handlers import Pass, handler_for, scalar_arg
+from .moments import UNIT, Moment, Signal, activation_moments
+
+__all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
+           "unhandled_note"]
+
+
+def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], weights: Mapping[int, TensorStats],
+              stats: StatsCache | None = None) -> Signal:
+    """Forward and backward moments. `weights` maps a layer's op index to the statistics to assume
+    for its weight (the actual ones, or a scheme's), so the same pass predicts any init; `stats`
+    (shared between passes) gives those of biases, norm parameters and scales."""
+    ops = index.ops
+    p = Pass(index, model, stats or StatsCache(), [None] * len(ops))
+    fwd = p.fwd
+    weight_n: dict[int, tuple[float, float]] = {}  # weight op -> (fan_out, E[w^2]) for the backward pass
+    unhandled: dict[str, list[int]] = {}
+    by_op = {lf.op: lf for lf in layers}
+    for op in ops:
+        if op.kind is OpKind.INPUT:
+            fwd[op.index] = UNIT
+            continue
+        if op.kind is OpKind.PARAM:
+            s = p.param(op.target)
+            fwd[op.index] = None if s is None else Moment(s.mean, s.second, 0.0)
+            continue
+        if op.kind in (OpKind.BUFFER, OpKind.OUTPUT):
+            continue
+        data = [i for i in index.data_operands(op) if fwd[i] is not None]
+        x = fwd[data[0]] if data else None
+        lf = by_op.get(op.index)
+        if lf is not None:
+            w = weights.get(op.index)
+            if w is not None:
+                fwd[op.index] = _through_layer(p, lf, w, x)
+                weight_n[op.index] = (max(lf.fan_out, 1), w.second)
+            continue
+        if x is None:
+            continue
+        if index.is_weight_op(op):
+            fwd[op.index] = x  # a weight judged at another op (tied, shared): pass through
+            continue
+        handler = handler_for(index, op)
+        out = handler(p, op, x) if handler is not None else None
+        if out is None:
+            unhandled.setdefault(op.target, []).append(op.index)
+            out = x
+        fwd[op.index] = out
+    bwd = _backward(index, fwd, p.slope2, p.norm_gain, weight_n)
+    return Signal(tuple(fwd), tuple(bwd), tuple((name, tuple(at)) for name, at in unhandled.items()))
+
+
+def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None) -> Moment:
+    op = p.index.ops[lf.op]
+    mod = p.index.module(op) if op.kind is OpKind.MODULE else None
+    if lf.role is WeightRole.EMBEDDING:
+        return Moment(w.mean, w.second, w.std * w.std)
+    x = x or UNIT
+    if mod is not None and isinstance(mod, nn.RNNBase):
+        # gates read the input and the previous state; the state is bounded by tanh
+        pre = lf.fan_in * w.second * x.second + lf.fan_out * (1.0 / (3 * lf.fan_out)) * 0.5
+        m = activation_moments("tanh", None, 0.0, round(pre, 9))
+        gate = 0.25 if mod.mode == "LSTM" else 1.0
+        return Moment(0.0, m.second * gate, m.slope2 * gate * lf.fan_in * w.second * x.signal)
+    n = max(lf.fan_in, 1)
+    if mod is not None and isinstance(mod, nn.MultiheadAttention):
+        o = p.tensor(mod.out_proj.weight)
+        o2 = o.second if o else 0.0
+        return Moment(0.0, n * o2 * n * w.second * x.second, n * o2 * n * w.second * x.signal)
+    if lf.layout is Layout.BILINEAR:
+        data = p.index.data_operands(op)
+        x2 = p.fwd[data[1]] if len(data) > 1 else x
+        q2 = x2.second if x2 else 1.0
+        return Moment(0.0, n * w.second * x.second * q2, n * w.second * x.signal * q2)
+    mean = n * w.mean * x.mean
+    second = n * w.second * x.second + n * (n - 1) * w.mean * w.mean * x.mean * x.mean
+    b = _bias(p, mod, op)
+    if b is not None:
+        second += b.second + 2 * mean * b.mean
+        mean += b.mean
+    return Moment(mean, second, n * w.second * x.signal)
+
+
+def _bias(p: Pass, mod: nn.Module | None, op: Op) -> TensorStats | None:
+    if mod is not None:
+        return p.tensor(getattr(mod, "bias", None))
+    if op.target in ("linear", "conv1d", "conv2d", "conv3d"):
+        idx = op.operand("2", "bias")
+    elif op.target == "addmm":
+        idx = op.operand("0", "input")
+    else:
+        idx = None
+    if idx is not None and p.index.ops[idx].kind is OpKind.PARAM:
+        return p.param(p.index.ops[idx].target)
+    return None
+
+
+def _backward(index: GraphIndex, fwd: list[Moment | None], slope2: dict[int, float], norm_gain: dict[int, float],
+              weight_n: dict[int, tuple[float, float]]) -> list[float]:
+    ops = index.ops
+    g = [0.0] * len(ops)
+    for op in reversed(ops):
+        if op.kind is OpKind.OUTPUT:
+            for i in op.inputs:
+                g[i] += 1.0
+            continue
+        gi = g[op.index]
+        data = index.data_operands(op)
+        if gi == 0.0 or not data:
+            continue
+        if op.index in weight_n:
+            fan_out, w2 = weight_n[op.index]
+            g[data[0]] += fan_out * w2 * gi
+        elif op.index in slope2:
+            g[data[0]] += slope2[op.index] * gi
+        elif op.index in norm_gain:
+            g[data[0]] += norm_gain[op.index] * gi
+        elif op.kind is OpKind.FUNCTION and op.target == "mul" and len(data) >= 2:
+            a, b = fwd[data[0]], fwd[data[1]]
+            g[data[0]] += gi * (b.second if b else 1.0)
+            g[data[1]] += gi * (a.second if a else 1.0)
+        elif op.kind is OpKind.FUNCTION and op.target in ("mul", "div"):
+            others = [m for i in op.inputs if i != data[0] and (m := fwd[i]) is not None]
+            c = others[0].second if others else _scalar_of(op) ** 2
+            if op.target == "div":
+                c = 1.0 / c if c else 1.0
+            g[data[0]] += c * gi
+        else:
+            for i in dict.fromkeys(data):
+                g[i] += gi
+    return g
+
+
+def _scalar_of(op: Op) -> float:
+    return scalar_arg(op, 1.0)
+
+
+def actual_weights(layers: tuple[LayerFacts, ...]) -> dict[int, TensorStats]:
+    return {lf.op: lf.stats for lf in layers if lf.stats is not None}
+
+
+def scheme_weights(layers: tuple[LayerFacts, ...]) -> dict[int, TensorStats]:
+    """Each layer at its recommended scheme: the reference the actual signal is compared with."""
+    return {lf.op: TensorStats(1, 0.0, lf.recommended_std, False) for lf in layers if not math.isnan(lf.recommended_std)}
+
+
+def effective_weights(layers: tuple[LayerFacts, ...]) -> dict[int, TensorStats]:
+    """Actual statistics, except constant layers (IC101 blames them), deliberately small ones and
+    layers followed by a normalization (their scale is normalized away), which take their
+    scheme's: the signal rules then judge everything else, so that one cause gives one finding."""
+    out: dict[int, TensorStats] = {}
+    for lf in layers:
+        if lf.stats is None:
+            continue
+        if (lf.stats.constant or lf.intentionally_small or lf.normalized) and not math.isnan(lf.recommended_std):
+            out[lf.op] = TensorStats(1, 0.0, lf.recommended_std, False)
+        else:
+            out[lf.op] = lf.stats
+    return out
+
+
+def unhandled_note(signal: Signal, index: GraphIndex, layers: tuple[LayerFacts, ...], limit: int = 4) -> str | None:
+    """One note naming the ops the signal model passed through as identity and the layers whose
+    prediction that affects (those downstream of such an op), or None."""
+    if not signal.unhandled:
+        return None
+    ops = index.ops
+    tainted = [False] * len(ops)
+    for _, at in signal.unhandled:
+        for i in at:
+            tainted[i] = True
+    for op in ops:
+        if not tainted[op.index] and any(tainted[i] for i in op.inputs):
+            tainted[op.index] = True
+    hit = [lf.qualname for lf in layers if tainted[lf.op]]
+    names = ", ".join(sorted(name for name, _ in signal.unhandled))
+    if not hit:
+        return f"the signal model has no handler for {names}: passed through as identity; no weight layer follows"
+    shown = ", ".join(hit[:limit]) + (f" and {len(hit) - limit} more" if len(hit) > limit else "")
+    return (f"the signal model has no handler for {names}: passed through as identity, so the predictions "
+            f"of {len(hit)} layer(s) after it are approximate ({shown})")
+

@@ -1,0 +1,221 @@
+"""One handler per kind of op the signal model knows, looked up in a table: a new op is one
+function and one line. An op with no handler passes its input through and is reported in the notes
+with the layers whose prediction it affects (fvcore's rule: say what is not handled)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .. import theory
+from ..graph import Op, OpKind
+from ..ops.activations import RoleKind, match_elementwise
+from ..stats import StatsCache, TensorStats
+from ..trace.index import GraphIndex
+from .moments import Moment, activated, activation_moments, max_gain
+
+_ONE = TensorStats(1, 1.0, 0.0, True)
+_ZERO = TensorStats(1, 0.0, 0.0, True)
+
+
+@dataclass
+class Pass:
+    """The state of one forward sweep that handlers read and write."""
+
+    index: GraphIndex
+    model: nn.Module
+    stats: StatsCache
+    fwd: list[Moment | None]
+    slope2: dict[int, float] = field(default_factory=dict)  # activation op -> E[f'(z)^2]
+    norm_gain: dict[int, float] = field(default_factory=dict)  # norm op -> E[gamma^2] / var_in
+
+    def param(self, name: str) -> TensorStats | None:
+        try:
+            return self.stats(self.model.get_parameter(name))
+        except AttributeError:
+            return None
+
+    def tensor(self, t: object) -> TensorStats | None:
+        return self.stats(t) if isinstance(t, torch.Tensor) else None
+
+    def others(self, op: Op, first: int) -> list[Moment]:
+        """Moments of the op's other tensor operands (parameters included), in order."""
+        return [m for i in op.inputs if i != first and (m := self.fwd[i]) is not None]
+
+
+Handler = Callable[[Pass, Op, Moment], Moment | None]
+
+
+def scalar_arg(op: Op, default: float = 0.0) -> float:
+    for key, v in op.scalars:
+        if key in ("0", "1", "other", "alpha") and isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return default
+
+
+def _activation(p: Pass, op: Op, x: Moment) -> Moment:
+    role = p.index.role(op)
+    name = role.activation or "identity"
+    if name in ("softmax", "log_softmax"):
+        # a normalization along its axis: the output's scale no longer follows the input's
+        return Moment(0.0, 1.0, min(1.0, x.signal / max(x.var, 1e-30)))
+    m = activation_moments(name, role.param, round(x.mean, 9), round(x.var, 9))
+    p.slope2[op.index] = m.slope2
+    return activated(m, x)
+
+
+def _norm(p: Pass, op: Op, x: Moment) -> Moment:
+    gamma, beta = _norm_affine(p, op)
+    p.norm_gain[op.index] = gamma.second / max(x.var, 1e-12)
+    return Moment(beta.mean, gamma.second + beta.second, gamma.second * min(1.0, x.signal / max(x.var, 1e-30)))
+
+
+def _norm_affine(p: Pass, op: Op) -> tuple[TensorStats, TensorStats]:
+    """The norm's scale and shift statistics: its actual affine parameters (1 and 0 when it has none)."""
+    mod = p.index.module(op)
+    if mod is not None:
+        gs, bs = p.tensor(getattr(mod, "weight", None)), p.tensor(getattr(mod, "bias", None))
+        if gs is not None and type(mod).__name__.startswith("Gemma"):
+            gs = TensorStats(gs.count, gs.mean + 1.0, gs.std, gs.constant)  # Gemma scales by (1 + w)
+        return gs or _ONE, bs or _ZERO
+    params = [p.index.ops[i] for i in op.inputs if p.index.ops[i].kind is OpKind.PARAM]
+    gs = p.param(params[0].target) if params else None
+    bs = p.param(params[1].target) if len(params) > 1 else None
+    return gs or _ONE, bs or _ZERO
+
+
+def _add(p: Pass, op: Op, x: Moment) -> Moment:
+    sign = -1.0 if op.target == "sub" else 1.0
+    data = p.index.data_operands(op)
+    others = p.others(op, data[0]) if data else []
+    if others:
+        o = others[0]
+        return Moment(x.mean + sign * o.mean, x.second + o.second + 2 * sign * x.mean * o.mean, x.signal + o.signal)
+    c = scalar_arg(op)
+    return Moment(x.mean + sign * c, x.second + 2 * sign * x.mean * c + c * c, x.signal)
+
+
+def _scale(p: Pass, op: Op, x: Moment) -> Moment:
+    if op.target == "neg":
+        return Moment(-x.mean, x.second, x.signal)
+    data = p.index.data_operands(op)
+    others = p.others(op, data[0]) if data else []
+    if others:
+        if op.target == "div":
+            return x  # x / ||x||, x / sqrt(var): a normalization of some kind keeps the scale
+        o = others[0]
+        return Moment(x.mean * o.mean, x.second * o.second, x.signal * o.second + o.signal * x.second)
+    c = scalar_arg(op, default=1.0)
+    return x.scaled(1.0 / c if op.target == "div" and c else c)
+
+
+def _transparent(p: Pass, op: Op, x: Moment) -> Moment:
+    k = pool_window(p, op)
+    return x if k <= 1 else Moment(x.mean, x.second * max_gain(k), x.signal * max_gain(k))
+
+
+def _concatenate(p: Pass, op: Op, x: Moment) -> Moment:
+    """Channels of several tensors side by side: the mixture's moments (equal shares, as the sizes
+    are not in the graph)."""
+    parts = [m for i in p.index.data_operands(op) if (m := p.fwd[i]) is not None]
+    n = len(parts)
+    return Moment(sum(m.mean for m in parts) / n, sum(m.second for m in parts) / n, sum(m.signal for m in parts) / n)
+
+
+def _attention(p: Pass, op: Op, x: Moment) -> Moment:
+    v = op.operand("2", "value")  # softmax(q k^T) @ v: an average of v's rows
+    mv = p.fwd[v] if v is not None else None
+    return mv if mv is not None else x
+
+
+def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
+    data = p.index.data_operands(op)
+    b = p.fwd[data[1]] if len(data) >= 2 else None
+    if b is None:
+        return x
+    # attention: softmax(scores) @ V averages V's rows; other products multiply scales
+    if _from_softmax(p.index, data[0]):
+        return b
+    return Moment(x.mean * b.mean, x.second * b.second, x.signal * b.second + b.signal * x.second)
+
+
+def _elementwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Handler:
+    def handler(p: Pass, op: Op, x: Moment) -> Moment:
+        m = theory.gaussian_moments(fn, x.mean, x.var)
+        p.slope2[op.index] = m.slope2
+        return activated(m, x)
+    return handler
+
+
+def _module(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """A parameter-free custom module judged by what it computes; None when it is not elementwise."""
+    mod = p.index.module(op)
+    if mod is None or match_elementwise(mod) is None:
+        return None
+    return activated(theory.gaussian_moments(mod, x.mean, x.var), x)
+
+
+def _from_softmax(index: GraphIndex, idx: int) -> bool:
+    """Whether op `idx` is a softmax, seen through dropout and reshapes (attention weights)."""
+    for _ in range(8):
+        op = index.ops[idx]
+        role = index.role(op)
+        if role.kind is RoleKind.ACTIVATION:
+            return role.activation == "softmax"
+        data = index.data_operands(op)
+        if role.kind is not RoleKind.TRANSPARENT or not data:
+            return False
+        idx = data[0]
+    return False
+
+
+def pool_window(p: Pass, op: Op) -> int:
+    """The number of elements a max-pooling op takes the maximum of (1 for anything else)."""
+    kernel, dims = None, 1
+    if op.kind is OpKind.MODULE:
+        mod = p.index.module(op)
+        if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
+            kernel, dims = mod.kernel_size, int(type(mod).__name__[-2])
+    elif op.target.startswith("max_pool") and op.target[8:9].isdigit():
+        kernel, dims = op.scalar("1", "kernel_size"), int(op.target[8])
+    if kernel is None:
+        return 1
+    ks = tuple(kernel) if isinstance(kernel, (tuple, list)) else (int(kernel),) * dims
+    return math.prod(int(k) for k in ks)
+
+
+# Functions handled by name, before their role: ops whose effect is not their role's.
+BY_FUNCTION: dict[str, Handler] = {
+    "scaled_dot_product_attention": _attention,
+    "matmul": _matmul,  # a product of two activations (a weight matmul is a layer, handled apart)
+    "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
+    # elementwise functions that are not activations: pushed through their Gaussian expectation
+    "sin": _elementwise(torch.sin), "cos": _elementwise(torch.cos), "exp": _elementwise(torch.exp),
+    "abs": _elementwise(torch.abs), "erf": _elementwise(torch.erf), "square": _elementwise(torch.square),
+}
+
+# Everything else by what it does to the signal.
+BY_ROLE: dict[RoleKind, Handler] = {
+    RoleKind.ACTIVATION: _activation,
+    RoleKind.NORM: _norm,
+    RoleKind.ADD: _add,
+    RoleKind.SCALE: _scale,
+    RoleKind.TRANSPARENT: _transparent,
+}
+
+
+def handler_for(index: GraphIndex, op: Op) -> Handler | None:
+    if op.kind is OpKind.FUNCTION and op.target in BY_FUNCTION:
+        return BY_FUNCTION[op.target]
+    role = index.role(op)
+    if role.kind is RoleKind.ACTIVATION and (role.activation in theory.KNOWN):
+        return _activation
+    if role.kind in BY_ROLE and role.kind is not RoleKind.ACTIVATION:
+        return BY_ROLE[role.kind]
+    if op.kind is OpKind.MODULE:
+        return _module
+    return None

@@ -1,0 +1,67 @@
+"""The moments the signal model carries per tensor, and the Gaussian expectations it needs."""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .. import theory
+
+
+@dataclass(frozen=True)
+class Moment:
+    """mean: E[x]; second: E[x^2]; signal: the part of the variance that the input drives
+    (biases add to `second` but not to `signal`: a net whose output no longer depends on its
+    input has a vanished signal however large its biases)."""
+
+    mean: float
+    second: float
+    signal: float = 0.0
+
+    @property
+    def var(self) -> float:
+        return max(self.second - self.mean * self.mean, 0.0)
+
+    @property
+    def rms(self) -> float:
+        return math.sqrt(max(self.second, 0.0))
+
+    def scaled(self, c: float) -> Moment:
+        return Moment(self.mean * c, self.second * c * c, self.signal * c * c)
+
+
+@dataclass(frozen=True)
+class Signal:
+    forward: tuple[Moment | None, ...]  # per op: the moments of its output
+    backward: tuple[float, ...]  # per op: E[grad^2] reaching its output
+    unhandled: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (op name, ops it was passed through at)
+
+
+UNIT = Moment(0.0, 1.0, 1.0)
+
+
+@functools.lru_cache(maxsize=4096)
+def activation_moments(name: str, param: float | None, mean: float, var: float) -> theory.Moments:
+    fn = theory.activation_fn(name, param)
+    if fn is None:
+        raise ValueError(f"no elementwise function for activation {name!r}")
+    return theory.gaussian_moments(fn, mean, var)
+
+
+def activated(m: theory.Moments, x: Moment) -> Moment:
+    """The signal passes an activation at its mean squared slope, bounded by the output variance."""
+    var = max(m.second - m.mean * m.mean, 0.0)
+    return Moment(m.mean, m.second, min(x.signal * m.slope2, var))
+
+
+@functools.lru_cache(maxsize=64)
+def max_gain(k: int) -> float:
+    """E[max(z_1..z_k)^2] / E[z^2] for iid standard normals: how max-pooling raises the second
+    moment (the max of a 3x3 window has about 2.5x a single value's)."""
+    z, w = theory.normal_grid()
+    cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+    density = k * cdf.pow(k - 1)  # the max's density relative to the normal's, on the grid's weights
+    return float((w * density * z * z).sum())

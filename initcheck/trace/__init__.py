@@ -1,0 +1,161 @@
+"""Model -> Graph: torch.fx first, a recorded forward pass when fx cannot trace or misses weights.
+
+Both tracers work on a copy whose parameters and buffers are meta-device twins (copying.py), so
+tracing never reads a weight, never changes the user's model, and costs no memory. The recorded pass
+falls back to real tensors (parameters shared, read-only, buffers copied) when the model's forward
+needs data (`.item()`, data-dependent branches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..graph import Graph, OpKind
+from ..ops.activations import is_norm_module
+from ..ops.layers import function_weight, get_path, module_weights, weight_views
+from .copying import meta_copy
+from .fx_trace import trace_fx
+from .recorded import TraceFailure, accepts, first_line, meta_first, tensors_in, trace_recorded
+
+__all__ = ["Traced", "TraceFailure", "accepts", "meta_copy", "tensors_in", "trace", "trace_fx", "trace_recorded",
+           "weight_params"]
+
+
+@dataclass(frozen=True)
+class Traced:
+    graph: Graph
+    notes: tuple[str, ...]  # why a tracer was skipped, what was not reached
+    unreached: tuple[str, ...]  # weight parameters that no traced op read
+
+
+def weight_params(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Qualified name -> parameter for every weight a report must judge (tied ones once)."""
+    out: dict[str, nn.Parameter] = {}
+    seen: set[int] = set()
+    for mname, module in model.named_modules():
+        for use in module_weights(module):
+            p = get_path(module, use.param)
+            if isinstance(p, torch.Tensor) and id(p) not in seen:
+                seen.add(id(p))
+                out[_join(mname, use.param)] = p
+    for name, p in model.named_parameters():
+        if p.dim() >= 2 and id(p) not in seen and not _owned_by_norm(model, name):
+            seen.add(id(p))
+            out[name] = p
+    return out
+
+
+def _owned_by_norm(model: nn.Module, pname: str) -> bool:
+    owner = pname.rpartition(".")[0]
+    return is_norm_module(model.get_submodule(owner)) if owner else False
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+# --- coverage and the choice of tracer -------------------------------------------------------
+
+def reached_weights(graph: Graph, model: nn.Module) -> set[str]:
+    """Canonical names of the weight parameters that a recognized weight op of the graph reads
+    (a tied weight reached under any of its names counts once)."""
+    canonical = {id(p): name for name, p in model.named_parameters()}
+    reached: set[str] = set()
+    views = weight_views(graph.ops, {op.index for op in graph.ops if op.kind is OpKind.PARAM})
+    for op in graph.ops:
+        if op.kind is OpKind.MODULE and op.module is not None:
+            module = model.get_submodule(op.module)
+            for use in module_weights(module):
+                p = get_path(module, use.param)
+                if isinstance(p, torch.Tensor) and id(p) in canonical:
+                    reached.add(canonical[id(p)])
+        elif op.kind is OpKind.FUNCTION:
+            hit = function_weight(op, views)
+            if hit is not None:
+                reached.add(graph.ops[hit[0]].target)
+    return reached
+
+
+# A parameter read only through these is added or concatenated to the signal (a class token, a
+# position table, a layer scale): data, not a weight with fans.
+_ADDITIVE = frozenset({"add", "sub", "cat", "concat", "stack", "expand", "expand_as", "getitem", "view", "reshape",
+                       "to", "repeat", "unsqueeze", "squeeze", "permute", "transpose", "flatten", "mul", "div",
+                       "type", "float", "clone", "contiguous", "interpolate", "pad", "narrow", "select"})
+
+
+def additive_params(graph: Graph) -> set[str]:
+    """Parameters that the graph reads, but only to add, scale or concatenate."""
+    out = set()
+    for op in graph.ops:
+        if op.kind is not OpKind.PARAM:
+            continue
+        stack, seen, additive = [op.index], set(), True
+        while stack and additive:
+            here = stack.pop()
+            for u in graph.consumers[here]:
+                if u in seen:
+                    continue
+                seen.add(u)
+                user = graph.ops[u]
+                if user.target == "scaled_dot_product_attention" and any(
+                        key in ("3", "attn_mask") and i == here for key, i in user.operands):
+                    continue  # a bias added to the attention scores
+                if user.kind is not OpKind.FUNCTION or user.target not in _ADDITIVE:
+                    additive = user.kind is OpKind.OUTPUT
+                    break
+                if user.target not in ("add", "sub", "cat", "concat", "stack", "mul", "div"):
+                    stack.append(u)  # a view of the parameter: look at its users too
+        if additive:
+            out.add(op.target)
+    return out
+
+
+def missing_weights(graph: Graph, model: nn.Module, expected: set[str]) -> set[str]:
+    return expected - reached_weights(graph, model) - additive_params(graph)
+
+
+def trace(model: nn.Module, args: tuple | None, kwargs: dict | None, build_inputs) -> Traced:
+    """fx when it traces and reaches every weight; otherwise the recorded forward pass.
+
+    build_inputs: a callable giving candidate (args, kwargs) pairs for the recorded pass when none
+    were given; the first that runs is used.
+    """
+    expected = set(weight_params(model))
+    notes: list[str] = []
+    try:
+        graph = trace_fx(model)
+        missing = missing_weights(graph, model, expected)
+        if not missing:
+            return Traced(graph, (), ())
+        notes.append(f"fx reached {len(expected) - len(missing)} of {len(expected)} weights; recorded a forward pass instead")
+    except Exception as e:  # fx raises many types on untraceable code
+        notes.append(f"fx could not trace ({type(e).__name__}: {first_line(e)}); recorded a forward pass instead")
+    proposals = [(args or (), kwargs or {})] if (args is not None or kwargs is not None) else list(build_inputs())
+    if not proposals:
+        raise TraceFailure("cannot guess an input from the model's first layer")
+    graph, error = None, None
+    meta_only = any(p.is_meta for p in model.parameters())
+    for answer in ((True,) if meta_only else (False,)):  # a meta-only model has no real fallback
+        for a, k in proposals:  # a guessed input that does not fit: try the next proposal
+            for on_meta in meta_first(model):
+                try:
+                    graph = trace_recorded(model, a, k, on_meta=on_meta, answer_meta=answer)
+                    break
+                except TraceFailure as e:
+                    error = error or e
+            if graph is not None:
+                break
+        if graph is not None:
+            break
+    if graph is None:
+        raise error
+    if graph.guesses:
+        notes.append(f"the model lives on the meta device: {graph.guesses} data-dependent check(s) in its forward "
+                     "were answered with a default (True / 0)")
+    missing = sorted(missing_weights(graph, model, expected))
+    return Traced(graph, tuple(notes), tuple(missing))

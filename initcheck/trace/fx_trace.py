@@ -1,0 +1,90 @@
+"""torch.fx: symbolic tracing of a meta copy, converted to initcheck's Graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.fx as fx
+from torch import nn
+
+from ..graph import Graph, Op, OpKind, canonical_name
+from ..ops.layers import is_leaf
+from .copying import meta_copy
+
+
+class _LeafTracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return is_leaf(m)
+
+
+def trace_fx(model: nn.Module) -> Graph:
+    """Symbolically trace (a meta copy of) the model and convert the fx graph."""
+    root = meta_copy(model)
+    fx_graph = _LeafTracer().trace(root)
+    ops: list[Op] = []
+    index: dict[fx.Node, int] = {}
+    param_names = {name for name, _ in root.named_parameters(remove_duplicate=False)}
+
+    def add(node: fx.Node | None, **kw) -> None:
+        op = Op(index=len(ops), **kw)
+        ops.append(op)
+        if node is not None:
+            index[node] = op.index
+
+    for node in fx_graph.nodes:
+        if node.op == "placeholder":
+            add(node, kind=OpKind.INPUT, target=str(node.target))
+        elif node.op == "get_attr":
+            kind = OpKind.PARAM if node.target in param_names else OpKind.BUFFER
+            add(node, kind=kind, target=_canonical_param(root, node.target) if kind is OpKind.PARAM else node.target)
+        elif node.op == "call_module":
+            sub = root.get_submodule(node.target)
+            operands, scalars = split_args(node.args, node.kwargs, lambda a: index.get(a) if isinstance(a, fx.Node) else None)
+            add(node, kind=OpKind.MODULE, target=type(sub).__name__, module=node.target, operands=operands, scalars=scalars)
+        elif node.op in ("call_function", "call_method"):
+            raw = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+            if raw == "getattr":
+                continue  # x.shape, x.dtype: metadata reads, not data flow
+            operands, scalars = split_args(node.args, node.kwargs, lambda a: index.get(a) if isinstance(a, fx.Node) else None)
+            add(node, kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars)
+        elif node.op == "output":
+            operands, _ = split_args((node.args[0],), {}, lambda a: index.get(a) if isinstance(a, fx.Node) else None)
+            add(None, kind=OpKind.OUTPUT, target="output", operands=operands)
+    return Graph.build("fx", ops)
+
+
+def _canonical_param(root: nn.Module, name: str) -> str:
+    """The name under which named_parameters() lists a (possibly tied) parameter."""
+    target = root.get_parameter(name)
+    for pname, p in root.named_parameters():
+        if p is target:
+            return pname
+    return name
+
+
+def split_args(args, kwargs, lookup) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, Any], ...]]:
+    operands: list[tuple[str, int]] = []
+    scalars: list[tuple[str, Any]] = []
+
+    def visit(key: str, value: Any, depth: int = 0) -> None:
+        idx = lookup(value)
+        if idx is not None:
+            operands.append((key, idx))
+        elif isinstance(value, (list, tuple)) and depth < 2 and any(lookup(v) is not None or isinstance(v, (list, tuple, dict)) for v in value):
+            for j, v in enumerate(value):
+                visit(f"{key}.{j}", v, depth + 1)
+        elif isinstance(value, dict) and depth < 2:
+            for k, v in value.items():
+                visit(f"{key}.{k}", v, depth + 1)
+        elif isinstance(value, (int, float, bool, str, type(None))) or (
+            isinstance(value, (tuple, list)) and all(isinstance(v, (int, float, bool)) for v in value)
+        ):
+            scalars.append((key, tuple(value) if isinstance(value, list) else value))
+
+    for i, a in enumerate(args):
+        visit(str(i), a)
+    for k, v in kwargs.items():
+        visit(k, v)
+    return tuple(operands), tuple(scalars)
+
+

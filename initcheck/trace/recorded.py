@@ -1,0 +1,188 @@
+"""The recorded forward pass: one run of a copy of the model under a TorchFunctionMode and leaf-module
+hooks, for models fx cannot trace (data-dependent control flow, Hugging Face, wrapped functions)."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..devices import move
+from ..graph import Graph, Op, OpKind, canonical_name
+from ..ops.layers import is_leaf
+from .copying import meta_copy
+from .fx_trace import split_args
+
+
+class TraceFailure(Exception):
+    """The recorded forward pass raised: the message says in which layer."""
+
+
+class _Recorder(TorchFunctionMode):
+    """Records every torch function call made outside leaf modules, and every leaf module call.
+
+    Tensors are tagged through a weak reference, never keyed by a bare id(): the id of a freed
+    intermediate tensor is reused by the next allocation and would wire wrong edges.
+    """
+
+    def __init__(self, params: dict[int, str]):
+        super().__init__()
+        self.ops: list[Op] = []
+        self._tags: dict[int, tuple[weakref.ref, int]] = {}
+        self._params = params
+        self._param_ops: dict[str, int] = {}
+        self.depth = 0
+        self.current: list[str] = []  # leaf modules being run, for error messages
+        self.answer_meta = False
+        self.guesses = 0
+
+    def lookup(self, value: Any) -> int | None:
+        if not isinstance(value, torch.Tensor):
+            return None
+        entry = self._tags.get(id(value))
+        if entry is not None and entry[0]() is value:
+            return entry[1]
+        name = self._params.get(id(value))
+        if name is not None:
+            if name not in self._param_ops:
+                self._param_ops[name] = self._new(kind=OpKind.PARAM, target=name)
+            return self._param_ops[name]
+        return None
+
+    def _new(self, **kw) -> int:
+        op = Op(index=len(self.ops), **kw)
+        self.ops.append(op)
+        return op.index
+
+    def tag(self, value: Any, idx: int) -> None:
+        for t in tensors_in(value):
+            try:
+                self._tags[id(t)] = (weakref.ref(t), idx)
+            except TypeError:
+                pass
+
+    def add_input(self, name: str, value: Any) -> None:
+        for t in tensors_in(value):
+            self.tag(t, self._new(kind=OpKind.INPUT, target=name))
+
+    # On meta tensors a data-dependent question (if mask.all(): ..., x.item()) has no answer; the
+    # pass answers it with a neutral default and counts it (the report says how many).
+    _DEFAULTS = {"__bool__": lambda t: True, "item": lambda t: True if t.dtype == torch.bool else 0,
+                 "__int__": lambda t: 0, "__float__": lambda t: 0.0}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if self.answer_meta and name in self._DEFAULTS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            self.guesses += 1
+            return self._DEFAULTS[name](args[0])
+        out = func(*args, **kwargs)
+        if self.depth == 0 and any(True for _ in tensors_in(out)):
+            raw = getattr(func, "__name__", str(func))
+            if raw == "__get__":  # a property such as x.T
+                raw = getattr(getattr(func, "__self__", None), "__name__", raw)
+            operands, scalars = split_args(args, kwargs, self.lookup)
+            if operands:
+                self.tag(out, self._new(kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars))
+        return out
+
+
+def tensors_in(value: Any, depth: int = 0):
+    """Every tensor in a (nested) tuple, list or dict, such as a forward's output."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif depth < 4 and isinstance(value, (list, tuple)):
+        for v in value:
+            yield from tensors_in(v, depth + 1)
+    elif depth < 4 and isinstance(value, dict):
+        for v in value.values():
+            yield from tensors_in(v, depth + 1)
+
+
+def trace_recorded(model: nn.Module, args: tuple, kwargs: dict, on_meta: bool = True, answer_meta: bool = False) -> Graph:
+    """Run one forward pass of a copy of the model and record it.
+
+    answer_meta: on meta tensors, answer data-dependent questions (bool(t), t.item()) with neutral
+    defaults instead of failing; for models that only exist on the meta device."""
+    root = meta_copy(model, share_params=not on_meta)
+    params = {id(p): name for name, p in root.named_parameters()}
+    rec = _Recorder(params)
+    rec.answer_meta = on_meta and answer_meta
+    handles = []
+
+    def pre_hook(module, margs, mkwargs):
+        if rec.depth == 0:
+            operands, scalars = split_args(margs, mkwargs, rec.lookup)
+            module._initcheck_call = (operands, scalars)
+        rec.depth += 1
+        rec.current.append(names[module])
+
+    def post_hook(module, margs, mkwargs, out):
+        rec.depth -= 1
+        rec.current.pop()
+        if rec.depth == 0:
+            operands, scalars = module.__dict__.pop("_initcheck_call")
+            idx = rec._new(kind=OpKind.MODULE, target=type(module).__name__, module=names[module], operands=operands, scalars=scalars)
+            rec.tag(out, idx)
+
+    names: dict[nn.Module, str] = {}
+    for name, module in root.named_modules():
+        if is_leaf(module) and name:
+            names[module] = name
+            handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
+    if on_meta:
+        args, kwargs = move(args, torch.device("meta")), move(kwargs, torch.device("meta"))
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            for i, a in enumerate(args):
+                rec.add_input(str(i), a)
+            for k, v in kwargs.items():
+                rec.add_input(k, v)
+            with rec:
+                out = root(*args, **kwargs)
+    except Exception as e:
+        where = f" in {rec.current[-1]}" if rec.current else ""
+        raise TraceFailure(f"forward failed{where}: {type(e).__name__}: {first_line(e)}") from e
+    finally:
+        for h in handles:
+            h.remove()
+    operands, _ = split_args((out,), {}, rec.lookup)
+    rec._new(kind=OpKind.OUTPUT, target="output", operands=operands)
+    graph = Graph.build("recorded", rec.ops)
+    return replace(graph, guesses=rec.guesses) if rec.guesses else graph
+
+
+# Below this many parameters a real forward pass is cheaper than a meta one (meta kernels of
+# attention and friends run through Python decompositions: ~1 s for a small transformer).
+META_ABOVE = 20_000_000
+
+
+def meta_first(model: nn.Module) -> tuple[bool, ...]:
+    """Meta first for big models (reads no weight, allocates nothing), real tensors as fallback."""
+    numel = sum(p.numel() for p in model.parameters())
+    if any(p.is_meta for p in model.parameters()):
+        return (True,)
+    return (True, False) if numel > META_ABOVE else (False, True)
+
+
+def accepts(model: nn.Module, args: tuple, kwargs: dict) -> bool:
+    """Whether the model's forward runs on these inputs."""
+    for on_meta in meta_first(model):
+        try:
+            trace_recorded(model, args, kwargs, on_meta=on_meta)
+            return True
+        except TraceFailure:
+            continue
+    return False
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
