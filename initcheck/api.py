@@ -11,16 +11,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import conventions
+from . import conventions, signal
 from . import facts as facts_mod
 from . import inputs as inputs_mod
 from . import rules as rules_mod
-from . import signal
 from .errors import ForwardError, NotAModule
+from .facts.params import ParamFacts, classify
 from .findings import Finding, Selection, default_thresholds
 from .graph import Graph, OpKind
 from .ops.layers import WeightRole
-from .report import LayerReport, Report
+from .report import LayerReport, ParamReport, Report
 from .rules import Context
 from .stats import StatsCache
 from .trace import TraceFailure, accepts, trace
@@ -134,7 +134,7 @@ def analyze(
     lazy = tuple(n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter))
     if lazy:
         index = index_graph(Graph.build("none", []), model)
-        ctx = Context(index, (), None, None, None, {}, lazy=lazy, thresholds=limits)
+        ctx = Context(index, (), None, None, None, {}, lazy=lazy, thresholds=limits, params=classify(model, ()))
         return _finish(name, "none", ctx, selection, ("lazy modules are not materialized: nothing was traced",), sources, model)
     given = inputs_mod.normalize(example_inputs)
 
@@ -146,8 +146,10 @@ def analyze(
     except TraceFailure as e:
         raise ForwardError(name, str(e)) from e
     index = index_graph(traced.graph, model)
-    layers = conventions.apply(facts_mod.collect(index, model), model)
-    ctx = _context(index, model, layers, tuple(probed or ()), traced.unreached, limits)
+    collected = facts_mod.collect(index, model)
+    layers = conventions.apply(collected.layers, model)
+    params = classify(model, layers, traced.unreached)
+    ctx = _context(index, model, layers, collected.tied_uses, params, tuple(probed or ()), traced.unreached, limits)
     notes = traced.notes
     if ctx.actual is not None and (note := signal.unhandled_note(ctx.actual, index, layers)):
         notes = (*notes, note)
@@ -163,33 +165,52 @@ def _finish(name: str, tracer: str, ctx: Context, selection: Selection, notes: t
     order = {lf.qualname: i for i, lf in enumerate(ctx.layers)}
     findings.sort(key=lambda f: (-f.severity.rank, f.code, order.get(f.layer, len(order))))
     report = Report(name, tracer, _layer_reports(ctx, findings, sources or {}), tuple(findings), notes,
-                    probe=ctx.probe)
+                    probe=ctx.probe, params=_param_reports(ctx, findings))
     return Analysis(report, ctx.layers, ctx, model)
 
 
-def _context(index: GraphIndex, model: nn.Module, layers: tuple[facts_mod.LayerFacts, ...], probed: tuple[Any, ...],
+def _context(index: GraphIndex, model: nn.Module, layers: tuple[facts_mod.LayerFacts, ...],
+             tied: tuple[facts_mod.LayerFacts, ...], params: tuple[ParamFacts, ...], probed: tuple[Any, ...],
              unreached: tuple[str, ...], thresholds: Mapping[str, float]) -> Context:
     data_operand = {}
-    for lf in layers:
+    for lf in layers + tied:
         data = index.data_operands(index.ops[lf.op])
         if data:
             data_operand[lf.op] = data[0]
+    every = tuple(sorted(layers + tied, key=lambda lf: lf.op))
     measurable = layers and all(lf.stats is not None for lf in layers)
     if not measurable:
-        return Context(index, layers, None, None, None, data_operand, probed, unreached, thresholds=thresholds)
+        return Context(index, layers, None, None, None, data_operand, probed, unreached, thresholds=thresholds,
+                       params=params, tied_uses=tied)
     stats = StatsCache()
-    effective_w = signal.effective_weights(layers)
+    effective_w = signal.effective_weights(every, thresholds)
     # The reference puts the trunk at its schemes but keeps residual branches at their own scale:
     # branches at full scale make a residual net's signal grow block by block, which is why
     # scaled-down branches exist; they are a design, not a deviation to measure against.
-    reference_w = signal.scheme_weights(layers)
-    reference_w.update({lf.op: effective_w[lf.op] for lf in layers
-                        if (lf.in_residual_branch or lf.residual_end) and lf.op in effective_w})
+    reference_w = signal.scheme_weights(every)
+    reference_w.update({lf.qualname: effective_w[lf.qualname] for lf in every
+                        if (lf.in_residual_branch or lf.residual_end) and lf.qualname in effective_w})
     with torch.no_grad():
-        actual = signal.propagate(index, model, layers, signal.actual_weights(layers), stats)
-        effective = signal.propagate(index, model, layers, effective_w, stats)
-        reference = signal.propagate(index, model, layers, reference_w, stats)
-    return Context(index, layers, actual, effective, reference, data_operand, probed, unreached, thresholds=thresholds)
+        actual = signal.propagate(index, model, every, signal.actual_weights(every), stats)
+        effective = signal.propagate(index, model, every, effective_w, stats)
+        reference = signal.propagate(index, model, every, reference_w, stats)
+    return Context(index, layers, actual, effective, reference, data_operand, probed, unreached, thresholds=thresholds,
+                   params=params, tied_uses=tied)
+
+
+def _param_reports(ctx: Context, findings: list[Finding]) -> tuple[ParamReport, ...]:
+    worst: dict[str, list[Finding]] = {}
+    for f in findings:
+        worst.setdefault(f.layer, []).append(f)
+    out = []
+    for pf in ctx.params:
+        mine = worst.get(pf.name, [])
+        top = max(mine, key=lambda f: f.severity.rank, default=None)
+        verdict = "ok" if top is None else f"{top.severity.value} {','.join(sorted({f.code for f in mine}))}"
+        s = pf.stats
+        out.append(ParamReport(pf.name, pf.kind.value, pf.shape, None if s is None else s.std, None if s is None else s.mean,
+                               None if s is None else s.max_abs, pf.note, verdict))
+    return tuple(out)
 
 
 def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, str]) -> tuple[LayerReport, ...]:
@@ -203,7 +224,7 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
         verdict = "ok" if worst is None else f"{worst.severity} {','.join(sorted({f.code for f in mine}))}"
         if worst is None and lf.convention:
             verdict = f"ok: {lf.convention}"
-        m = ctx.actual.forward[lf.preact_op] if ctx.actual else None
+        m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
         out.append(LayerReport(
             name=lf.name, param=lf.param, kind=lf.kind, shape=lf.shape, fan_in=lf.fan_in, fan_out=lf.fan_out,
             activation=lf.activation, activation_param=lf.activation_param, normalized=lf.normalized,

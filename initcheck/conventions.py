@@ -56,12 +56,18 @@ def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
             return "zero residual end (Fixup / SkipInit / ReZero)"
         if lf.is_output:
             return "zero-initialized classifier"
+        if lf.gated:
+            return "zero gate / modulation (adaLN-Zero, SkipInit-style gate)"
         return None
     if lf.residual_end and lf.norm:
         gamma = getattr(model.get_submodule(lf.norm), "weight", None)
         if isinstance(gamma, torch.Tensor) and not gamma.is_meta and not bool(gamma.detach().any()):
             return "zero_init_residual (the norm after it starts at scale 0)"
     std = s.std
+    if lf.activation in ("sin", "cos"):
+        siren = _siren(lf, std, s.count)
+        if siren:
+            return siren
     hf = _config_std(model)
     if hf is not None:
         n = _n_layer(model)
@@ -82,4 +88,15 @@ def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
                 return f"{lib}kaiming_normal(mode='fan_out')"
     if _close(std, 0.02, s.count) and (lf.in_residual_branch or lf.role is WeightRole.EMBEDDING):
         return "normal(0, 0.02) transformer init"
+    return None
+
+
+def _siren(lf: LayerFacts, std: float, n: int) -> str | None:
+    """SIREN (Sitzmann et al. 2020): sin(w0·(Wx + b)); first layer U(-1/fan_in, 1/fan_in), later
+    layers U(-sqrt(6/fan_in)/w0, sqrt(6/fan_in)/w0). A uniform U(-a, a) has std a/sqrt(3)."""
+    w0 = lf.pre_scale
+    if lf.reads_input and _close(std, 1.0 / (lf.fan_in * math.sqrt(3.0)), n):
+        return "SIREN first layer U(-1/fan_in, 1/fan_in)"
+    if _close(std, math.sqrt(6.0 / lf.fan_in) / w0 / math.sqrt(3.0), n):
+        return f"SIREN hidden layer U(±sqrt(6/fan_in)/{w0:g})"
     return None

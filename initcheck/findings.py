@@ -126,6 +126,9 @@ def rule(
         if code in RULES:
             raise ValueError(f"rule {code} is registered twice")
         RULES[code] = Rule(code, name, severity, summary, why, fn, example, fix, settings)
+        ordered = sorted(RULES.items())  # the registry lists codes in order, whichever module registered first
+        RULES.clear()
+        RULES.update(ordered)
         for s in settings:
             SETTINGS.setdefault(s.name, s)
         return fn

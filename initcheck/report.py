@@ -45,6 +45,20 @@ class LayerReport:
 
 
 @dataclass(frozen=True)
+class ParamReport:
+    """Every parameter of the model: what kind it is, its statistics, and how it was judged."""
+
+    name: str
+    kind: str  # facts.params.ParamKind's value: weight, norm-weight, norm-bias, bias, token, position, ...
+    shape: tuple[int, ...]
+    std: float | None
+    mean: float | None
+    max_abs: float | None
+    note: str  # how it is judged, or why it is not
+    verdict: str = "ok"
+
+
+@dataclass(frozen=True)
 class Report:
     target: str
     tracer: str
@@ -53,6 +67,7 @@ class Report:
     notes: tuple[str, ...] = ()
     probe: tuple = ()  # probe.ProbeLayer, one per weight module, when a real batch was run
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    params: tuple[ParamReport, ...] = ()  # every parameter (tied ones once), fan weights included
 
     @property
     def ok(self) -> bool:
@@ -79,6 +94,7 @@ class Report:
             "notes": list(self.notes),
             "layers": layers,
             "probe": [asdict(p) for p in self.probe],
+            "params": [{k: _clean(v) for k, v in {**asdict(pr), "shape": list(pr.shape)}.items()} for pr in self.params],
             "findings": [{"code": f.code, "name": f.name, "severity": f.severity.value, "layer": f.layer,
                           "message": f.message, "fix": f.fix, "source": f.source} for f in self.findings],
             **self.extra,

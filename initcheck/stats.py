@@ -23,6 +23,12 @@ class TensorStats:
     mean: float
     std: float  # population std
     constant: bool  # every element equal
+    max_abs: float = 0.0  # the largest |x| (nan when a NaN is present)
+    nonfinite: int = 0  # elements that are NaN or ±inf
+
+    @property
+    def finite(self) -> bool:
+        return self.nonfinite == 0
 
     @property
     def second(self) -> float:
@@ -33,7 +39,7 @@ class TensorStats:
 class StatsCache:
     """Each tensor's statistics once per analysis (the facts and three signal passes share them)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._memo: dict[int, tuple[torch.Tensor, TensorStats | None]] = {}
 
     def __call__(self, t: torch.Tensor) -> TensorStats | None:
@@ -50,23 +56,40 @@ def tensor_stats(t: torch.Tensor) -> TensorStats | None:
         return None
     if callable(getattr(t, "to_local", None)) and hasattr(t, "placements"):
         return _sharded_stats(t)
-    n, mean, m2 = _local(t)
-    return TensorStats(n, mean, math.sqrt(max(m2 / n, 0.0)), m2 == 0.0)
+    n, mean, m2, peak, bad = _local(t)
+    return _stats(n, mean, m2, peak, bad)
 
 
-def _local(t: torch.Tensor) -> tuple[int, float, float]:
-    """(count, mean, sum of squared deviations): per chunk a sum and a dot product in the tensor's
+def _stats(n: int, mean: float, m2: float, peak: float, bad: int) -> TensorStats:
+    if bad:
+        return TensorStats(n, math.nan, math.nan, False, peak, bad)
+    return TensorStats(n, mean, math.sqrt(max(m2 / max(n, 1), 0.0)), m2 == 0.0, peak, 0)
+
+
+def _local(t: torch.Tensor) -> tuple[int, float, float, float, int]:
+    """(count, mean, sum of squared deviations, max |x|, non-finite count): per chunk a sum and a dot product in the tensor's
     own precision (float32 at least: bf16/fp16/fp8 chunks are upcast), merged across chunks in
     float64 with Chan's formula. A chunk whose spread is tiny against its mean (a constant one among
     them) takes an exact two-pass var_mean, so a constant tensor has m2 == 0 exactly."""
     flat = t.detach().reshape(-1)
-    n_total, mean, m2 = 0, 0.0, 0.0
-    for chunk in flat.split(CHUNK):
+    n_total, mean, m2, peak, bad = 0, 0.0, 0.0, 0.0, 0
+    for chunk in torch.split(flat, CHUNK):
         if chunk.dtype not in (torch.float32, torch.float64):
             chunk = chunk.float()
         n = chunk.numel()
         # sum and dot are one vectorized read each (var_mean is ~10x slower on CPU)
         s1, s2 = float(chunk.sum()), float(torch.dot(chunk, chunk))
+        lo, hi = torch.aminmax(chunk)
+        peak = max(peak, abs(float(lo)), abs(float(hi)))
+        if not (math.isfinite(s1) and math.isfinite(s2)):
+            # NaN, ±inf, or values so large that their squares overflow (|x| > 1.8e19)
+            nonfinite = int((~torch.isfinite(chunk)).sum())
+            if nonfinite or not math.isfinite(peak):
+                bad += nonfinite
+                n_total += n
+                continue
+            chunk = chunk.double()
+            s1, s2 = float(chunk.sum()), float(torch.dot(chunk, chunk))
         c_mean = s1 / n
         c_m2 = s2 - s1 * c_mean
         if c_m2 <= 1e-4 * s2:  # the mean dwarfs the spread: E[x^2] - mean^2 cancels, so two passes
@@ -77,29 +100,31 @@ def _local(t: torch.Tensor) -> tuple[int, float, float]:
         mean += delta * n / total
         m2 += c_m2 + delta * delta * n_total * n / total
         n_total = total
-    return n_total, mean, m2
+    return n_total, mean, m2, peak, bad
 
 
-def _sharded_stats(t) -> TensorStats:
+def _sharded_stats(t: torch.Tensor) -> TensorStats:
     """Reduce the local shard's statistics over the ranks that shard the tensor."""
     import torch.distributed as dist
 
-    local = t.to_local()
-    n, mean, m2 = _local(local) if local.numel() else (0, 0.0, 0.0)
-    sharded = [i for i, p in enumerate(t.placements) if p.is_shard()]
+    local = t.to_local()  # type: ignore[attr-defined]
+    n, mean, m2, peak, bad = _local(local) if local.numel() else (0, 0.0, 0.0, 0.0, 0)
+    sharded = [i for i, p in enumerate(t.placements) if p.is_shard()]  # type: ignore[attr-defined]
     if not sharded or not dist.is_initialized():
-        return TensorStats(n, mean, math.sqrt(max(m2 / max(n, 1), 0.0)), m2 == 0.0)
+        return _stats(n, mean, m2, peak, bad)
     # Chan's merge over ranks: counts, sums and within-shard deviations add; the spread between
     # shard means comes from sum(n_i * mean_i^2). A constant tensor stays exactly constant.
-    sums = torch.tensor([float(n), n * mean, m2, n * mean * mean], dtype=torch.float64, device=local.device)
-    lo_hi = torch.tensor([-mean if n else -math.inf, mean if n else -math.inf], dtype=torch.float64, device=local.device)
+    sums = torch.tensor([float(n), n * mean, m2, n * mean * mean, float(bad)], dtype=torch.float64, device=local.device)
+    lo_hi = torch.tensor([-mean if n else -math.inf, mean if n else -math.inf, peak], dtype=torch.float64, device=local.device)
     for dim in sharded:
-        group = t.device_mesh.get_group(dim)
+        group = t.device_mesh.get_group(dim)  # type: ignore[attr-defined]
         dist.all_reduce(sums, group=group)
         dist.all_reduce(lo_hi, op=dist.ReduceOp.MAX, group=group)
-    count, s1, within, s2_means = sums.tolist()
+    count, s1, within, s2_means, bad_all = sums.tolist()
+    if bad_all:
+        return TensorStats(int(count), math.nan, math.nan, False, float(lo_hi[2]), int(bad_all))
     mean = s1 / count
     m2 = within + max(s2_means - count * mean * mean, 0.0)
     same_means = -float(lo_hi[0]) == float(lo_hi[1])  # every shard has the same mean
     constant = within == 0.0 and same_means
-    return TensorStats(int(count), mean, math.sqrt(max(m2 / count, 0.0)), constant)
+    return TensorStats(int(count), mean, math.sqrt(max(m2 / count, 0.0)), constant, float(lo_hi[2]))

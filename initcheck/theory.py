@@ -12,9 +12,9 @@ Conventions (see docs/theory.md):
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
-import enum
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,7 +29,10 @@ RELU_FAMILY = frozenset(
     {"relu", "relu6", "leaky_relu", "prelu", "elu", "celu", "gelu", "silu", "mish", "softplus", "hardswish"}
 )
 LINEAR_LIKE = frozenset({"identity", "softmax", "log_softmax"})
-KNOWN = SATURATING | RELU_FAMILY | LINEAR_LIKE | {"selu"}
+# Bounded or periodic: a large pre-activation does not carry on as a large signal (sin, cos: SIREN).
+PERIODIC = frozenset({"sin", "cos"})
+BOUNDED = SATURATING | PERIODIC
+KNOWN = SATURATING | RELU_FAMILY | LINEAR_LIKE | PERIODIC | {"selu"}
 
 # Default parameter of each parametrized activation (torch's defaults).
 DEFAULT_PARAM = {"leaky_relu": 0.01, "prelu": 0.25, "elu": 1.0, "celu": 1.0, "softplus": 1.0}
@@ -57,6 +60,8 @@ def activation_fn(name: str, param: float | None = None) -> Callable[[torch.Tens
         "tanh": torch.tanh,
         "sigmoid": torch.sigmoid,
         "softsign": F.softsign,
+        "sin": torch.sin,
+        "cos": torch.cos,
     }
     return table.get(name)
 
@@ -229,7 +234,7 @@ def recommend(
     g = gain(activation, param) if activation in KNOWN else (custom_gain or 1.0)
     if activation == "selu":
         return Recommendation(Scheme.LECUN, 1.0, 1.0 / math.sqrt(fan.fan_in))
-    if activation in RELU_FAMILY or (activation.startswith("unknown:") and g != 1.0):
+    if activation in RELU_FAMILY or activation in PERIODIC or (activation.startswith("unknown:") and g != 1.0):
         return Recommendation(Scheme.HE, g, g / math.sqrt(fan.fan_in))
     return Recommendation(Scheme.XAVIER, g, g * math.sqrt(2.0 / (fan.fan_in + fan.fan_out)))
 

@@ -124,3 +124,56 @@ def test_max_pooling_raises_the_predicted_scale():
     without = diagnose(plain, torch.randn(2, 3, 16, 16)).layers[1].predicted_rms
     # sqrt(2.56): the second moment scales exactly, the mean term of the next conv does not
     assert with_pool / without == pytest.approx(math.sqrt(_max_gain(9)), rel=0.01)
+
+
+class _LSTMNet(nn.Module):
+    def __init__(self, std=None):
+        super().__init__()
+        self.rnn = nn.LSTM(32, 64, batch_first=True)
+        self.fc = nn.Linear(64, 4)
+        if std is not None:
+            for p in self.rnn.parameters():
+                nn.init.normal_(p, std=std)
+
+    def forward(self, x):
+        return self.fc(self.rnn(x)[0])
+
+
+@pytest.mark.parametrize("std", [None, 1.0], ids=["torch_default", "unit_normal"])
+def test_lstm_gate_preactivation_follows_the_actual_weights(std):
+    from initcheck.api import analyze
+
+    torch.manual_seed(0)
+    model = _LSTMNet(std)
+    a = analyze(model, (torch.randn(4, 10, 32),))
+    lf = next(lf for lf in a.layers if lf.param == "weight_ih_l0")
+    predicted = a.context.actual.preact(lf.op, lf.preact_op).rms
+    # the oracle: the gates' pre-activation x W_ih^T + h_{t-1} W_hh^T + b, from a real forward
+    x = torch.randn(256, 20, 32)
+    with torch.no_grad():
+        out, _ = model.rnn(x)
+        h_prev = torch.cat([torch.zeros(256, 1, 64), out[:, :-1]], 1)
+        r = model.rnn
+        z = x @ r.weight_ih_l0.T + h_prev @ r.weight_hh_l0.T + r.bias_ih_l0 + r.bias_hh_l0
+    measured = float(z.pow(2).mean().sqrt())
+    assert 1 / 1.5 < predicted / measured < 1.5
+
+
+def test_unit_normal_lstm_saturates_and_the_default_is_quiet():
+    assert "IC203" in {f.code for f in diagnose(_LSTMNet(1.0), (torch.randn(2, 5, 32),)).findings}
+    assert not diagnose(_LSTMNet(), (torch.randn(2, 5, 32),)).findings
+
+
+class _Cumsum(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.b(torch.relu(torch.cumsum(self.a(x), dim=-1)))
+
+
+def test_an_op_without_a_handler_is_named_with_the_layers_it_affects():
+    notes = diagnose(_Cumsum()).notes
+    note = next(n for n in notes if "no handler" in n)
+    assert "cumsum" in note and "b.weight" in note and "a.weight" not in note

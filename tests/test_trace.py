@@ -58,7 +58,7 @@ def test_recorded_pass_sees_the_same_facts_as_fx():
     graph = trace_recorded(model, (torch.randn(2, 3, 8, 8),), {})
     from initcheck.facts import collect
     from initcheck.trace.index import index_graph
-    rec = collect(index_graph(graph, model), model)
+    rec = collect(index_graph(graph, model), model).layers
     assert [(lf.qualname, lf.activation) for lf in rec] == [(lr.qualname, lr.activation) for lr in fx_layers]
 
 

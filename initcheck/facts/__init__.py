@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -16,7 +15,7 @@ from ..ops.layers import Layout, WeightRole, WeightUse, function_weight, get_pat
 from ..stats import TensorStats, tensor_stats
 from ..theory import Scheme
 from ..trace.index import GraphIndex
-from .follow import Follow, feeds_attention_scores, follow
+from .follow import Follow, feeds_attention_scores, follow, meets_another_tensor
 
 __all__ = ["LayerFacts", "collect"]
 
@@ -47,6 +46,10 @@ class LayerFacts:
     norm: str | None = None  # the normalization module that directly follows, if a module
     convention: str | None = None  # a recognized deliberate init (conventions.py)
     attention_score: bool = False  # a query or key projection: its output meets only q·kᵀ
+    pre_scale: float = 1.0  # |c| of a scalar multiplication before the activation (SIREN's w0): the
+    # recommended std is divided by it
+    gated: bool = False  # the output gates or modulates another tensor (adaLN, SE, GLU)
+    reads_input: bool = False  # its data operand is a model input (the first layer)
 
     @property
     def qualname(self) -> str:
@@ -85,13 +88,21 @@ class LayerFacts:
         return not 0.5 <= ratio <= 2.0
 
 
-def collect(index: GraphIndex, model: nn.Module) -> tuple[LayerFacts, ...]:
-    """One LayerFacts per weight tensor the graph reads, in execution order, tied weights once.
+@dataclass(frozen=True)
+class Collected:
+    layers: tuple[LayerFacts, ...]  # one per weight tensor, at its first use
+    tied_uses: tuple[LayerFacts, ...]  # every later use of the same tensor (tied heads, shared layers)
+
+
+def collect(index: GraphIndex, model: nn.Module) -> Collected:
+    """One LayerFacts per weight tensor the graph reads, in execution order, tied weights once;
+    and one per later use of a tensor already seen, so that each use is modelled and judged.
     Conventions (conventions.py) are a later stage."""
     graph = index.graph
     view = index
     aliases = _aliases(model)
     out: list[LayerFacts] = []
+    tied: list[LayerFacts] = []
     judged: set[int] = set()
     for op in graph.ops:
         if op.kind is OpKind.MODULE:
@@ -100,21 +111,21 @@ def collect(index: GraphIndex, model: nn.Module) -> tuple[LayerFacts, ...]:
                 continue
             for use in module_weights(mod):
                 p = get_path(mod, use.param)
-                if isinstance(p, torch.Tensor) and id(p) not in judged:
+                if isinstance(p, torch.Tensor):
+                    first = id(p) not in judged
                     judged.add(id(p))
-                    out.append(_facts(view, op, op.module or "", use, p, type(mod).__name__, aliases))
+                    (out if first else tied).append(_facts(view, op, op.module or "", use, p, type(mod).__name__, aliases))
         elif op.kind is OpKind.FUNCTION:
             hit = function_weight(op, view.views)
             if hit is None:
                 continue
             pname = graph.ops[hit[0]].target
             p = model.get_parameter(pname)
-            if id(p) in judged:
-                continue
+            first = id(p) not in judged
             judged.add(id(p))
             owner, _, attr = pname.rpartition(".")
-            out.append(_facts(view, op, owner, _with_param(hit[1], attr), p, op.target, aliases))
-    return tuple(out)
+            (out if first else tied).append(_facts(view, op, owner, _with_param(hit[1], attr), p, op.target, aliases))
+    return Collected(tuple(out), tuple(tied))
 
 
 def _with_param(use: WeightUse, attr: str) -> WeightUse:
@@ -138,6 +149,8 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
         rec = theory.Recommendation(Scheme.UNKNOWN, 1.0, math.nan)
     else:
         rec = theory.recommend(activation, f.param, fan, role=use.role, custom_gain=f.custom_gain)
+        if f.pre_scale != 1.0 and activation != "identity":
+            rec = theory.Recommendation(rec.scheme, rec.gain, rec.std / f.pre_scale)
     qual = f"{owner}.{use.param}" if owner else use.param
     return LayerFacts(
         name=owner,
@@ -163,6 +176,9 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
         preact_op=f.preact_op,
         norm=f.norm,
         attention_score=use.role is not WeightRole.EMBEDDING and feeds_attention_scores(view, op.index),
+        pre_scale=f.pre_scale,
+        gated=f.gated or meets_another_tensor(view, op.index),
+        reads_input=any(view.ops[i].kind is OpKind.INPUT for i in view.data_operands(op)),
     )
 
 

@@ -22,14 +22,17 @@ class Follow:
     preact_op: int
     custom_gain: float | None = None
     norm: str | None = None
+    pre_scale: float = 1.0  # |c| of scalar multiplications between the layer and its activation (SIREN's w0)
+    gated: bool = False  # the output multiplies another tensor (a gate, a modulation: adaLN, SE, GLU)
 
 
 def follow(view: GraphIndex, start: int) -> Follow:
     """Walk from a weight op's output to the activation it feeds, through transparent ops, the
     bias add, scalings, one normalization and one residual add."""
     ops, users = view.ops, view.graph.consumers
-    normalized = residual_end = is_output = merged = False
+    normalized = residual_end = is_output = merged = gated = False
     norm_module: str | None = None
+    scale_at = {start: 1.0}
     chain = {start}
     frontier = [start]
     seen = {start}
@@ -76,16 +79,79 @@ def follow(view: GraphIndex, start: int) -> Follow:
                     nxt.append(u)
                 elif role.kind in (RoleKind.TRANSPARENT, RoleKind.ADD, RoleKind.SCALE):
                     if role.kind is RoleKind.SCALE and len(data) >= 2:
-                        continue  # a gate (x * g(y)), not a scaling
+                        # a gate or a modulation (x * g(y)), not a scaling: every output unit scales its
+                        # own channel; a gated branch that is then added to a shallower stream still ends
+                        # a residual branch (DiT's gate * attn(x), LayerScale as a tensor)
+                        gated = True
+                        residual_end = residual_end or _ends_residual(view, u)
+                        continue
+                    scale_at[u] = scale_at.get(i, 1.0) * (_scalar_factor(op) if role.kind is RoleKind.SCALE else 1.0)
                     chain.add(u)
                     nxt.append(u)
         frontier = nxt
     if found is None:
         is_output = is_output or _reaches_output(view, start)
-        return Follow("identity", None, normalized, residual_end, is_output, start, norm=norm_module)
+        return Follow("identity", None, normalized, residual_end, is_output, start, norm=norm_module, gated=gated)
     name, param, preact, custom_gain = found
     is_output = is_output or _reaches_output(view, start)
-    return Follow(name, param, normalized, residual_end, is_output, preact, custom_gain, norm_module)
+    return Follow(name, param, normalized, residual_end, is_output, preact, custom_gain, norm_module,
+                  pre_scale=abs(scale_at.get(preact, 1.0)) or 1.0, gated=gated)
+
+
+def meets_another_tensor(view: GraphIndex, start: int, limit: int = 64) -> bool:
+    """Whether the layer's output, through its activation, reshapes, chunks and scalings (no weight
+    op, no norm), is multiplied with or added to another tensor of the graph: then each output unit
+    scales, shifts or gates its own channel and gets its own gradient, so equal units are not stuck
+    together (DiT's adaLN-Zero modulation, RWKV's zeroed gates, a zero residual branch end)."""
+    frontier, seen = [start], {start}
+    while frontier and len(seen) < limit:
+        nxt = []
+        for i in frontier:
+            for u in view.users(i):
+                if u in seen:
+                    continue
+                seen.add(u)
+                op = view.ops[u]
+                if op.kind is not OpKind.FUNCTION and op.kind is not OpKind.MODULE or view.is_weight_op(op):
+                    continue
+                role = view.role(op)
+                if role.kind in (RoleKind.ADD, RoleKind.SCALE) and len(view.data_operands(op)) >= 2:
+                    return True
+                if role.kind in (RoleKind.ACTIVATION, RoleKind.TRANSPARENT, RoleKind.ADD, RoleKind.SCALE):
+                    nxt.append(u)
+        frontier = nxt
+    return False
+
+
+def _scalar_factor(op: Op) -> float:
+    """c for x * c, 1/c for x / c, -1 for -x; 1 when the factor is not a plain number."""
+    if op.target == "neg":
+        return -1.0
+    for key, v in op.scalars:
+        if key in ("0", "1", "other") and isinstance(v, (int, float)) and not isinstance(v, bool) and v != 0:
+            return 1.0 / float(v) if op.target == "div" else float(v)
+    return 1.0
+
+
+def _ends_residual(view: GraphIndex, gate: int, limit: int = 4) -> bool:
+    """Whether a gated output runs, through transparent ops, into an add whose other operand is
+    shallower: the branch of a residual block."""
+    frontier = [gate]
+    for _ in range(limit):
+        nxt = []
+        for i in frontier:
+            for u in view.users(i):
+                op = view.ops[u]
+                role = view.role(op)
+                data = view.data_operands(op)
+                if role.kind is RoleKind.ADD and len(data) >= 2:
+                    other = [d for d in data if d != i]
+                    if other and view.depth[i] > max(view.depth[d] for d in other):
+                        return True
+                elif role.kind is RoleKind.TRANSPARENT:
+                    nxt.append(u)
+        frontier = nxt
+    return False
 
 
 def _activation(view: GraphIndex, op: Op, role: Role, preact: int, chain: set[int]):

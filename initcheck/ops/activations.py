@@ -62,6 +62,8 @@ FUNCTION_ACTIVATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "softsign": ("softsign", ()),
     "softmax": ("softmax", ()),
     "log_softmax": ("log_softmax", ()),
+    "sin": ("sin", ()),  # SIREN
+    "cos": ("cos", ()),
 }
 
 # Ops that move, select or drop values without changing the scale the next layer sees.

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from ..facts import LayerFacts
 from ..findings import RULES, Finding, Selection
-from . import probe, signal, unjudged, weights  # noqa: F401  (importing registers the rules)
+from . import params, probe, signal, unjudged, weights  # noqa: F401  (importing registers the rules)
 from .context import Context
 
 __all__ = ["Context", "run", "mis_scaled", "intentional_small"]
 
 
-def run(ctx: Context, selection: Selection = Selection()) -> tuple[Finding, ...]:
+def run(ctx: Context, selection: Selection | None = None) -> tuple[Finding, ...]:
     """Every selected rule's findings, in registry order."""
+    selection = selection or Selection()
     out: list[Finding] = []
     for code, r in RULES.items():
         if selection.selects(code):

@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import theory
 from ..facts import LayerFacts
+from ..facts.params import ParamFacts
 from ..findings import RULES, Finding, Severity, default_thresholds
 from ..ops.layers import Layout
 from ..signal import Signal
@@ -31,6 +32,8 @@ class Context:
     unreached: tuple[str, ...] = ()  # weight parameters the traced forward never read
     lazy: tuple[str, ...] = ()  # uninitialized lazy parameters
     thresholds: Mapping[str, float] = field(default_factory=default_thresholds)
+    params: tuple[ParamFacts, ...] = ()  # every parameter, classified (facts/params.py)
+    tied_uses: tuple[LayerFacts, ...] = ()  # second and later uses of a weight (tied heads, shared layers)
 
     def threshold(self, name: str) -> float:
         """A rule's setting: the project's value, else the registered default."""

@@ -9,7 +9,7 @@ from .. import theory
 from ..facts import LayerFacts
 from ..findings import Finding, Setting, Severity, rule
 from ..ops.layers import WeightRole
-from ..remedy import init_call
+from ..remedy import accessor, init_call
 from ..signal import Signal
 from .context import Context, describe, finding
 
@@ -19,6 +19,16 @@ VANISH_RMS = Setting("vanish-rms", 1e-2,
                      "IC202: on the input-driven part alone; U(-0.001, 0.001) leaves 1e-4 after two layers.")
 SATURATE_RMS = Setting("saturate-rms", 3.0, "IC203: Xavier(tanh) on raw 784-d inputs gives 2.0; N(0, 1) gives 28.")
 GRADIENT_BAND = Setting("gradient-band", 1e3, "IC204/IC205: 10+ layers at 1/6 of He's variance fall below 1e-3.")
+OUT_OF_RANGE_RMS = Setting(
+    "out-of-range-rms", 1e2,
+    "IC201 fires above this rms whatever the recommended schemes give: no init that trains gives a "
+    "pre-activation rms of 100 (a norm-free residual stack with unscaled branches doubles its variance per "
+    "block and reaches it in ~14 blocks).")
+LOGIT_RMS = Setting(
+    "logit-rms", 5.0,
+    "IC206: logits of rms 5 over a vocabulary put almost all of the softmax's mass on a few entries at "
+    "init and the first loss far above ln(vocab); N(0, 1) embeddings tied to the head (d = 384) give 20, "
+    "GPT-2's N(0, 0.02) with d = 768 gives 0.55.")
 CAUSED_BY = Setting(
     "caused-by", 3.0,
     "IC201-IC203 blame the init only where the prediction is also this many times off the one under the "
@@ -34,14 +44,15 @@ def _culprits(ctx: Context, upto: LayerFacts) -> str:
     return "; ".join(calls)
 
 
-def _first(ctx: Context, test: Callable[[LayerFacts], float | None]) -> tuple[LayerFacts, float, int] | None:
-    hits = [(lf, v) for lf in ctx.layers if (v := test(lf)) is not None]
+def _first(ctx: Context, test: Callable[[LayerFacts], float | None],
+           among: tuple[LayerFacts, ...] | None = None) -> tuple[LayerFacts, float, int] | None:
+    hits = [(lf, v) for lf in (ctx.layers if among is None else among) if (v := test(lf)) is not None]
     return (hits[0][0], hits[0][1], len(hits) - 1) if hits else None
 
 
 def _preact(ctx: Context, lf: LayerFacts, signal: Signal | None = None) -> float | None:
     sig = signal or ctx.effective
-    m = sig.forward[lf.preact_op] if sig else None
+    m = sig.preact(lf.op, lf.preact_op) if sig else None
     return None if m is None else m.rms
 
 
@@ -54,6 +65,37 @@ def _input_signal(ctx: Context, lf: LayerFacts, signal: Signal | None = None) ->
 
 def _above(ctx: Context, value: float | None, limit: float, ref: float | None) -> bool:
     return value is not None and value > limit and (ref is None or value > ctx.threshold(CAUSED_BY.name) * ref)
+
+
+def _out_of_range(ctx: Context, value: float | None) -> bool:
+    return value is not None and value > ctx.threshold(OUT_OF_RANGE_RMS.name)
+
+
+def _uses(ctx: Context) -> tuple[LayerFacts, ...]:
+    """Every use of every weight in execution order: a shared layer's later calls are judged too
+    (a tied embedding's head use is IC206's)."""
+    shared = tuple(u for u in ctx.tied_uses if primary(ctx, u).role is not WeightRole.EMBEDDING)
+    return tuple(sorted(ctx.layers + shared, key=lambda lf: lf.op))
+
+
+def primary(ctx: Context, use: LayerFacts) -> LayerFacts:
+    """The first use of the tensor that `use` reads (the row the report shows for it)."""
+    for lf in ctx.layers:
+        if lf.qualname == use.qualname or use.qualname in lf.aliases:
+            return lf
+    return use
+
+
+def _residual_fix(ctx: Context, upto: LayerFacts) -> str | None:
+    """When the stream that explodes is a norm-free residual stack, the fix is depth-scaled branches."""
+    ends = [lf for lf in ctx.layers if lf.residual_end and lf.op <= upto.op and not lf.normalized]
+    if len(ends) < 2:
+        return None
+    n = len(ends)
+    return (f"scale each residual branch's last layer by 1/sqrt(2*{n}) = {1 / math.sqrt(2 * n):.3g} after its init "
+            f"(GPT-2 / Fixup style: e.g. with torch.no_grad(): {init_call(ends[0]).split('(')[0]}(...); "
+            f"branch_end.weight.mul_({1 / math.sqrt(2 * n):.3g})), or zero-init each branch's last layer "
+            f"(SkipInit / ReZero): {n} branch ends up to {upto.qualname}")
 
 
 def _below(ctx: Context, value: float | None, limit: float, ref: float | None) -> bool:
@@ -70,16 +112,23 @@ def _more(n: int) -> str:
       "784-256-128-10 ReLU net reaches rms 16, 105 and 490. Losses overflow and the first "
       "updates are huge.",
       example="for m in model.modules(): nn.init.uniform_(m.weight, -1, 1)  # a 784-256-128-10 ReLU net",
-      fix="the recommended scheme on the mis-scaled layers the finding names",
-      settings=(EXPLODE_RMS, CAUSED_BY))
+      fix="the recommended scheme on the mis-scaled layers the finding names; for a norm-free residual stack, "
+          "depth-scaled branches (1/sqrt(2L), GPT-2 / Fixup) or zero-initialized branch ends",
+      settings=(EXPLODE_RMS, OUT_OF_RANGE_RMS, CAUSED_BY))
 def signal_explodes(ctx: Context) -> Iterator[Finding]:
     limit = ctx.threshold(EXPLODE_RMS.name)
-    hit = _first(ctx, lambda lf: v if (not lf.normalized and lf.activation not in theory.SATURATING and _above(
-        ctx, v := _preact(ctx, lf), limit, _preact(ctx, lf, ctx.reference))) else None)
+
+    def explodes(lf: LayerFacts) -> float | None:
+        if lf.normalized or lf.activation in theory.BOUNDED:
+            return None
+        v = _preact(ctx, lf)
+        return v if _above(ctx, v, limit, _preact(ctx, lf, ctx.reference)) or _out_of_range(ctx, v) else None
+
+    hit = _first(ctx, explodes, _uses(ctx))
     if hit:
         lf, v, more = hit
         yield finding("IC201", lf, f"{describe(lf)}: predicted pre-activation rms {v:.3g} for unit-variance inputs (over {limit:g}){_more(more)}",
-                      _culprits(ctx, lf))
+                      _residual_fix(ctx, lf) or _culprits(ctx, lf))
 
 
 @rule("IC202", "signal-vanishes", Severity.ERROR,
@@ -156,3 +205,28 @@ def gradient_explodes(ctx: Context) -> Iterator[Finding]:
         lf, v, more = hit
         yield finding("IC205", lf, f"{describe(lf)}: predicted gradient is {v:.3g}x what the recommended schemes give (over {band:g}){_more(more)}",
                       _culprits(ctx, ctx.layers[-1]))
+
+
+@rule("IC206", "tied-output-too-large", Severity.ERROR,
+      "A weight tied between an embedding and the output head gives logits with rms over 5 at its output use.",
+      "A table W of shape (vocab, d) used as a lookup gives rows of std σ; used as the output projection "
+      "x @ Wᵀ it gives logits of std σ·sqrt(d)·rms(x). An embedding at N(0, 1) tied to the head (whisper's "
+      "default, d = 384) gives logits of std ~20: the softmax is one-hot at init and the first loss is far "
+      "above ln(vocab). Judged at every use: an embedding convention is not a head convention.",
+      example="self.head.weight = self.tok_emb.weight; nn.init.normal_(self.tok_emb.weight, std=1.0)",
+      fix="nn.init.normal_(embedding.weight, std=0.02) (or d**-0.5), or scale the logits by d**-0.5 in forward",
+      settings=(LOGIT_RMS,))
+def tied_output(ctx: Context) -> Iterator[Finding]:
+    limit = ctx.threshold(LOGIT_RMS.name)
+    for use in ctx.tied_uses:
+        lf = primary(ctx, use)
+        if use.role is WeightRole.EMBEDDING or lf.role is not WeightRole.EMBEDDING or not use.is_output:
+            continue
+        v = _preact(ctx, use, ctx.actual)
+        if v is None or v <= limit:
+            continue
+        std = lf.stats.std if lf.stats else float("nan")
+        d = use.fan_in
+        yield finding("IC206", lf, f"{lf.qualname} (std {std:.3g}) is also the output projection ({use.kind} {use.fan_in}→{use.fan_out}): "
+                      f"predicted logit rms {v:.3g} ≈ std·sqrt({d})·rms(input) (over {limit:g}); the softmax is near one-hot at init",
+                      f"nn.init.normal_({accessor(lf.qualname)}, std={min(0.02, 1 / math.sqrt(max(d, 1))):.3g})")

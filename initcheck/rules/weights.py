@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterator
 
 from .. import theory
+from ..facts import LayerFacts
 from ..findings import Finding, Setting, Severity, rule
 from ..ops.layers import WeightRole
 from ..remedy import init_call
@@ -24,7 +25,9 @@ NON_CENTERED = Setting(
       "Every element of a hidden weight is equal (all zeros, all ones): the units stay identical.",
       "Units that start equal receive equal gradients and stay equal forever (the symmetry "
       "problem): a 256-unit layer trains as one unit; all zeros also blocks the gradient below. "
-      "Zeros are fine, and deliberate, at the end of a residual branch and in the output layer.",
+      "Zeros are fine, and deliberate, at the end of a residual branch, in the output layer, and where "
+      "the output gates or modulates another tensor (adaLN-Zero, zero gates): each unit then meets its "
+      "own channel and gets its own gradient.",
       example="nn.init.zeros_(model.hidden.weight)  # a hidden layer followed by a ReLU",
       fix="the recommended scheme for the activation that follows (the finding prints the exact call)")
 def constant_weights(ctx: Context) -> Iterator[Finding]:
@@ -34,6 +37,8 @@ def constant_weights(ctx: Context) -> Iterator[Finding]:
             continue
         if (lf.residual_end or lf.is_output) and s.mean == 0.0:
             continue
+        if lf.gated:
+            continue  # its units gate, scale or shift different channels: they get different gradients
         yield finding("IC101", lf, f"{describe(lf)}: weight is constant ({s.mean:g} everywhere); its {lf.fan_out} units stay identical",
                       init_call(lf))
 
@@ -57,6 +62,20 @@ def non_centered(ctx: Context) -> Iterator[Finding]:
                           init_call(lf))
 
 
+def _output_in_range(ctx: Context, lf: LayerFacts) -> bool:
+    """An output layer whose predicted output rms is between vanish-rms and logit-rms: a head far
+    from Xavier's variance (a 50k-word vocabulary makes Xavier's tiny) still gives sound logits."""
+    m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
+    return m is not None and ctx.threshold("vanish-rms") <= m.rms <= ctx.threshold("logit-rms")
+
+
+def _gates_in_range(ctx: Context, lf: LayerFacts) -> bool:
+    """An RNN whose predicted gate pre-activation rms is between vanish-rms and saturate-rms:
+    its gates work whatever Xavier would say of each matrix alone."""
+    m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
+    return m is not None and ctx.threshold("vanish-rms") <= m.rms <= ctx.threshold("saturate-rms")
+
+
 @rule("IC103", "weight-variance-mismatch", Severity.WARNING,
       "The weight's variance is more than 4x off the scheme that fits its activation.",
       "Each layer multiplies the signal's variance by fan_in·Var(w)·E[f(z)²]; the recommended "
@@ -75,6 +94,10 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
             continue
         if lf.intentionally_small or (lf.in_residual_branch and ratio < 1.0) or lf.convention:
             continue  # scaled-down branches and library conventions are deliberate; IC2xx still judge them
+        if lf.is_output and _output_in_range(ctx, lf):
+            continue  # a head's scheme matters through its logits' scale, and that scale is sound
+        if lf.kind in ("LSTM", "GRU", "RNN") and _gates_in_range(ctx, lf):
+            continue  # an RNN's gates see a sound pre-activation (PyTorch's U(±1/sqrt(H)) default does)
         if ratio > band or ratio < 1.0 / band:
             direction = f"{ratio:.2g}x above" if ratio > 1 else f"{1 / ratio:.2g}x below"
             like = looks_like(lf)

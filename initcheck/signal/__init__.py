@@ -28,17 +28,20 @@ __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_we
            "unhandled_note"]
 
 
-def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], weights: Mapping[int, TensorStats],
+def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], weights: Mapping[str, TensorStats],
               stats: StatsCache | None = None) -> Signal:
-    """Forward and backward moments. `weights` maps a layer's op index to the statistics to assume
-    for its weight (the actual ones, or a scheme's), so the same pass predicts any init; `stats`
+    """Forward and backward moments. `weights` maps a weight's qualified name to the statistics to
+    assume for it (the actual ones, or a scheme's), so the same pass predicts any init; `stats`
     (shared between passes) gives those of biases, norm parameters and scales."""
     ops = index.ops
     p = Pass(index, model, stats or StatsCache(), [None] * len(ops))
     fwd = p.fwd
     weight_n: dict[int, tuple[float, float]] = {}  # weight op -> (fan_out, E[w^2]) for the backward pass
     unhandled: dict[str, list[int]] = {}
-    by_op = {lf.op: lf for lf in layers}
+    gates: dict[int, Moment] = {}
+    by_op: dict[int, LayerFacts] = {}
+    for lf in layers:  # an op reading several weights (MHA, RNN) is keyed by its first: in_proj, weight_ih
+        by_op.setdefault(lf.op, lf)
     for op in ops:
         if op.kind is OpKind.INPUT:
             fwd[op.index] = UNIT
@@ -53,9 +56,13 @@ def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...
         x = fwd[data[0]] if data else None
         lf = by_op.get(op.index)
         if lf is not None:
-            w = weights.get(op.index)
-            if w is not None:
-                fwd[op.index] = _through_layer(p, lf, w, x)
+            w = weights.get(lf.qualname)
+            mod = index.module(op)
+            if isinstance(mod, nn.RNNBase):
+                fwd[op.index], gates[op.index] = _through_rnn(p, mod, weights, lf, x or UNIT)
+                weight_n[op.index] = (max(lf.fan_out, 1), w.second if w is not None else 0.0)
+            elif w is not None:
+                fwd[op.index] = _through_layer(p, lf, w, x, weights)
                 weight_n[op.index] = (max(lf.fan_out, 1), w.second)
             continue
         if x is None:
@@ -70,24 +77,58 @@ def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...
             out = x
         fwd[op.index] = out
     bwd = _backward(index, fwd, p.slope2, p.norm_gain, weight_n)
-    return Signal(tuple(fwd), tuple(bwd), tuple((name, tuple(at)) for name, at in unhandled.items()))
+    return Signal(tuple(fwd), tuple(bwd), tuple((name, tuple(at)) for name, at in unhandled.items()), gates)
 
 
-def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None) -> Moment:
+def _through_rnn(p: Pass, mod: nn.RNNBase, weights: Mapping[str, TensorStats], lf: LayerFacts,
+                 x: Moment) -> tuple[Moment, Moment]:
+    """(the hidden state, the gates' pre-activation) of an RNN/LSTM/GRU from its actual weights.
+
+    Per layer, the gate pre-activation sums I inputs, H recurrent terms and two biases:
+    E[z^2] = I E[w_ih^2] E[x^2] + H E[w_hh^2] E[h^2] + E[b_ih^2] + E[b_hh^2], and the state
+    settles at E[h^2] = E[tanh(z)^2] (times E[sigmoid(z)^2] for an LSTM's output gate): solved
+    by fixed-point iteration. Layer l+1 reads layer l's state. `weights` gives each matrix's
+    statistics by name (actual, or a scheme's)."""
+    prefix = lf.qualname[: -len(lf.param)]
+    x2, signal = x.second, x.signal
+    gate = Moment(0.0, 0.0, 0.0)
+    h2 = 0.0
+    for layer in range(mod.num_layers):
+        ih = weights.get(f"{prefix}weight_ih_l{layer}") or p.tensor(getattr(mod, f"weight_ih_l{layer}", None))
+        hh = weights.get(f"{prefix}weight_hh_l{layer}") or p.tensor(getattr(mod, f"weight_hh_l{layer}", None))
+        if ih is None or hh is None:
+            break
+        n_in, n_h = getattr(mod, f"weight_ih_l{layer}").shape[1], mod.hidden_size
+        b2 = sum(s.second for s in (p.tensor(getattr(mod, f"bias_ih_l{layer}", None)),
+                                     p.tensor(getattr(mod, f"bias_hh_l{layer}", None))) if s is not None)
+        act = "relu" if mod.mode == "RNN_RELU" else "tanh"
+        h2 = 0.0
+        for _ in range(30):
+            z2 = n_in * ih.second * x2 + n_h * hh.second * h2 + b2
+            m = activation_moments(act, None, 0.0, round(z2, 9))
+            out_gate = activation_moments("sigmoid", None, 0.0, round(z2, 9)).second if mod.mode == "LSTM" else 1.0
+            new = m.second * out_gate
+            if abs(new - h2) <= 1e-9 * max(new, 1e-30):
+                break
+            h2 = new
+        z2 = n_in * ih.second * x2 + n_h * hh.second * h2 + b2
+        m = activation_moments(act, None, 0.0, round(z2, 9))
+        gate = Moment(0.0, z2, n_in * ih.second * signal)
+        signal = min(m.slope2 * n_in * ih.second * signal, h2)
+        x2 = h2
+    return Moment(0.0, h2, signal), gate
+
+
+def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
+                   weights: Mapping[str, TensorStats]) -> Moment:
     op = p.index.ops[lf.op]
     mod = p.index.module(op) if op.kind is OpKind.MODULE else None
     if lf.role is WeightRole.EMBEDDING:
         return Moment(w.mean, w.second, w.std * w.std)
     x = x or UNIT
-    if mod is not None and isinstance(mod, nn.RNNBase):
-        # gates read the input and the previous state; the state is bounded by tanh
-        pre = lf.fan_in * w.second * x.second + lf.fan_out * (1.0 / (3 * lf.fan_out)) * 0.5
-        m = activation_moments("tanh", None, 0.0, round(pre, 9))
-        gate = 0.25 if mod.mode == "LSTM" else 1.0
-        return Moment(0.0, m.second * gate, m.slope2 * gate * lf.fan_in * w.second * x.signal)
     n = max(lf.fan_in, 1)
     if mod is not None and isinstance(mod, nn.MultiheadAttention):
-        o = p.tensor(mod.out_proj.weight)
+        o = weights.get(f"{lf.qualname[: -len(lf.param)]}out_proj.weight") or p.tensor(mod.out_proj.weight)
         o2 = o.second if o else 0.0
         return Moment(0.0, n * o2 * n * w.second * x.second, n * o2 * n * w.second * x.signal)
     if lf.layout is Layout.BILINEAR:
@@ -158,27 +199,30 @@ def _scalar_of(op: Op) -> float:
     return scalar_arg(op, 1.0)
 
 
-def actual_weights(layers: tuple[LayerFacts, ...]) -> dict[int, TensorStats]:
-    return {lf.op: lf.stats for lf in layers if lf.stats is not None}
+def actual_weights(layers: tuple[LayerFacts, ...]) -> dict[str, TensorStats]:
+    return {lf.qualname: lf.stats for lf in layers if lf.stats is not None}
 
 
-def scheme_weights(layers: tuple[LayerFacts, ...]) -> dict[int, TensorStats]:
+def scheme_weights(layers: tuple[LayerFacts, ...]) -> dict[str, TensorStats]:
     """Each layer at its recommended scheme: the reference the actual signal is compared with."""
-    return {lf.op: TensorStats(1, 0.0, lf.recommended_std, False) for lf in layers if not math.isnan(lf.recommended_std)}
+    return {lf.qualname: TensorStats(1, 0.0, lf.recommended_std, False) for lf in layers if not math.isnan(lf.recommended_std)}
 
 
-def effective_weights(layers: tuple[LayerFacts, ...]) -> dict[int, TensorStats]:
+def effective_weights(layers: tuple[LayerFacts, ...], thresholds: Mapping[str, float] | None = None) -> dict[str, TensorStats]:
     """Actual statistics, except constant layers (IC101 blames them), deliberately small ones and
     layers followed by a normalization (their scale is normalized away), which take their
-    scheme's: the signal rules then judge everything else, so that one cause gives one finding."""
-    out: dict[int, TensorStats] = {}
+    scheme's: the signal rules then judge everything else, so that one cause gives one finding.
+    Non-finite or absurd weights (IC104/IC105 blame them) take their scheme's too."""
+    absurd = (thresholds or {}).get("absurd-value", 1e6)
+    out: dict[str, TensorStats] = {}
     for lf in layers:
         if lf.stats is None:
             continue
-        if (lf.stats.constant or lf.intentionally_small or lf.normalized) and not math.isnan(lf.recommended_std):
-            out[lf.op] = TensorStats(1, 0.0, lf.recommended_std, False)
+        broken = not lf.stats.finite or lf.stats.max_abs > absurd
+        if (broken or lf.stats.constant or lf.intentionally_small or lf.normalized) and not math.isnan(lf.recommended_std):
+            out[lf.qualname] = TensorStats(1, 0.0, lf.recommended_std, False)
         else:
-            out[lf.op] = lf.stats
+            out[lf.qualname] = lf.stats
     return out
 
 

@@ -194,7 +194,7 @@ BY_FUNCTION: dict[str, Handler] = {
     "matmul": _matmul,  # a product of two activations (a weight matmul is a layer, handled apart)
     "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
     # elementwise functions that are not activations: pushed through their Gaussian expectation
-    "sin": _elementwise(torch.sin), "cos": _elementwise(torch.cos), "exp": _elementwise(torch.exp),
+    "exp": _elementwise(torch.exp),
     "abs": _elementwise(torch.abs), "erf": _elementwise(torch.erf), "square": _elementwise(torch.square),
 }
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -38,6 +39,11 @@ class Signal:
     forward: tuple[Moment | None, ...]  # per op: the moments of its output
     backward: tuple[float, ...]  # per op: E[grad^2] reaching its output
     unhandled: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (op name, ops it was passed through at)
+    gates: Mapping[int, Moment] = field(default_factory=dict)  # RNN op -> its gates' pre-activation
+
+    def preact(self, op: int, preact_op: int) -> Moment | None:
+        """What a layer's activation receives: an RNN's gate pre-activation, else the op's output."""
+        return self.gates.get(op) or self.forward[preact_op]
 
 
 UNIT = Moment(0.0, 1.0, 1.0)

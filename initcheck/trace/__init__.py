@@ -8,12 +8,11 @@ needs data (`.item()`, data-dependent branches).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrize import is_parametrized
 
 from ..graph import Graph, OpKind
 from ..ops.activations import is_norm_module
@@ -44,6 +43,8 @@ def weight_params(model: nn.Module) -> dict[str, nn.Parameter]:
                 seen.add(id(p))
                 out[_join(mname, use.param)] = p
     for name, p in model.named_parameters():
+        if ".parametrizations." in f".{name}":
+            continue  # the original of a parametrization: its module's effective weight is judged
         if p.dim() >= 2 and id(p) not in seen and not _owned_by_norm(model, name):
             seen.add(id(p))
             out[name] = p
@@ -71,6 +72,9 @@ def reached_weights(graph: Graph, model: nn.Module) -> set[str]:
         if op.kind is OpKind.MODULE and op.module is not None:
             module = model.get_submodule(op.module)
             for use in module_weights(module):
+                if is_parametrized(module, use.param):
+                    reached.add(_join(op.module, use.param))  # recomputed at each access: named by its module
+                    continue
                 p = get_path(module, use.param)
                 if isinstance(p, torch.Tensor) and id(p) in canonical:
                     reached.add(canonical[id(p)])

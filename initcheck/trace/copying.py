@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+
 def meta_copy(model: nn.Module, share_params: bool = False) -> nn.Module:
     """A structural copy of `model`: parameters become meta twins (or are shared), buffers are
     meta twins (or copies), and the user's module hooks are dropped. The user's model is never

@@ -1,0 +1,121 @@
+"""Every parameter of the model, classified: weights (judged per layer), norm scales and shifts,
+biases, tokens and position tables, scales, parametrization originals, others. Each gets its own
+expectation, or says why it is not judged: nothing of the model goes unreported."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..ops.activations import is_norm_module
+from ..stats import TensorStats, tensor_stats
+from . import LayerFacts
+
+
+class ParamKind(str, enum.Enum):
+    WEIGHT = "weight"  # a fan weight: judged in the layer table
+    NORM_WEIGHT = "norm-weight"  # a normalization's scale: expected 1 (0 at a residual branch end)
+    NORM_BIAS = "norm-bias"  # a normalization's shift: expected 0
+    BIAS = "bias"  # a layer's bias: expected small
+    TOKEN = "token"  # cls / distillation / mask / register tokens
+    POSITION = "position"  # position embeddings and relative-position bias tables
+    SCALE = "scale"  # layer scales, gains, temperatures, gates: a few values
+    PARAMETRIZED = "parametrized"  # the original of a parametrization: judged through the effective weight
+    UNUSED_WEIGHT = "unused-weight"  # a weight-shaped tensor no traced op read (IC001 says so)
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class ParamFacts:
+    name: str  # canonical name, as named_parameters() lists it
+    kind: ParamKind
+    shape: tuple[int, ...]
+    stats: TensorStats | None
+    note: str  # how it is judged, or why it is not
+    residual_norm: bool = False  # a norm scale that ends a residual branch (zero-γ is a convention there)
+
+    @property
+    def std(self) -> float | None:
+        return None if self.stats is None else self.stats.std
+
+    @property
+    def mean(self) -> float | None:
+        return None if self.stats is None else self.stats.mean
+
+
+_TOKEN = re.compile(r"(^|[._])(cls|dist|mask|reg|register|query)?_?tokens?($|[._])")
+_POSITION = re.compile(r"pos(ition)?(al)?_?(emb|embed|embedding|encoding|bias)|relative_position|rel_pos|absolute_pos")
+_SCALE = re.compile(r"(^|[._])(gamma|ls\d?|layer_?scale|scale|alpha|gain|gate|temperature|logit_scale|beta|skipinit_gain)(\d*)($|[._])")
+
+
+def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[str, ...] = ()) -> tuple[ParamFacts, ...]:
+    """One ParamFacts per parameter tensor (tied ones once), in named_parameters() order."""
+    in_layers = {lf.qualname for lf in layers} | {a for lf in layers for a in lf.aliases}
+    residual_norms = {lf.norm for lf in layers if lf.residual_end and lf.norm}
+    unused = set(unreached)
+    out = []
+    for name, p in model.named_parameters():
+        owner_name, _, attr = name.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        kind, note = _kind(name, attr, owner, p, in_layers, unused)
+        stats = tensor_stats(p) if not isinstance(p, nn.parameter.UninitializedParameter) else None
+        shape = tuple(int(s) for s in p.shape) if not isinstance(p, nn.parameter.UninitializedParameter) else ()
+        if kind is ParamKind.NORM_WEIGHT and stats is not None and stats.constant and stats.mean == 0.0 and _offset_scale(owner):
+            kind, note = ParamKind.SCALE, "a norm that scales by (1 + weight) (Gemma): weight 0 is the identity"
+        out.append(ParamFacts(name, kind, shape, stats, note,
+                              residual_norm=kind is ParamKind.NORM_WEIGHT and owner_name in residual_norms))
+    return tuple(out)
+
+
+def _kind(name: str, attr: str, owner: nn.Module, p: torch.Tensor, in_layers: set[str],
+          unused: set[str]) -> tuple[ParamKind, str]:
+    if isinstance(p, nn.parameter.UninitializedParameter):
+        return ParamKind.OTHER, "a lazy parameter with no shape yet: not judged (IC002)"
+    if name in in_layers:
+        return ParamKind.WEIGHT, "judged against the scheme its use calls for (layer table)"
+    if ".parametrizations." in f".{name}" and attr.startswith("original"):
+        return ParamKind.PARAMETRIZED, "the original of a parametrization: judged through the effective weight"
+    if name in unused:
+        return ParamKind.UNUSED_WEIGHT, "never read by the traced forward pass (IC001)"
+    if is_norm_module(owner):
+        if attr in ("weight", "scale", "gamma", "g"):
+            return ParamKind.NORM_WEIGHT, "a normalization's scale: expected 1 (0 at a residual branch end)"
+        if attr in ("bias", "beta", "shift"):
+            return ParamKind.NORM_BIAS, "a normalization's shift: expected 0"
+    if attr.endswith("bias") and not _POSITION.search(name):
+        return ParamKind.BIAS, "a bias: checked to be finite and of a sane magnitude"
+    if _POSITION.search(name.lower()):
+        return ParamKind.POSITION, "a position table: checked to be finite and of a sane magnitude"
+    if _TOKEN.search(name.lower()):
+        return ParamKind.TOKEN, "a learned token: checked to be finite and of a sane magnitude"
+    if p.numel() <= 4096 and _SCALE.search(name.lower()):
+        return ParamKind.SCALE, "a scale or gate: checked to be finite and of a sane magnitude"
+    return ParamKind.OTHER, "no scale convention to compare with: checked to be finite and of a sane magnitude"
+
+
+def _offset_scale(norm: nn.Module) -> bool:
+    """Whether a norm whose weight is all zero still passes the signal (its output depends on its
+    input): it scales by (1 + weight), as Gemma's RMSNorm. Asked of a copy, in eval mode, on a small input from its own generator: the
+    user's module, its running statistics and the global RNG are untouched."""
+    import copy
+
+    weight = getattr(norm, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.is_meta:
+        return False
+    twin = copy.deepcopy(norm).eval()
+    g = torch.Generator().manual_seed(0)
+    n = weight.numel()
+    for shape in ((4, n), (4, n, 3, 3), (4, n, 3), (4, n, 2, 2, 2)):
+        try:
+            with torch.no_grad():
+                y1 = twin(torch.randn(shape, generator=g, dtype=weight.dtype))
+                y2 = twin(torch.randn(shape, generator=g, dtype=weight.dtype))
+        except Exception:  # the norm wants another layout: try the next
+            continue
+        # a true zero scale outputs its shift whatever the input; (1 + w) passes the input on
+        return isinstance(y1, torch.Tensor) and isinstance(y2, torch.Tensor) and not torch.equal(y1, y2)
+    return False

@@ -1,0 +1,91 @@
+"""The bug reproductions are caught on the right parameter; the sound inits get no error."""
+
+import pytest
+import torch
+
+from initcheck import diagnose
+from initcheck.findings import Severity
+
+import cases as C
+
+BUGS = [
+    (C.NaNWeight, None, {("IC104", "fc1.weight")}),
+    (C.InfNormWeight, None, {("IC104", "ln.weight")}),
+    (C.ToEmptyNeverInitialized, None, {("IC105", "fc1.weight"), ("IC105", "fc2.bias")}),
+    (C.ZeroLayerNorm, None, {("IC106", "ln.weight")}),
+    (C.SwappedLayerNorm, None, {("IC106", "ln.weight"), ("IC107", "ln.bias")}),
+    (C.ZeroBatchNormPlainCNN, None, {("IC106", "bn.weight")}),
+    (C.TiedUnitEmbedding, (torch.randint(0, 1000, (2, 8)),), {("IC206", "emb.weight")}),
+    (C.NormFreeResidual, None, {("IC201", None)}),
+    (C.SharedTanhUnitNormal, None, {("IC203", "shared.weight")}),
+]
+
+
+@pytest.mark.parametrize("make,inputs,expected", BUGS, ids=[b[0].__name__ for b in BUGS])
+def test_bug_is_caught_on_the_right_parameter(make, inputs, expected):
+    report = diagnose(make(), inputs)
+    got = {(f.code, f.layer) for f in report.findings if f.severity >= Severity.WARNING}
+    for code, layer in expected:
+        if layer is None:
+            assert code in {c for c, _ in got}, report
+        else:
+            assert (code, layer) in got, report
+
+
+SOUND = [
+    (C.AdaLNZeroBlock, None),
+    (C.Siren, None),
+    (C.ZeroInitResidualBN, None),
+    (C.TinyViT, (torch.randn(2, 16, 48),)),
+    (lambda: C.TiedUnitEmbedding(std=0.02), (torch.randint(0, 1000, (2, 8)),)),
+    (C.WeightNormed, None),
+]
+
+
+@pytest.mark.parametrize("make,inputs", SOUND, ids=["adaln_zero", "siren", "zero_init_residual", "tiny_vit",
+                                                    "tied_0.02", "weight_norm"])
+def test_sound_init_gets_no_error(make, inputs):
+    report = diagnose(make(), inputs)
+    assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]
+    assert "IC001" not in {f.code for f in report.findings}
+
+
+def test_every_parameter_is_reported_with_its_kind():
+    model = C.TinyViT()
+    report = diagnose(model, (torch.randn(2, 16, 48),))
+    kinds = {p.name: p.kind for p in report.params}
+    assert set(kinds) == {n for n, _ in model.named_parameters()}
+    assert kinds["cls_token"] == "token" and kinds["pos_embedding"] == "position"
+    assert kinds["gamma"] == "scale" and kinds["norm.weight"] == "norm-weight" and kinds["norm.bias"] == "norm-bias"
+    assert kinds["fc1.bias"] == "bias" and kinds["fc1.weight"] == "weight"
+    as_json = report.to_dict()["params"]
+    assert {p["name"] for p in as_json} == set(kinds)
+
+
+def test_non_finite_message_names_the_count_and_the_to_empty_trap():
+    f = next(f for f in diagnose(C.NaNWeight()).findings if f.code == "IC104")
+    assert "1 of 2048 values" in f.message and "to_empty()" in f.message
+
+
+def test_tied_logit_scale_is_std_times_sqrt_d():
+    report = diagnose(C.TiedUnitEmbedding(), (torch.randint(0, 1000, (2, 8)),))
+    f = next(f for f in report.findings if f.code == "IC206")
+    # the LayerNorm before the head makes rms(x) = 1, so the logit rms is 1 * sqrt(384) = 19.6
+    predicted = float(f.message.split("predicted logit rms ")[1].split(" ")[0])
+    assert predicted == pytest.approx(384 ** 0.5, rel=0.05)
+
+
+def test_residual_explosion_fix_names_depth_scaled_branches():
+    f = next(f for f in diagnose(C.NormFreeResidual()).findings if f.code == "IC201")
+    assert "1/sqrt(2*" in f.fix and "zero-init" in f.fix
+
+
+def test_siren_layers_are_named_as_its_scheme():
+    layers = {lr.qualname: lr for lr in diagnose(C.Siren()).layers}
+    assert layers["first.weight"].convention == "SIREN first layer U(-1/fan_in, 1/fan_in)"
+    assert layers["hidden.0.weight"].convention.startswith("SIREN hidden layer")
+
+
+def test_adaln_zero_modulation_is_a_convention_not_symmetry():
+    layers = {lr.qualname: lr for lr in diagnose(C.AdaLNZeroBlock()).layers}
+    assert "gate" in layers["ada.weight"].convention
