@@ -188,8 +188,12 @@ def _context(index: GraphIndex, model: nn.Module, layers: tuple[facts_mod.LayerF
     # branches at full scale make a residual net's signal grow block by block, which is why
     # scaled-down branches exist; they are a design, not a deviation to measure against.
     reference_w = signal.scheme_weights(every)
+    # An embedding at a recognized convention (HF's N(0, 0.02)) sets the stream's scale on purpose;
+    # a LayerNorm then divides the gradient by that scale, so the reference keeps it too, or every
+    # small-embedding transformer would read as an exploding gradient.
     reference_w.update({lf.qualname: effective_w[lf.qualname] for lf in every
-                        if (lf.in_residual_branch or lf.residual_end) and lf.qualname in effective_w})
+                        if (lf.in_residual_branch or lf.residual_end or (lf.role is WeightRole.EMBEDDING and lf.convention))
+                        and lf.qualname in effective_w})
     with torch.no_grad():
         actual = signal.propagate(index, model, every, signal.actual_weights(every), stats)
         effective = signal.propagate(index, model, every, effective_w, stats)

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 # --- bugs: each must give at least a warning on the named parameter --------------------------------
 
 class NaNWeight(nn.Module):

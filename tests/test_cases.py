@@ -1,12 +1,11 @@
 """The bug reproductions are caught on the right parameter; the sound inits get no error."""
 
+import cases as C
 import pytest
 import torch
 
 from initcheck import diagnose
 from initcheck.findings import Severity
-
-import cases as C
 
 BUGS = [
     (C.NaNWeight, None, {("IC104", "fc1.weight")}),

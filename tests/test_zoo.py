@@ -115,3 +115,29 @@ def test_data_driven_fix_scales_gpt2s_conv1d_layers():
     for part in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
         assert f"transformer.h.0.{part}" in scaled, scaled
     assert report.extra["data_driven"]["worst_rel_error"] < 0.05
+
+
+GRID = [(arch, d, layers) for arch in ("gpt2", "bert", "llama") for d in (64, 128) for layers in (4, 8)]
+
+
+def _sized(arch, d, layers):
+    if arch == "gpt2":
+        return T.GPT2LMHeadModel(T.GPT2Config(n_embd=d, n_layer=layers, n_head=4, vocab_size=1000, n_positions=64,
+                                              bos_token_id=0, eos_token_id=0))
+    if arch == "bert":
+        return T.BertModel(T.BertConfig(hidden_size=d, num_hidden_layers=layers, num_attention_heads=4,
+                                        intermediate_size=4 * d, vocab_size=1000, max_position_embeddings=64))
+    return T.LlamaForCausalLM(T.LlamaConfig(hidden_size=d, num_hidden_layers=layers, num_attention_heads=4,
+                                            num_key_value_heads=4, intermediate_size=4 * d, vocab_size=1000,
+                                            max_position_embeddings=64))
+
+
+@pytest.mark.parametrize("arch,d,layers", GRID, ids=[f"{a}-{d}x{n}" for a, d, n in GRID])
+def test_library_init_has_no_error_across_widths_and_depths(arch, d, layers):
+    """The libraries' own init trains at every size: a threshold that holds at one config size must
+    hold at the others (GPT-2 at n_embd 128, 4 layers once read as an exploding gradient)."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = diagnose(_sized(arch, d, layers))
+    assert report.ok, [f.message for f in report.findings if f.severity == "error"]
