@@ -75,7 +75,7 @@ class Analysis:
                 return lf.name
         return self.layers[0].name if self.layers else None
 
-    def inputs(self, example_inputs: Any = None, batch: int = 2) -> tuple[tuple, dict]:
+    def inputs(self, example_inputs: Any = None, batch: int = 2) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The user's inputs, else ones built for the layer that runs first (`batch` samples)."""
         given = inputs_mod.normalize(example_inputs)
         if given is not None:
@@ -102,7 +102,7 @@ class Analysis:
         return out
 
 
-def run_forward(target: str, model: nn.Module, args: tuple, kwargs: dict) -> Any:
+def run_forward(target: str, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """The model's forward on the example inputs; a failure is the input's or the model's, said in
     one line (ForwardError), not ours."""
     try:
@@ -141,8 +141,9 @@ def analyze(
     def build() -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         return list(inputs_mod.candidates(model))
 
+    args, kwargs = given if given is not None else (None, None)
     try:
-        traced = trace(model, *(given or (None, None)), build_inputs=build)
+        traced = trace(model, args, kwargs, build_inputs=build)
     except TraceFailure as e:
         raise ForwardError(name, str(e)) from e
     index = index_graph(traced.graph, model)

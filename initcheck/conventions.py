@@ -23,23 +23,25 @@ def _close(a: float, b: float, n: int = 1 << 30) -> bool:
     return b > 0 and abs(a / b - 1.0) < CLOSE + 3.0 / math.sqrt(2.0 * n)
 
 
-def _config_value(model: nn.Module, keys: tuple[str, ...], kind: type):
-    """The first of `keys` that the model's Hugging Face config sets to a positive `kind`."""
+def _config_value(model: nn.Module, keys: tuple[str, ...], integer: bool) -> float | None:
+    """The first of `keys` that the model's Hugging Face config sets to a positive number (an int
+    when `integer`, a float otherwise)."""
     config = getattr(model, "config", None)
     for key in keys:
         value = getattr(config, key, None)
-        if isinstance(value, kind) and value > 0:
-            return value
+        if isinstance(value, int if integer else float) and not isinstance(value, bool) and value > 0:
+            return float(value)
     return None
 
 
 def _config_std(model: nn.Module) -> float | None:
     """Hugging Face's `initializer_range` (BERT, GPT-2, LLaMA, ...) or `init_std` (BART, Whisper)."""
-    return _config_value(model, ("initializer_range", "init_std", "initializer_factor"), float)
+    return _config_value(model, ("initializer_range", "init_std", "initializer_factor"), integer=False)
 
 
 def _n_layer(model: nn.Module) -> int | None:
-    return _config_value(model, ("n_layer", "num_hidden_layers", "num_layers"), int)
+    n = _config_value(model, ("n_layer", "num_hidden_layers", "num_layers"), integer=True)
+    return None if n is None else int(n)
 
 
 def apply(layers: tuple[LayerFacts, ...], model: nn.Module) -> tuple[LayerFacts, ...]:

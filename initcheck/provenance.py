@@ -17,12 +17,14 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-_SKIPPED = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, sys.modules[__package__]))
+_SKIPPED = tuple(os.path.dirname(m.__file__ or "") + os.sep for m in (torch, sys.modules[__package__ or "initcheck"]))
 _STDLIB = os.path.dirname(os.__file__) + os.sep
 _INSTALLED, _INSTALLED_DEB = f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}"
 
@@ -31,7 +33,7 @@ _INSTALLED, _INSTALLED_DEB = f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-pa
 class Sites:
     """id(parameter) -> (a weak reference to it, "path:line"); read with `for_model`."""
 
-    by_id: dict[int, tuple[weakref.ref, str]] = field(default_factory=dict)
+    by_id: dict[int, tuple[weakref.ref[torch.Tensor], str]] = field(default_factory=dict)
 
     def note(self, param: torch.Tensor, site: str) -> None:
         self.by_id[id(param)] = (weakref.ref(param), site)
@@ -48,7 +50,7 @@ class Sites:
 
 def _caller() -> str | None:
     """"path:line" of the innermost frame outside torch, initcheck and the standard library."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     while frame is not None:
         path = frame.f_code.co_filename
         if not (path.startswith(_SKIPPED) or path.startswith(_STDLIB) or path.startswith("<") or _INSTALLED in path
@@ -59,19 +61,20 @@ def _caller() -> str | None:
     return None
 
 
-def _descriptor(func) -> str | None:
-    return getattr(getattr(func, "__self__", None), "__name__", None)
+def _descriptor(func: Any) -> str | None:
+    name = getattr(getattr(func, "__self__", None), "__name__", None)
+    return name if isinstance(name, str) else None
 
 
 class _Recorder(TorchFunctionMode):
     """Notes every in-place write to a parameter, through `.data` and views too."""
 
-    def __init__(self, sites: Sites):
+    def __init__(self, sites: Sites) -> None:
         super().__init__()
         self.sites = sites
-        self.aliases: dict[int, tuple[weakref.ref, weakref.ref]] = {}  # id(p.data) -> (alias, p)
+        self.aliases: dict[int, tuple[weakref.ref[torch.Tensor], weakref.ref[nn.Parameter]]] = {}  # id(p.data) -> (alias, p)
 
-    def _param(self, t) -> nn.Parameter | None:
+    def _param(self, t: Any) -> nn.Parameter | None:
         if isinstance(t, nn.Parameter):
             return t
         if not isinstance(t, torch.Tensor):
@@ -84,7 +87,7 @@ class _Recorder(TorchFunctionMode):
             return hit[1]()
         return None
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         # nn.init's functions dispatch here with the tensor as a keyword: nn.init.uniform_(tensor=w)
@@ -112,7 +115,7 @@ def recorded() -> Iterator[Sites]:
     """Record, while the body builds models, where each parameter was created and last written."""
     sites = Sites()
 
-    def registered(module, name, param):
+    def registered(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
         if param is not None and id(param) not in sites.by_id:
             site = _caller()
             if site is not None:

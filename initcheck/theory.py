@@ -15,8 +15,8 @@ from __future__ import annotations
 import enum
 import functools
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ DEFAULT_PARAM = {"leaky_relu": 0.01, "prelu": 0.25, "elu": 1.0, "celu": 1.0, "so
 
 def activation_fn(name: str, param: float | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The elementwise function behind a canonical activation name, or None when it is not elementwise."""
-    p = DEFAULT_PARAM.get(name) if param is None else param
+    p: float = DEFAULT_PARAM.get(name, 1.0) if param is None else param
     table: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "identity": lambda x: x,
         "relu": F.relu,
@@ -129,8 +129,12 @@ def gain(name: str, param: float | None = None) -> float:
     if name in LINEAR_LIKE or name == "selu":
         # SELU's fixed point needs LeCun's 1/fan_in (torch's docs: nonlinearity='linear' for SNNs).
         return 1.0
-    if name in ("relu", "tanh", "sigmoid"):
-        return torch.nn.init.calculate_gain(name)
+    if name == "relu":
+        return torch.nn.init.calculate_gain("relu")
+    if name == "tanh":
+        return torch.nn.init.calculate_gain("tanh")
+    if name == "sigmoid":
+        return torch.nn.init.calculate_gain("sigmoid")
     if name in ("leaky_relu", "prelu"):
         slope = DEFAULT_PARAM[name] if param is None else param
         return torch.nn.init.calculate_gain("leaky_relu", slope)
@@ -148,9 +152,7 @@ class Fans:
 def fans(layout: Layout, shape: tuple[int, ...], groups: int = 1, stride: tuple[int, ...] = (), blocks: int = 1) -> Fans:
     """Fans of a weight from its layout (how it is used) and shape.
 
-    layouts: "out_in" (nn.Linear, F.linear: [out, in]), "in_out" (x @ W, HF Conv1D: [in, out]),
-    "conv" ([out, in/g, *k]), "conv_transpose" ([in, out/g, *k]), "bilinear" ([out, in1, in2]),
-    "embedding" ([num, dim]: a lookup, fan_in 1), "packed" ([blocks*out, in]: q/k/v or RNN gates).
+    layout: see ops.layers.Layout (how the op reads the weight).
     """
     if layout is Layout.OUT_IN:
         return Fans(_prod(shape[1:]), shape[0])
@@ -182,7 +184,7 @@ def torch_fans(shape: tuple[int, ...]) -> Fans:
     return Fans(shape[1] * rf, shape[0] * rf)
 
 
-def _prod(xs) -> int:
+def _prod(xs: Iterable[int]) -> int:
     out = 1
     for x in xs:
         out *= int(x)
@@ -224,7 +226,7 @@ def recommend(
 ) -> Recommendation:
     """The scheme and std that keep the signal's scale through this layer and its activation.
 
-    role: "weight", "recurrent" (an RNN's hidden-to-hidden matrix), "embedding".
+    role: a plain weight, an RNN's hidden-to-hidden matrix (orthogonal) or an embedding.
     custom_gain: the numeric gain of an `unknown:<name>` activation, measured from the function itself.
     """
     if role is WeightRole.EMBEDDING:

@@ -132,7 +132,8 @@ def _with_param(use: WeightUse, attr: str) -> WeightUse:
     return WeightUse(attr, use.layout, use.role, use.groups, use.stride, use.blocks, use.activation, use.stacked)
 
 
-def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor, kind: str, aliases) -> LayerFacts:
+def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor, kind: str,
+           aliases: dict[int, tuple[str, ...]]) -> LayerFacts:
     shape = tuple(int(s) for s in p.shape) if not isinstance(p, nn.parameter.UninitializedParameter) else ()
     fan_shape = shape[1:] if use.stacked else shape  # one expert's slice
     fan = theory.fans(use.layout, fan_shape, groups=use.groups, stride=use.stride, blocks=use.blocks) if shape else theory.Fans(0, 0)

@@ -4,7 +4,10 @@ the model's output; and whether the output only ever becomes an attention score.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import torch
 
 from .. import theory
 from ..graph import Op, OpKind
@@ -154,7 +157,8 @@ def _ends_residual(view: GraphIndex, gate: int, limit: int = 4) -> bool:
     return False
 
 
-def _activation(view: GraphIndex, op: Op, role: Role, preact: int, chain: set[int]):
+def _activation(view: GraphIndex, op: Op, role: Role, preact: int,
+                chain: set[int]) -> tuple[str, float | None, int, float | None]:
     """An activation op, or the hand-written gate x * f(x) around it (SiLU, QuickGELU, Mish)."""
     ops, users = view.ops, view.graph.consumers
     for u in users[op.index]:
@@ -165,7 +169,8 @@ def _activation(view: GraphIndex, op: Op, role: Role, preact: int, chain: set[in
                 fn = theory.activation_fn(role.activation or "", role.param)
                 scale = _inner_scale(view, op)
                 if fn is not None:
-                    def gated(x, fn=fn, scale=scale):
+                    def gated(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor] = fn,
+                              scale: float = scale) -> torch.Tensor:
                         return x * fn(scale * x)
                     matched = match_elementwise(gated)
                     if matched and matched[0]:

@@ -158,7 +158,7 @@ def function_role(op: Op) -> Role:
     return Role(RoleKind.OTHER)
 
 
-def _param_value(value) -> float | None:
+def _param_value(value: object) -> float | None:
     if isinstance(value, torch.Tensor):
         if value.is_meta or value.numel() == 0:
             return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,7 +128,7 @@ FUNCTION_WEIGHTS: dict[str, tuple[tuple[str, ...], Layout, tuple[str, ...], tupl
     "conv_transpose3d": (("1", "weight"), Layout.CONV_TRANSPOSE, ("6", "groups"), ("3", "stride"), False),
     "bilinear": (("2", "weight"), Layout.BILINEAR, (), (), False),
     "embedding": (("1", "weight"), Layout.EMBEDDING, (), (), False),
-    "addmm": (("2", "mat2"), "in_out", (), (), False),
+    "addmm": (("2", "mat2"), Layout.IN_OUT, (), (), False),
     "matmul": (("1", "other"), Layout.IN_OUT, (), (), False),
     "rmatmul": (("0",), Layout.IN_OUT, (), (), False),
     "_grouped_mm": (("1", "mat_b"), Layout.IN_OUT, (), (), True),  # HF MoE experts: x @ W[e] per expert
@@ -142,7 +143,7 @@ _SLICES = frozenset({"getitem", "select"})
 _SWAP = {Layout.OUT_IN: Layout.IN_OUT, Layout.IN_OUT: Layout.OUT_IN}
 
 
-def weight_views(ops, param_ops: set[int]) -> dict[int, tuple[int, bool, bool]]:
+def weight_views(ops: Sequence[Op], param_ops: set[int]) -> dict[int, tuple[int, bool, bool]]:
     """op index -> (param op index, transposed, sliced) for parameters and their views."""
     views = {i: (i, False, False) for i in param_ops}
     for op in ops:
@@ -152,7 +153,7 @@ def weight_views(ops, param_ops: set[int]) -> dict[int, tuple[int, bool, bool]]:
     return views
 
 
-def function_weight(op: Op, views: dict[int, tuple[int, bool, bool]]) -> tuple[int, WeightUse] | None:
+def function_weight(op: Op, views: Mapping[int, tuple[int, bool, bool]]) -> tuple[int, WeightUse] | None:
     """(param op index, use) when `op` is a function that reads a weight parameter, directly or
     through a view of it (see weight_views)."""
     entry = FUNCTION_WEIGHTS.get(op.target)
@@ -175,7 +176,7 @@ def function_weight(op: Op, views: dict[int, tuple[int, bool, bool]]) -> tuple[i
         idx = op.operand("0", "input")
         if idx is not None and idx in views:
             param, flipped, sliced = views[idx]
-            return param, WeightUse("", Layout.IN_OUT if flipped else "out_in", stacked=sliced)
+            return param, WeightUse("", Layout.IN_OUT if flipped else Layout.OUT_IN, stacked=sliced)
     return None
 
 

@@ -54,8 +54,9 @@ def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...
             continue
         data = [i for i in index.data_operands(op) if fwd[i] is not None]
         x = fwd[data[0]] if data else None
-        lf = by_op.get(op.index)
-        if lf is not None:
+        first = by_op.get(op.index)
+        if first is not None:
+            lf = first
             w = weights.get(lf.qualname)
             mod = index.module(op)
             if isinstance(mod, nn.RNNBase):

@@ -8,7 +8,9 @@ needs data (`.item()`, data-dependent branches).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,9 +34,9 @@ class Traced:
     unreached: tuple[str, ...]  # weight parameters that no traced op read
 
 
-def weight_params(model: nn.Module) -> dict[str, nn.Parameter]:
+def weight_params(model: nn.Module) -> dict[str, torch.Tensor]:
     """Qualified name -> parameter for every weight a report must judge (tied ones once)."""
-    out: dict[str, nn.Parameter] = {}
+    out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for mname, module in model.named_modules():
         for use in module_weights(module):
@@ -123,7 +125,8 @@ def missing_weights(graph: Graph, model: nn.Module, expected: set[str]) -> set[s
     return expected - reached_weights(graph, model) - additive_params(graph)
 
 
-def trace(model: nn.Module, args: tuple | None, kwargs: dict | None, build_inputs) -> Traced:
+def trace(model: nn.Module, args: tuple[Any, ...] | None, kwargs: dict[str, Any] | None,
+          build_inputs: Callable[[], Iterable[tuple[tuple[Any, ...], dict[str, Any]]]]) -> Traced:
     """fx when it traces and reaches every weight; otherwise the recorded forward pass.
 
     build_inputs: a callable giving candidate (args, kwargs) pairs for the recorded pass when none
@@ -142,24 +145,23 @@ def trace(model: nn.Module, args: tuple | None, kwargs: dict | None, build_input
     proposals = [(args or (), kwargs or {})] if (args is not None or kwargs is not None) else list(build_inputs())
     if not proposals:
         raise TraceFailure("cannot guess an input from the model's first layer")
-    graph, error = None, None
-    meta_only = any(p.is_meta for p in model.parameters())
-    for answer in ((True,) if meta_only else (False,)):  # a meta-only model has no real fallback
-        for a, k in proposals:  # a guessed input that does not fit: try the next proposal
-            for on_meta in meta_first(model):
-                try:
-                    graph = trace_recorded(model, a, k, on_meta=on_meta, answer_meta=answer)
-                    break
-                except TraceFailure as e:
-                    error = error or e
-            if graph is not None:
-                break
-        if graph is not None:
-            break
-    if graph is None:
-        raise error
+    graph = _record(model, proposals)
     if graph.guesses:
         notes.append(f"the model lives on the meta device: {graph.guesses} data-dependent check(s) in its forward "
                      "were answered with a default (True / 0)")
-    missing = sorted(missing_weights(graph, model, expected))
-    return Traced(graph, tuple(notes), tuple(missing))
+    return Traced(graph, tuple(notes), tuple(sorted(missing_weights(graph, model, expected))))
+
+
+def _record(model: nn.Module, proposals: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> Graph:
+    """The first recorded pass that runs: each proposed input, on meta tensors first for big models;
+    a meta-only model answers its data-dependent checks with defaults (it has no real fallback)."""
+    error: TraceFailure | None = None
+    answer = any(p.is_meta for p in model.parameters())
+    for a, k in proposals:  # a guessed input that does not fit: try the next proposal
+        for on_meta in meta_first(model):
+            try:
+                return trace_recorded(model, a, k, on_meta=on_meta, answer_meta=answer)
+            except TraceFailure as e:
+                error = error or e
+    assert error is not None
+    raise error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch.fx as fx
@@ -25,7 +26,7 @@ def trace_fx(model: nn.Module) -> Graph:
     index: dict[fx.Node, int] = {}
     param_names = {name for name, _ in root.named_parameters(remove_duplicate=False)}
 
-    def add(node: fx.Node | None, **kw) -> None:
+    def add(node: fx.Node | None, **kw: Any) -> None:
         op = Op(index=len(ops), **kw)
         ops.append(op)
         if node is not None:
@@ -62,7 +63,8 @@ def _canonical_param(root: nn.Module, name: str) -> str:
     return name
 
 
-def split_args(args, kwargs, lookup) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, Any], ...]]:
+def split_args(args: Sequence[Any], kwargs: Mapping[str, Any], lookup: Callable[[Any], int | None]
+               ) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, Any], ...]]:
     operands: list[tuple[str, int]] = []
     scalars: list[tuple[str, Any]] = []
 

@@ -4,6 +4,7 @@ hooks, for models fx cannot trace (data-dependent control flow, Hugging Face, wr
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -29,10 +30,10 @@ class _Recorder(TorchFunctionMode):
     intermediate tensor is reused by the next allocation and would wire wrong edges.
     """
 
-    def __init__(self, params: dict[int, str]):
+    def __init__(self, params: dict[int, str]) -> None:
         super().__init__()
         self.ops: list[Op] = []
-        self._tags: dict[int, tuple[weakref.ref, int]] = {}
+        self._tags: dict[int, tuple[weakref.ref[torch.Tensor], int]] = {}
         self._params = params
         self._param_ops: dict[str, int] = {}
         self.depth = 0
@@ -53,7 +54,7 @@ class _Recorder(TorchFunctionMode):
             return self._param_ops[name]
         return None
 
-    def _new(self, **kw) -> int:
+    def _new(self, **kw: Any) -> int:
         op = Op(index=len(self.ops), **kw)
         self.ops.append(op)
         return op.index
@@ -71,10 +72,10 @@ class _Recorder(TorchFunctionMode):
 
     # On meta tensors a data-dependent question (if mask.all(): ..., x.item()) has no answer; the
     # pass answers it with a neutral default and counts it (the report says how many).
-    _DEFAULTS = {"__bool__": lambda t: True, "item": lambda t: True if t.dtype == torch.bool else 0,
+    _DEFAULTS: dict[str, Callable[[torch.Tensor], object]] = {"__bool__": lambda t: True, "item": lambda t: True if t.dtype == torch.bool else 0,
                  "__int__": lambda t: 0, "__float__": lambda t: 0.0}
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
         if self.answer_meta and name in self._DEFAULTS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
@@ -91,7 +92,7 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
-def tensors_in(value: Any, depth: int = 0):
+def tensors_in(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
     """Every tensor in a (nested) tuple, list or dict, such as a forward's output."""
     if isinstance(value, torch.Tensor):
         yield value
@@ -103,7 +104,8 @@ def tensors_in(value: Any, depth: int = 0):
             yield from tensors_in(v, depth + 1)
 
 
-def trace_recorded(model: nn.Module, args: tuple, kwargs: dict, on_meta: bool = True, answer_meta: bool = False) -> Graph:
+def trace_recorded(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], on_meta: bool = True,
+                   answer_meta: bool = False) -> Graph:
     """Run one forward pass of a copy of the model and record it.
 
     answer_meta: on meta tensors, answer data-dependent questions (bool(t), t.item()) with neutral
@@ -112,21 +114,21 @@ def trace_recorded(model: nn.Module, args: tuple, kwargs: dict, on_meta: bool = 
     params = {id(p): name for name, p in root.named_parameters()}
     rec = _Recorder(params)
     rec.answer_meta = on_meta and answer_meta
-    handles = []
+    handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def pre_hook(module, margs, mkwargs):
+    def pre_hook(module: nn.Module, margs: tuple[Any, ...], mkwargs: dict[str, Any]) -> None:
         if rec.depth == 0:
-            operands, scalars = split_args(margs, mkwargs, rec.lookup)
-            module._initcheck_call = (operands, scalars)
+            module.__dict__["_initcheck_call"] = split_args(margs, mkwargs, rec.lookup)
         rec.depth += 1
         rec.current.append(names[module])
 
-    def post_hook(module, margs, mkwargs, out):
+    def post_hook(module: nn.Module, margs: tuple[Any, ...], mkwargs: dict[str, Any], out: Any) -> None:
         rec.depth -= 1
         rec.current.pop()
         if rec.depth == 0:
-            operands, scalars = module.__dict__.pop("_initcheck_call")
-            idx = rec._new(kind=OpKind.MODULE, target=type(module).__name__, module=names[module], operands=operands, scalars=scalars)
+            call_operands, call_scalars = module.__dict__.pop("_initcheck_call")
+            idx = rec._new(kind=OpKind.MODULE, target=type(module).__name__, module=names[module], operands=call_operands,
+                           scalars=call_scalars)
             rec.tag(out, idx)
 
     names: dict[nn.Module, str] = {}
@@ -170,7 +172,7 @@ def meta_first(model: nn.Module) -> tuple[bool, ...]:
     return (True, False) if numel > META_ABOVE else (False, True)
 
 
-def accepts(model: nn.Module, args: tuple, kwargs: dict) -> bool:
+def accepts(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Whether the model's forward runs on these inputs."""
     for on_meta in meta_first(model):
         try:
