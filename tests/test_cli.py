@@ -150,7 +150,7 @@ def test_list_rules():
 
 def test_fix_writes_a_state_dict_and_never_overwrites(tmp_path):
     out = tmp_path / "fixed.pt"
-    r = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), cwd=tmp_path)
+    r = run(f"{SEEDS}:Uniform01", "--fix", "--fix-output", str(out), cwd=tmp_path)
     assert r.exit_code == 0, r.output
     import sys
 
@@ -161,9 +161,9 @@ def test_fix_writes_a_state_dict_and_never_overwrites(tmp_path):
     model.load_state_dict(torch.load(out))
     from initcheck import diagnose
     assert diagnose(model).ok
-    again = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), cwd=tmp_path)
+    again = run(f"{SEEDS}:Uniform01", "--fix", "--fix-output", str(out), cwd=tmp_path)
     assert again.exit_code == 2 and "pass --force" in again.output
-    assert run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), "--force", cwd=tmp_path).exit_code == 0
+    assert run(f"{SEEDS}:Uniform01", "--fix", "--fix-output", str(out), "--force", cwd=tmp_path).exit_code == 0
     assert run(f"{SEEDS}:Uniform01", "--fix", cwd=tmp_path).exit_code == 2
 
 
@@ -200,18 +200,18 @@ def test_progress_bars_are_silent_off_a_terminal():
 
 def test_data_driven_fix_reports_its_passes(tmp_path):
     out = tmp_path / "fixed.pt"
-    r = run(f"{SEEDS}:Uniform01", "--fix", "--data-driven", "-o", str(out), cwd=tmp_path)
+    r = run(f"{SEEDS}:Uniform01", "--fix", "--data-driven", "--fix-output", str(out), cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert "3 layers scaled in 2 forward passes" in r.output
 
 
 def test_fix_into_a_missing_directory_is_refused_before_any_work(tmp_path):
-    r = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(tmp_path / "no" / "such" / "dir" / "f.pt"))
+    r = run(f"{SEEDS}:Uniform01", "--fix", "--fix-output", str(tmp_path / "no" / "such" / "dir" / "f.pt"))
     assert r.exit_code == 2 and "its directory does not exist" in r.output
     assert "before the fix" not in r.output and len(r.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("extra", [["--probe"], ["--fix", "-o", "f.pt"]], ids=["probe", "fix"])
+@pytest.mark.parametrize("extra", [["--probe"], ["--fix", "--fix-output", "f.pt"]], ids=["probe", "fix"])
 def test_an_input_the_forward_rejects_is_the_users_error_in_one_line(tmp_path, extra):
     path = write(tmp_path, """
         from torch import nn
