@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from fnmatch import fnmatchcase
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from click.core import ParameterSource
@@ -24,6 +24,10 @@ from .errors import InitcheckError, UsageError
 from .findings import RULES, Finding
 from .formats import Failure, Run, write
 from .options import COLORS, DEVICES, DTYPE_NAMES, FORMATS, Settings
+
+if TYPE_CHECKING:
+    from .loader import Loaded
+    from .report import Report
 
 _CODES = "Codes or prefixes; repeat the flag or separate with commas."
 
@@ -76,7 +80,7 @@ _FIELDS = {"targets": "targets", "output_format": "output_format", "legacy_forma
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, "--version", prog_name="initcheck")
 @click.pass_context
-def main(ctx: click.Context, targets: tuple[str, ...], output: str | None, config_path: str | None,
+def main(ctx: click.Context, /, targets: tuple[str, ...], output: str | None, config_path: str | None,
          show_settings: bool, explain: str | None, list_rules: bool, verbose: bool, **_: Any) -> None:
     """Check the weight initialization of PyTorch models, before any training.
 
@@ -253,7 +257,8 @@ def _call_hook(spec: str, model: Any) -> Any:
     return fn(model) if inspect.signature(fn).parameters else fn()
 
 
-def _run_one(loaded, inputs, settings, do_fix, data_driven, fix_output, do_probe, device, seed):  # type: ignore[no-untyped-def]
+def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data_driven: bool, fix_output: str | None,
+             do_probe: bool, device: str, seed: int) -> Report:
     import torch
 
     from .api import diagnose
@@ -262,8 +267,8 @@ def _run_one(loaded, inputs, settings, do_fix, data_driven, fix_output, do_probe
 
     sel = settings.selection
     # the API of 0.1 takes select/ignore lists: pass it the exact codes the Selection keeps
-    kw = dict(select=tuple(c for c in RULES if sel.selects(c)), ignore=(), per_layer_ignore=sel.per_layer_ignore,
-              sources=loaded.sources)
+    kw: dict[str, Any] = dict(select=tuple(c for c in RULES if sel.selects(c)), ignore=(),
+                              per_layer_ignore=sel.per_layer_ignore, sources=loaded.sources)
     model = loaded.model
     if do_fix:
         before = diagnose(model, inputs, target=loaded.target, **kw)
@@ -276,6 +281,7 @@ def _run_one(loaded, inputs, settings, do_fix, data_driven, fix_output, do_probe
                         progress=bars, target=loaded.target)
         finally:
             bars.close()
+        assert fix_output is not None  # checked before any work
         tmp = fix_output + ".tmp"
         torch.save(model.state_dict(), tmp)
         os.replace(tmp, fix_output)  # never a half-written file

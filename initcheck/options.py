@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -17,10 +18,10 @@ from typing import Any, Literal
 from .errors import ConfigError, UsageError
 from .findings import SETTINGS, SEVERITY_WORDS, Selection, Severity, unknown_codes
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # Python 3.10
+    import tomli as tomllib
 
 DTYPE_NAMES = ("bfloat16", "float", "float16", "float32", "float64", "int32", "int64", "long")
 FORMATS = ("full", "concise", "json", "json-lines", "sarif", "github", "junit")
@@ -174,7 +175,7 @@ def settings_from(config: Config | None = None, cli: Mapping[str, Any] | None = 
     values: dict[str, Any] = {}
     origins: dict[str, str] = {f.name: DEFAULT for f in fields(Settings) if f.name != "origins"}
     where = f"config: {config.path}" if config.path else "config"
-    codes: dict[str, tuple[str, ...]] = {}
+    codes: dict[str, tuple[Any, ...]] = {}  # code lists, and (code, pattern) pairs
     code_origin: dict[str, str] = {}
 
     for key, raw in config.table.items():
@@ -182,7 +183,7 @@ def settings_from(config: Config | None = None, cli: Mapping[str, Any] | None = 
             raise ConfigError(config.path or "config", f"unknown key {key!r}; expected one of {', '.join(CONFIG_KEYS)}")
         name, value = _config_value(config, key, raw)
         if name in ("select", "ignore", "extend_select", "extend_ignore", "per_layer_ignore"):
-            codes[name] = value  # type: ignore[assignment]
+            codes[name] = value
             code_origin[name] = where
         else:
             values[name] = value

@@ -45,7 +45,7 @@ class Report:
     layers: tuple[LayerReport, ...]
     findings: tuple[Finding, ...]
     notes: tuple[str, ...] = ()
-    probe: tuple = ()  # probe.ProbeLayer, one per weight module, when a real batch was run
+    probe: tuple[Any, ...] = ()  # probe.ProbeLayer, one per weight module, when a real batch was run
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property

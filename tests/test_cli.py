@@ -244,3 +244,44 @@ def test_the_same_report_on_every_run(tmp_path):
     first = run(f"{SEEDS}:TanhNormal001", cwd=tmp_path).output
     assert first == run(f"{SEEDS}:TanhNormal001", cwd=tmp_path).output
     assert first != run(f"{SEEDS}:TanhNormal001", "--seed", "1", cwd=tmp_path).output  # the weights' own numbers
+
+
+def test_dash_o_still_works_for_one_release_with_a_deprecation_line(tmp_path):
+    out = tmp_path / "fixed.pt"
+    r = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), cwd=tmp_path)
+    assert r.exit_code == 0 and out.exists(), r.output
+    assert "initcheck: -o/--output is deprecated and will be removed in 0.3; use --fix-output" in r.stderr
+    assert "deprecated" not in run(f"{SEEDS}:Uniform01", "--fix", "--fix-output", str(tmp_path / "g.pt"), cwd=tmp_path).stderr
+
+
+def test_fix_output_without_fix_is_refused(tmp_path):
+    r = run(f"{SEEDS}:He", "--fix-output", str(tmp_path / "f.pt"), cwd=tmp_path)
+    assert r.exit_code == 2 and "--fix-output: is only used with --fix" in r.output
+
+
+def test_exclude_skips_matching_targets(tmp_path):
+    r = run(SEEDS, "--exclude", "*:Zeros", "--exclude", "*Uniform*", "--output-format", "json", cwd=tmp_path)
+    names = {m["target"].rsplit(":", 1)[1] for m in json.loads(r.stdout)["models"]}
+    assert "He" in names and "Zeros" not in names and not any("Uniform" in n for n in names)
+
+
+def _python(code: str) -> list[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_do_not_import_torch(flag):
+    code = ("import sys\nfrom initcheck.cli import main\n"
+            f"try:\n    main([{flag!r}])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH', 'torch' in sys.modules)")
+    assert _python(code)[-2:] == ["TORCH", "False"]
+
+
+def test_the_lazy_package_still_gives_the_functions():
+    # importing the fix module first must not shadow initcheck.fix, the function users call
+    code = "import initcheck.fix, initcheck.probe, initcheck\nprint(callable(initcheck.fix), callable(initcheck.probe), initcheck.plan.__name__)"
+    assert _python(code) == ["True", "True", "plan"]
