@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -20,10 +20,13 @@ from click.core import ParameterSource
 
 from . import __version__
 from . import options as options_mod
+from .configfile import load_config
 from .errors import InitcheckError, UsageError
 from .findings import RULES, Finding
-from .formats import Failure, Run, write
-from .options import COLORS, DEVICES, DTYPE_NAMES, FORMATS, Settings
+from .formats import Failure, Run, statistics, write
+from .inputspec import DTYPE_NAMES, example_inputs
+from .options import COLORS, DEVICES, FORMATS, Settings
+from .progress import Bars, say
 
 if TYPE_CHECKING:
     from .loader import Loaded
@@ -102,7 +105,7 @@ def main(ctx: click.Context, /, targets: tuple[str, ...], output: str | None, co
         click.echo("initcheck: -o/--output is deprecated and will be removed in 0.3; use --fix-output", err=True)
         given.setdefault("fix_output", output)
     try:
-        settings = options_mod.settings_from(options_mod.load_config(config_path), given)
+        settings = options_mod.settings_from(load_config(config_path), given)
     except InitcheckError as e:
         _fail(e, verbose)
     if show_settings:
@@ -191,7 +194,7 @@ def _color(settings: Settings) -> bool:
 
 
 def _print(settings: Settings, run: Run) -> None:
-    text = statistics(run) if settings.statistics else write(settings.output_format, run)
+    text = statistics.write(run) if settings.statistics else write(settings.output_format, run)
     if settings.output_file:
         try:
             with open(settings.output_file, "w", encoding="utf-8") as fh:
@@ -200,61 +203,6 @@ def _print(settings: Settings, run: Run) -> None:
             _fail(UsageError(settings.output_file, f"cannot write the report: {e.strerror}"), False)
         return
     click.echo(text, nl=False, color=run.color or None)
-
-
-def statistics(run: Run) -> str:
-    """--statistics: a count per code, most frequent first (as ruff prints it)."""
-    counts: dict[str, int] = {}
-    for report in run.reports:
-        for f in report.findings:
-            counts[f.code] = counts.get(f.code, 0) + 1
-    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return "".join(f"{n:>5}  {code}  [{RULES[code].severity}] {RULES[code].name}\n" for code, n in rows)
-
-
-def example_inputs(settings: Settings, model: Any) -> Any:
-    """The example inputs the options describe: None (guessed from the model), one tensor, a tuple
-    of positional ones or a dict of keyword ones, or what the --inputs function returns."""
-    if settings.inputs_hook:
-        return _call_hook(settings.inputs_hook, model)
-    if not settings.inputs:
-        return None
-    import torch
-
-    from .inputs import from_shape
-
-    parsed = [options_mod.parse_input(spec) for spec in settings.inputs]
-    aliases = {"float": "float32", "long": "int64"}
-    tensors = [(name, from_shape(shape, getattr(torch, aliases.get(d := dtype or settings.input_dtype, d)), model))
-               for name, shape, dtype in parsed]
-    named = [name is not None for name, _ in tensors]
-    if any(named) and not all(named):
-        raise UsageError("--input", "give every input a name (tokens=1,16) or none")
-    if all(named):
-        return {name: t for name, t in tensors}
-    return tensors[0][1] if len(tensors) == 1 else tuple(t for _, t in tensors)
-
-
-def _call_hook(spec: str, model: Any) -> Any:
-    """--inputs file.py:function: the function is called with the model when it takes an argument."""
-    import importlib.util
-    import inspect
-
-    path, _, name = spec.rpartition(":")
-    if not os.path.isfile(path):
-        raise UsageError(f"--inputs {spec}", f"no such file: {path}")
-    module_spec = importlib.util.spec_from_file_location(f"_initcheck_inputs_{abs(hash(path))}", path)
-    if module_spec is None or module_spec.loader is None:
-        raise UsageError(f"--inputs {spec}", "cannot import this file")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as e:
-        raise UsageError(f"--inputs {spec}", f"importing it raised {type(e).__name__}: {e}") from e
-    fn: Callable[..., Any] | None = getattr(module, name, None)
-    if not callable(fn):
-        raise UsageError(f"--inputs {spec}", f"{path} has no function {name!r}")
-    return fn(model) if inspect.signature(fn).parameters else fn()
 
 
 def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data_driven: bool, fix_output: str | None,
@@ -274,7 +222,7 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
         before = diagnose(model, inputs, target=loaded.target, **kw)
         click.echo(f"{loaded.target}: before the fix: {_summary(before)}", err=True)
         generator = torch.Generator().manual_seed(seed)
-        _progress(f"fixing {loaded.target} ...")
+        say(f"fixing {loaded.target} ...")
         bars = Bars(sys.stderr)
         try:
             fixed = fix(model, inputs, device=device, generator=generator, data_driven=data_driven or None,
@@ -288,7 +236,7 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
         click.echo(f"{loaded.target}: wrote the fixed state_dict to {fix_output} ({_fix_summary(fixed)}); "
                    f"load it with model.load_state_dict(torch.load({fix_output!r}))", err=True)
     if do_probe:
-        _progress(f"probing {loaded.target} on {device} ...")
+        say(f"probing {loaded.target} on {device} ...")
         return probe(model, inputs, device=device, target=loaded.target, **kw)
     return diagnose(model, inputs, target=loaded.target, **kw)
 
@@ -319,7 +267,7 @@ def _explain(codes: list[str], verbose: bool) -> None:
     load()
     if len(codes) != 1 or codes[0].upper() not in RULES:
         shown = " ".join(codes) or "(none)"
-        _fail(UsageError(f"rule {shown}", f"name one code; valid codes: {', '.join(RULES)}"), verbose)
+        _fail(UsageError(f"rule {shown}", f"name one code; valid codes: {', '.join(sorted(RULES))}"), verbose)
     click.echo(rule_page(RULES[codes[0].upper()]), nl=False)
 
 
@@ -337,40 +285,6 @@ def _fix_summary(report: Any) -> str:
         text += (f", {len(dd['layers'])} layers scaled in {dd['forward_passes']} forward passes, "
                  f"worst |std/target - 1| {dd['worst_rel_error']:.2g}")
     return text
-
-
-class Bars:
-    """fix()'s progress(stage, done, total) drawn as one bar per stage on a terminal; silent when
-    the stream is not a terminal (CI logs, pipes, pre-commit)."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.stage: str | None = None
-        self.bar: Any = None
-        self.done = 0
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if stage != self.stage:
-            self.close()
-            self.stage, self.done = stage, 0
-            self.bar = click.progressbar(length=max(total, 1), label=f"initcheck: {stage}", file=self.stream,
-                                         show_pos=True, show_eta=False)
-        self.bar.update(done - self.done)
-        self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.render_finish()
-            self.bar = None
-            self.stage = None
-
-
-def _progress(message: str) -> None:
-    if sys.stderr.isatty():
-        click.echo(f"initcheck: {message}", err=True)
 
 
 def _report_error(e: InitcheckError, verbose: bool) -> None:

@@ -8,22 +8,16 @@ registry, which is filled on first use (importing the rules is what imports torc
 from __future__ import annotations
 
 import os
-import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Literal
 
+from .configfile import Config
 from .errors import ConfigError, UsageError
 from .findings import SETTINGS, SEVERITY_WORDS, Selection, Severity, unknown_codes
+from .inputspec import DTYPE_NAMES, parse_input
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # Python 3.10
-    import tomli as tomllib
-
-DTYPE_NAMES = ("bfloat16", "float", "float16", "float32", "float64", "int32", "int64", "long")
 FORMATS = ("full", "concise", "json", "json-lines", "sarif", "github", "junit")
 FORMAT_ALIASES = {"table": "full"}  # the 0.1 spelling of --format
 DEVICES = ("auto", "cpu", "cuda")
@@ -69,8 +63,6 @@ class Settings:
         return SETTINGS[name].default
 
 
-# --- config files ------------------------------------------------------------------------------
-
 CONFIG_KEYS: dict[str, str] = {  # key in [tool.initcheck] -> what it takes (the error says this)
     "targets": "a list of strings (path/to/model.py:Name)",
     "fail-on": "one of error, warning, info, never",
@@ -96,71 +88,6 @@ CONFIG_KEYS: dict[str, str] = {  # key in [tool.initcheck] -> what it takes (the
     "color": "one of " + ", ".join(COLORS),
     "thresholds": "a table of setting = number",
 }
-
-
-@dataclass(frozen=True)
-class Config:
-    """The [tool.initcheck] table of one file, as read (validated by settings_from)."""
-
-    path: str | None = None
-    table: Mapping[str, Any] = field(default_factory=dict)
-
-
-def find_config(start: str = ".") -> str | None:
-    """The nearest initcheck.toml, or pyproject.toml with a [tool.initcheck] table, at or above
-    `start` (in one folder, initcheck.toml wins, as ruff's ruff.toml wins over pyproject.toml)."""
-    here = os.path.abspath(start)
-    while True:
-        own = os.path.join(here, "initcheck.toml")
-        if os.path.isfile(own):
-            return own
-        candidate = os.path.join(here, "pyproject.toml")
-        if os.path.isfile(candidate) and _has_table(candidate):
-            return candidate
-        parent = os.path.dirname(here)
-        if parent == here:
-            return None
-        here = parent
-
-
-def _has_table(path: str) -> bool:
-    try:
-        data = _load_toml(path)
-    except ConfigError:
-        return True  # a broken pyproject.toml is reported when read, not skipped silently
-    tool = data.get("tool")
-    return isinstance(tool, dict) and "initcheck" in tool
-
-
-def _load_toml(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except OSError as e:
-        raise ConfigError(path, f"cannot read: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, f"not valid TOML: {e}") from e
-
-
-def read_config(path: str) -> Config:
-    """The options table of `path`: [tool.initcheck] of a pyproject.toml, the top level of an
-    initcheck.toml."""
-    data = _load_toml(path)
-    if os.path.basename(path) == "initcheck.toml":
-        table: Any = data
-    else:
-        table = data.get("tool", {}).get("initcheck", {}) if isinstance(data.get("tool"), dict) else {}
-    if not isinstance(table, dict):
-        raise ConfigError(path, "[tool.initcheck] must be a table")
-    return Config(path, table)
-
-
-def load_config(path: str | None) -> Config:
-    """The given file, else the one found upwards from the current folder, else no config."""
-    if path:
-        return read_config(path)
-    found = find_config()
-    return read_config(found) if found else Config()
 
 
 # --- merging and validation ------------------------------------------------------------------
@@ -324,7 +251,7 @@ def _check_codes(selection: Selection, origin: Mapping[str, str]) -> None:
         from .findings import RULES
 
         where = " / ".join(sorted(set(origin.values()))) or COMMAND_LINE
-        raise UsageError(where, f"unknown code(s) or prefix(es) {', '.join(bad)}; valid codes: {', '.join(RULES)}")
+        raise UsageError(where, f"unknown code(s) or prefix(es) {', '.join(bad)}; valid codes: {', '.join(sorted(RULES))}")
 
 
 def load_rules() -> None:
@@ -340,29 +267,6 @@ def _threshold(path: str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(path, f"thresholds.{key} = {_show(value)} is not valid; expected a number")
     return float(value)
-
-
-_DIMS = re.compile(r"^[0-9]+(?:[,x][0-9]+)*$")
-
-
-def parse_input(spec: str) -> tuple[str | None, tuple[int, ...], str | None]:
-    """'[name=]d0,d1,...[:dtype]' -> (name, shape, dtype). A ValueError for `1,,3`, a zero or
-    negative size, or an unknown dtype. (A stand-in: the lead swaps in the inputs helper's parser.)"""
-    text = spec.strip()
-    name = None
-    if "=" in text:
-        name, _, text = text.partition("=")
-        if not name.isidentifier():
-            raise ValueError(f"{name!r} is not an argument name")
-    dims, _, dtype = text.partition(":")
-    if dtype and dtype not in DTYPE_NAMES:
-        raise ValueError(f"not a shape with a known dtype ({dtype!r}; one of {', '.join(DTYPE_NAMES)})")
-    if not _DIMS.match(dims.replace(" ", "")):
-        raise ValueError("not a shape (write it as 2,3,32,32: positive integers separated by commas)")
-    shape = tuple(int(d) for d in re.split(r"[,x]", dims.replace(" ", "")))
-    if any(d <= 0 for d in shape):
-        raise ValueError("not a shape (every size must be a positive integer)")
-    return name, shape, dtype or None
 
 
 def _check_input(spec: str, path: str | None, key: str) -> str:

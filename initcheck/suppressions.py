@@ -5,7 +5,7 @@ finding (IC003), so suppressions do not outlive the code they excused. Runs afte
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from .findings import Finding, Severity, rule
@@ -83,15 +83,20 @@ def _split(source: str) -> tuple[str, int] | None:
     return (path, int(line)) if sep and line.isdigit() else None
 
 
-def apply(findings: Iterable[Finding], files: Iterable[str] | None = None) -> Suppressed:
+def apply(findings: Iterable[Finding], files: Iterable[str] | None = None,
+          built: Mapping[str, str] | None = None) -> Suppressed:
     """Drop the findings whose source line carries a matching comment.
 
     files: what is judged for unused comments: "path" (every comment in the file) or "path:line"
     (the comment on that line), typically the "path:line" of every parameter the model wrote, so a
     file with several models does not blame one model for another's comments. None: the source
-    lines of the findings themselves."""
+    lines of the findings themselves (and their `built` lines).
+    built: parameter name -> "path:line" that created it, when known: a comment on the line that
+    built the layer suppresses too, even after a later line rewrote the weight."""
     findings = tuple(findings)
-    scope = list(files) if files is not None else [f.source for f in findings if f.source]
+    built = built or {}
+    scope = list(files) if files is not None else [
+        site for f in findings for site in (f.source, built.get(f.layer)) if site]
     by_file: dict[str, dict[int, Suppression]] = {}
 
     def at(path: str) -> dict[int, Suppression]:
@@ -103,9 +108,9 @@ def apply(findings: Iterable[Finding], files: Iterable[str] | None = None) -> Su
     suppressed: list[tuple[Finding, Suppression]] = []
     used: set[tuple[str, int]] = set()
     for f in findings:
-        where = _split(f.source) if f.source else None
-        s = at(where[0]).get(where[1]) if where else None
-        if s is not None and s.covers(f.code) and f.code != UNUSED:
+        s = next((s for site in (f.source, built.get(f.layer)) if site and (s := _comment(at, site)) is not None
+                  and s.covers(f.code)), None) if f.code != UNUSED else None
+        if s is not None:
             suppressed.append((f, s))
             used.add((s.path, s.line))
         else:
@@ -120,6 +125,11 @@ def apply(findings: Iterable[Finding], files: Iterable[str] | None = None) -> Su
             judged[where] = at(where[0])[where[1]]
     unused = tuple(_unused(s) for key, s in sorted(judged.items()) if key not in used)
     return Suppressed(tuple(kept), tuple(suppressed), unused)
+
+
+def _comment(at: Callable[[str], dict[int, Suppression]], site: str) -> Suppression | None:
+    where = _split(site)
+    return at(where[0]).get(where[1]) if where else None
 
 
 def _unused(s: Suppression) -> Finding:

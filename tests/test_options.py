@@ -11,8 +11,10 @@ from click.testing import CliRunner
 
 from initcheck import findings
 from initcheck.cli import main
+from initcheck.configfile import Config, find_config, read_config
 from initcheck.findings import Selection, Setting, Severity
-from initcheck.options import Config, find_config, parse_input, read_config, settings_from
+from initcheck.inputspec import parse_input
+from initcheck.options import settings_from
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = os.path.join(ROOT, "examples", "seeds.py")

@@ -109,3 +109,12 @@ def test_apply_without_files_judges_only_the_finding_lines(tmp_path):
     assert [u.source for u in out.unused] == [f"{path}:2"]  # line 3 is not judged: no finding points there
     everything = apply([f1, f2], files=[str(path)])
     assert [u.source for u in everything.unused] == [f"{path}:2", f"{path}:3"]
+
+
+def test_a_comment_on_the_line_that_built_the_layer_suppresses_too(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("layer = make()  # initcheck: ignore[IC103] built small\nnn.init.normal_(w)\n")
+    f = Finding("IC103", Severity.WARNING, "head.weight", "m", "", f"{path}:2")  # rewritten on line 2
+    assert apply([f]).kept == (f,)
+    out = apply([f], built={"head.weight": f"{path}:1"})
+    assert out.kept == () and out.suppressed[0][1].reason == "built small" and out.unused == ()

@@ -22,7 +22,7 @@ def _rules() -> list[dict[str, Any]]:
         "helpUri": rule_url(r.code),
         "help": {"text": r.fix or r.summary},
         "defaultConfiguration": {"level": _LEVEL[r.severity]},
-    } for r in RULES.values()]
+    } for _, r in sorted(RULES.items())]
 
 
 def _result(target: str, code: str, level: str, message: str, path: str, line: int) -> dict[str, Any]:
