@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from .configfile import Config
 from .errors import ConfigError, UsageError
-from .findings import SETTINGS, SEVERITY_WORDS, Selection, Severity, unknown_codes
+from .findings import SETTINGS, SEVERITY_WORDS, Selection, Severity, default_thresholds, unknown_codes
 from .inputspec import DTYPE_NAMES, parse_input
 
 FORMATS = ("full", "concise", "json", "json-lines", "sarif", "github", "junit")
@@ -35,7 +35,7 @@ class Settings:
     targets: tuple[str, ...] = ()
     selection: Selection = field(default_factory=Selection)
     fail_on: FailOn = Severity.ERROR
-    thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    thresholds: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # every registered setting
     inputs: tuple[str, ...] = ()  # "[name=]d0,d1,...[:dtype]" each, one per model input
     inputs_hook: str | None = None  # "file.py:function" returning the example inputs
     input_dtype: str = "float32"
@@ -92,6 +92,11 @@ CONFIG_KEYS: dict[str, str] = {  # key in [tool.initcheck] -> what it takes (the
 
 # --- merging and validation ------------------------------------------------------------------
 
+# what `cli` may hold: the Settings fields, the code lists that make up the Selection, and 0.1's --input-shape
+_CLI_NAMES = frozenset({f.name for f in fields(Settings)} - {"origins", "selection", "config_path", "thresholds"}
+                       | {"select", "ignore", "extend_select", "extend_ignore", "input_shape"})
+
+
 def settings_from(config: Config | None = None, cli: Mapping[str, Any] | None = None) -> Settings:
     """Defaults, then the config file, then the command line; each value validated, each origin kept.
 
@@ -117,6 +122,8 @@ def settings_from(config: Config | None = None, cli: Mapping[str, Any] | None = 
             origins[name] = where
 
     for name, raw in (cli or {}).items():
+        if name not in _CLI_NAMES:
+            raise UsageError(name, f"is not an option; expected one of {', '.join(sorted(_CLI_NAMES))}")
         if raw is None or raw == ():  # not given: the config's value (or the default) stands
             continue
         value = _cli_value(name, raw)
@@ -139,7 +146,7 @@ def settings_from(config: Config | None = None, cli: Mapping[str, Any] | None = 
         values["inputs"] = (values.pop("input_shape"), *values.get("inputs", ()))
         origins["inputs"] = origins.pop("input_shape", COMMAND_LINE)
     origins.pop("input_shape", None)
-    values["thresholds"] = MappingProxyType(dict(values.get("thresholds", {})))
+    values["thresholds"] = MappingProxyType({**default_thresholds(), **values.get("thresholds", {})})
     values["config_path"] = config.path
     return Settings(**values, origins=MappingProxyType(origins))
 

@@ -106,13 +106,13 @@ def apply(findings: Iterable[Finding], files: Iterable[str] | None = None,
 
     kept: list[Finding] = []
     suppressed: list[tuple[Finding, Suppression]] = []
-    used: set[tuple[str, int]] = set()
+    used: dict[tuple[str, int], set[str]] = {}  # comment -> the codes of the findings it suppressed
     for f in findings:
         s = next((s for site in (f.source, built.get(f.layer)) if site and (s := _comment(at, site)) is not None
                   and s.covers(f.code)), None) if f.code != UNUSED else None
         if s is not None:
             suppressed.append((f, s))
-            used.add((s.path, s.line))
+            used.setdefault((s.path, s.line), set()).add(f.code)
         else:
             kept.append(f)
 
@@ -123,7 +123,7 @@ def apply(findings: Iterable[Finding], files: Iterable[str] | None = None,
             judged.update(((s.path, s.line), s) for s in at(item).values())
         elif where[1] in at(where[0]):
             judged[where] = at(where[0])[where[1]]
-    unused = tuple(_unused(s) for key, s in sorted(judged.items()) if key not in used)
+    unused = tuple(u for key, s in sorted(judged.items()) if (u := _unused(s, used.get(key, set()))) is not None)
     return Suppressed(tuple(kept), tuple(suppressed), unused)
 
 
@@ -132,7 +132,15 @@ def _comment(at: Callable[[str], dict[int, Suppression]], site: str) -> Suppress
     return at(where[0]).get(where[1]) if where else None
 
 
-def _unused(s: Suppression) -> Finding:
+def _unused(s: Suppression, used: set[str]) -> Finding | None:
+    """IC003 for a comment that suppressed nothing, or for the codes of its list that matched no
+    finding (`ignore[IC103,IC101]` where only IC103 fired: IC101 is stale), as ruff's RUF100 does."""
     what = f"ignore[{','.join(s.codes)}]" if s.codes else "ignore"
-    return Finding(UNUSED, Severity.WARNING, "", f"`# initcheck: {what}` suppressed no finding",
-                   f"remove the comment at {s.where}", s.where)
+    if not used:
+        return Finding(UNUSED, Severity.WARNING, "", f"`# initcheck: {what}` suppressed no finding",
+                       f"remove the comment at {s.where}", s.where)
+    stale = [c for c in s.codes if not any(code.startswith(c) for code in used)]
+    if not stale:
+        return None
+    return Finding(UNUSED, Severity.WARNING, "", f"{', '.join(stale)} in `# initcheck: {what}` suppressed no finding",
+                   f"remove {', '.join(stale)} from the comment at {s.where}", s.where)

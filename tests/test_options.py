@@ -170,9 +170,10 @@ def test_setting():
 def test_thresholds_table_is_validated_and_shown(project, test_setting):
     pyproject(project, "[tool.initcheck.thresholds]\ntest-band = 2.5\n")
     s = settings_from(read_config(str(project / "pyproject.toml")))
-    assert s.threshold("test-band") == 2.5 and s.thresholds == {"test-band": 2.5}
+    assert s.threshold("test-band") == 2.5 and s.thresholds["test-band"] == 2.5
+    assert set(s.thresholds) == set(findings.SETTINGS)  # every registered setting, configured or default
     r = cli("--show-settings")
-    assert "thresholds = {'test-band': 2.5}" in r.output
+    assert "'test-band': 2.5" in r.output
     pyproject(project, '[tool.initcheck.thresholds]\ntest-band = "wide"\n')
     bad = cli("--show-settings")
     assert bad.exit_code == 2 and 'thresholds.test-band = "wide" is not valid; expected a number' in bad.output
@@ -180,6 +181,14 @@ def test_thresholds_table_is_validated_and_shown(project, test_setting):
 
 def test_a_threshold_defaults_to_its_registered_value(test_setting):
     assert settings_from().threshold("test-band") == test_setting.default
+    assert settings_from().thresholds["test-band"] == test_setting.default
+
+
+def test_an_unknown_api_option_is_named():
+    from initcheck.errors import UsageError
+
+    with pytest.raises(UsageError, match="fail_onn: is not an option"):
+        settings_from(None, {"fail_onn": "warning"})
 
 
 @pytest.mark.parametrize("spec,expected", [

@@ -118,3 +118,11 @@ def test_a_comment_on_the_line_that_built_the_layer_suppresses_too(tmp_path):
     assert apply([f]).kept == (f,)
     out = apply([f], built={"head.weight": f"{path}:1"})
     assert out.kept == () and out.suppressed[0][1].reason == "built small" and out.unused == ()
+
+
+def test_a_stale_code_in_a_list_is_named(tmp_path):
+    model(tmp_path, a_comment="  # initcheck: ignore[IC102,IC101] uniform on purpose")  # a is not constant
+    findings = json.loads(run(tmp_path).stdout)["models"][0]["findings"]
+    unused = [f for f in findings if f["code"] == UNUSED]
+    assert len(unused) == 1 and unused[0]["message"].startswith("IC101 in `# initcheck: ignore[IC102,IC101]`")
+    assert "IC102" not in codes(run(tmp_path), "a.weight")

@@ -22,13 +22,13 @@ def write(run: Run) -> str:
             text = format_findings(report, color=run.color)
             if text:
                 parts.append(text)
-            continue
+            continue  # quiet: the findings only, one block a model
         text = format_text(report, color=run.color)
         if run.show_suppressed:
             text += "".join(f"\n{s['source']}: {s['code']} [suppressed] {s['layer']}: {s['message']}"
                             + (f" (reason: {s['reason']})" if s["reason"] else "") for s in suppressed(report))
-        parts.append(text + "\n")
-    return "\n".join(parts)
+        parts.append(text + "\n\n")  # a blank line after each model
+    return "".join(parts) if not run.quiet else "".join(p + "\n" for p in parts)
 
 
 def _num(v: float | None, digits: int = 3) -> str:
