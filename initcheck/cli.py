@@ -241,7 +241,7 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
     return diagnose(model, inputs, target=loaded.target, **kw)
 
 
-def _suppress(report: Any, sources: Mapping[str, str], settings: Settings) -> Any:
+def _suppress(report: Report, sources: Mapping[str, str], settings: Settings) -> Report:
     """Drop what `# initcheck: ignore[...]` comments suppress; add IC003 for comments that suppress
     nothing (judged on the lines that wrote this model's parameters)."""
     from .suppressions import apply
@@ -271,13 +271,13 @@ def _explain(codes: list[str], verbose: bool) -> None:
     click.echo(rule_page(RULES[codes[0].upper()]), nl=False)
 
 
-def _summary(report: Any) -> str:
+def _summary(report: Report) -> str:
     from .findings import summary
 
     return summary(report.findings)
 
 
-def _fix_summary(report: Any) -> str:
+def _fix_summary(report: Report) -> str:
     n = len(report.extra.get("reinitialized", []))
     text = f"{n} weight{'s' if n != 1 else ''} reinitialized"
     dd = report.extra.get("data_driven")

@@ -118,8 +118,7 @@ def settings_from(config: Config | None = None, cli: Mapping[str, Any] | None = 
             codes[name] = value
             code_origin[name] = where
         else:
-            values[name] = value
-            origins[name] = where
+            _put(values, origins, name, value, where)
 
     for name, raw in (cli or {}).items():
         if name not in _CLI_NAMES:
@@ -134,21 +133,28 @@ def settings_from(config: Config | None = None, cli: Mapping[str, Any] | None = 
             codes[name] = codes.get(name, ()) + value
             code_origin[name] = COMMAND_LINE if name not in code_origin else f"{code_origin[name]} + {COMMAND_LINE}"
         else:
-            values[name] = value
-            origins[name] = COMMAND_LINE
+            _put(values, origins, name, value, COMMAND_LINE)
 
     selection = Selection(codes.get("select", ()), codes.get("ignore", ()), codes.get("extend_select", ()),
                           codes.get("extend_ignore", ()), codes.get("per_layer_ignore", ()))
     _check_codes(selection, code_origin)
     origins["selection"] = " + ".join(sorted(set(code_origin.values()))) or DEFAULT
     values["selection"] = selection
-    if "input_shape" in values:  # the 0.1 option: one more (first) input
-        values["inputs"] = (values.pop("input_shape"), *values.get("inputs", ()))
-        origins["inputs"] = origins.pop("input_shape", COMMAND_LINE)
-    origins.pop("input_shape", None)
     values["thresholds"] = MappingProxyType({**default_thresholds(), **values.get("thresholds", {})})
     values["config_path"] = config.path
     return Settings(**values, origins=MappingProxyType(origins))
+
+
+def _put(values: dict[str, Any], origins: dict[str, str], name: str, value: Any, origin: str) -> None:
+    """A later place overrides an earlier one; inputs given twice in one place add up (0.1's
+    input-shape is one more input, first)."""
+    shape_first = name == "input_shape"
+    if shape_first:
+        name, value = "inputs", (value,)
+    if name == "inputs" and origins.get("inputs") == origin:
+        value = (*value, *values["inputs"]) if shape_first else (*values["inputs"], *value)
+    values[name] = value
+    origins[name] = origin
 
 
 def _config_value(config: Config, key: str, raw: Any) -> tuple[str, Any]:

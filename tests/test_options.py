@@ -223,3 +223,13 @@ def test_named_inputs_reach_the_forward(project):
     assert r.exit_code == 0, r.output
     float_ids = cli("tok.py:Tokens", "--input", "tokens=2,7:float32")
     assert float_ids.exit_code == 2 and "forward failed in emb" in float_ids.output  # the float ids reached it
+
+
+@pytest.mark.parametrize("cli_args,expected", [
+    ({"input_shape": "2,5"}, ("2,5",)),  # the command line's input-shape replaces the config's inputs
+    ({"inputs": ("3,4",), "input_shape": "2,5"}, ("2,5", "3,4")),  # 0.1's input-shape is the first input
+    ({"input_shape": "2,5", "inputs": ("3,4",)}, ("2,5", "3,4")),
+])
+def test_input_shape_is_the_first_input(cli_args, expected):
+    s = settings_from(Config("p.toml", {"inputs": ["7,7"]}), cli_args)
+    assert s.inputs == expected and s.origins["inputs"] == "command line"
