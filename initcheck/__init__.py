@@ -1,11 +1,55 @@
-"""initcheck: static diagnosis of a PyTorch model's weight initialization."""
+"""initcheck: static diagnosis of a PyTorch model's weight initialization.
 
-from .api import diagnose
-from .fix import fix
-from .plan import InitPlan, plan
-from .probe import ProbeLayer, probe
-from .report import LayerReport, Report
-from .findings import RULES, Finding, Severity
+The public names are imported on first use (PEP 562), so `import initcheck` and `initcheck --help`
+do not import torch."""
+
+from __future__ import annotations
+
+import sys
+import types
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["diagnose", "fix", "probe", "plan", "InitPlan", "ProbeLayer", "Report", "LayerReport", "Finding", "Severity", "RULES", "__version__"]
+
+_LAZY = {  # public name -> the module that defines it
+    "diagnose": "api", "fix": "fix", "probe": "probe", "ProbeLayer": "probe", "plan": "plan", "InitPlan": "plan",
+    "Report": "report", "LayerReport": "report", "Finding": "findings", "Severity": "findings", "RULES": "findings",
+    "Settings": "options",
+}
+__all__ = ["diagnose", "fix", "probe", "plan", "InitPlan", "ProbeLayer", "Report", "LayerReport", "Finding", "Severity",
+           "RULES", "Settings", "__version__"]
+
+if TYPE_CHECKING:
+    from .api import diagnose
+    from .findings import RULES, Finding, Severity
+    from .fix import fix
+    from .options import Settings
+    from .plan import InitPlan, plan
+    from .probe import ProbeLayer, probe
+    from .report import LayerReport, Report
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'initcheck' has no attribute {name!r}")
+    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # once: later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """Importing a submodule binds it on its package; `fix`, `probe` and `plan` are both a module
+    and the function users call, so the function keeps the name (as the eager imports of 0.1 did)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import conventions, signal
+from . import conventions, signal, suppressions
 from . import facts as facts_mod
 from . import inputs as inputs_mod
 from . import rules as rules_mod
@@ -161,12 +161,17 @@ def _finish(name: str, tracer: str, ctx: Context, selection: Selection, notes: t
             sources: Mapping[str, str] | None, model: nn.Module) -> Analysis:
     """Run the rules, keep the selected findings, attach their sources, order them and report."""
     findings = [f for f in rules_mod.run(ctx, selection) if selection.keeps(f)]
+    suppressed: tuple[tuple[Finding, str], ...] = ()
     if sources:
         findings = [replace(f, source=sources.get(f.layer)) for f in findings]
+        # `# initcheck: ignore[...]` on the line that wrote a weight; an unused comment is IC003
+        result = suppressions.apply(findings, files=sorted(set(sources.values())))
+        findings = list(result.kept) + [f for f in result.unused if selection.keeps(f)]
+        suppressed = tuple((f, s.reason) for f, s in result.suppressed)
     order = {lf.qualname: i for i, lf in enumerate(ctx.layers)}
     findings.sort(key=lambda f: (-f.severity.rank, f.code, order.get(f.layer, len(order))))
     report = Report(name, tracer, _layer_reports(ctx, findings, sources or {}), tuple(findings), notes,
-                    probe=ctx.probe, params=_param_reports(ctx, findings))
+                    probe=ctx.probe, params=_param_reports(ctx, findings), suppressed=suppressed)
     return Analysis(report, ctx.layers, ctx, model)
 
 

@@ -1,170 +1,266 @@
 """The command line: the only place that prints. Exit codes: 0 clean, 1 findings at or above
---fail-on, 2 a target or option that cannot be used."""
+--fail-on, 2 a target or option that cannot be used.
+
+torch is imported only once a model is checked, so --help, --version, `initcheck rule` for the
+docs of a code and option errors answer at once.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 import traceback
+from dataclasses import replace
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import torch
+from click.core import ParameterSource
 
 from . import __version__
-from . import config as config_mod
-from .api import diagnose
-from .errors import ConfigError, InitcheckError, UsageError
-from .fix import fix
-from .inputs import from_shape
-from .loader import load
-from .probe import probe
-from .report import format_text, to_json
-from .findings import RULES, SEVERITY_WORDS, summary
+from . import options as options_mod
+from .configfile import load_config
+from .errors import InitcheckError, UsageError
+from .findings import RULES, Finding
+from .formats import Failure, Run, statistics, write
+from .inputspec import DTYPE_NAMES, example_inputs
+from .options import COLORS, DEVICES, FORMATS, Settings
+from .progress import Bars, say
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
-          "int64": torch.int64, "int32": torch.int32, "long": torch.int64, "float": torch.float32}
+if TYPE_CHECKING:
+    from .loader import Loaded
+    from .report import Report
 
+_CODES = "Codes or prefixes; repeat the flag or separate with commas."
 
-class ShapeType(click.ParamType):
-    name = "shape"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        try:
-            shape = tuple(int(v) for v in str(value).replace("x", ",").split(",") if v.strip())
-        except ValueError:
-            self.fail(f"{value!r} is not a shape: write it as 2,3,32,32", param, ctx)
-        if not shape or any(s <= 0 for s in shape):
-            self.fail(f"{value!r} is not a shape: every size must be a positive integer", param, ctx)
-        return shape
-
-
-def _codes(value: str | None) -> tuple[str, ...]:
-    return tuple(c.strip().upper() for c in (value or "").split(",") if c.strip())
+# click parameter -> Settings field, for the options that Settings holds
+_FIELDS = {"targets": "targets", "output_format": "output_format", "legacy_format": "output_format",
+           "output_file": "output_file", "fail_on": "fail_on", "select": "select", "ignore": "ignore",
+           "extend_select": "extend_select", "extend_ignore": "extend_ignore", "input_shape": "input_shape",
+           "inputs": "inputs", "inputs_hook": "inputs_hook", "input_dtype": "input_dtype", "do_fix": "fix",
+           "data_driven": "data_driven", "fix_output": "fix_output", "force": "force", "do_probe": "probe",
+           "device": "device", "seed": "seed", "exclude": "exclude", "show_suppressed": "show_suppressed",
+           "statistics": "statistics", "quiet": "quiet", "color": "color"}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("targets", nargs=-1)
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format.")
-@click.option("--fail-on", type=click.Choice([*SEVERITY_WORDS, "never"]), default=None, help="Exit 1 when a finding at or above this severity exists.  [default: error]")
-@click.option("--select", default=None, help="Only these codes or prefixes, comma-separated (IC1,IC203).")
-@click.option("--ignore", default=None, help="Skip these codes or prefixes, comma-separated.")
-@click.option("--input-shape", type=ShapeType(), default=None, help="Example input shape for models fx cannot trace, e.g. 2,3,32,32.")
-@click.option("--input-dtype", type=click.Choice(sorted(DTYPES)), default=None, help="Example input dtype (int64 for token ids).  [default: float32]")
-@click.option("--fix", "do_fix", is_flag=True, help="Reinitialize the flagged weights (data-driven with --input-shape or --data-driven) and write the state_dict to --output.")
+@click.option("--output-format", metavar="|".join(FORMATS), default=None, help="Report format.  [default: full]")
+@click.option("--format", "legacy_format", type=click.Choice(["table", "json"]), default=None,
+              help="Alias of --output-format (table is full).")
+@click.option("--output-file", metavar="FILE", default=None, help="Write the report here instead of stdout.")
+@click.option("--fail-on", metavar="error|warning|info|never", default=None,
+              help="Exit 1 when a finding at or above this severity exists.  [default: error]")
+@click.option("--select", multiple=True, help=f"Only these rules. {_CODES}")
+@click.option("--ignore", multiple=True, help=f"Skip these rules. {_CODES}")
+@click.option("--extend-select", multiple=True, help=f"Add to the selected rules (of the config too). {_CODES}")
+@click.option("--extend-ignore", multiple=True, help=f"Add to the ignored rules (of the config too). {_CODES}")
+@click.option("--input-shape", metavar="SHAPE", default=None, help="Example input shape for models fx cannot trace, e.g. 2,3,32,32.")
+@click.option("--input", "inputs", multiple=True, metavar="[NAME=]SHAPE[:DTYPE]",
+              help="One example input a flag, in the forward's order, or by keyword (tokens=1,16:int64).")
+@click.option("--inputs", "inputs_hook", metavar="FILE.py:FUNCTION", default=None,
+              help="A function that returns the example inputs (a tensor, a tuple or a dict).")
+@click.option("--input-dtype", metavar="|".join(DTYPE_NAMES), default=None, help="Example input dtype (int64 for token ids).  [default: float32]")
+@click.option("--fix", "do_fix", is_flag=True, help="Reinitialize the flagged weights (data-driven with --input-shape or --data-driven) and write the state_dict to --fix-output.")
 @click.option("--data-driven", is_flag=True, help="With --fix: also scale every layer to its target in one forward pass on a synthetic batch.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Where --fix writes the fixed state_dict (torch.save); your source is never touched.")
-@click.option("--force", is_flag=True, help="Let --output overwrite an existing file.")
+@click.option("--fix-output", metavar="FILE", default=None, help="Where --fix writes the fixed state_dict (torch.save); your source is never touched.")
+@click.option("-o", "--output", "output", metavar="FILE", default=None, help="Deprecated: use --fix-output.")
+@click.option("--force", is_flag=True, help="Let --fix-output overwrite an existing file.")
 @click.option("--probe", "do_probe", is_flag=True, help="Also run a real forward and backward pass and show measured statistics.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True, help="Where --probe and --fix run (auto: CUDA when available).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of torch's RNG while the models are built, and of the generator --fix draws new weights from.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="A pyproject.toml with [tool.initcheck] (found upwards from here by default).")
+@click.option("--device", metavar="|".join(DEVICES), default=None, help="Where --probe and --fix run (auto: CUDA when available).  [default: auto]")
+@click.option("--seed", type=int, default=None, help="Seed of torch's RNG while the models are built, and of the generator --fix draws new weights from.  [default: 0]")
+@click.option("--exclude", multiple=True, metavar="PATTERN", help="Skip targets matching this fnmatch pattern (repeatable).")
+@click.option("--show-suppressed", is_flag=True, help="Also list the findings that `# initcheck: ignore[...]` comments suppressed.")
+@click.option("--statistics", is_flag=True, help="Print only a count per code.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the findings.")
+@click.option("--color", metavar="|".join(COLORS), default=None, help="Color on a terminal (auto respects NO_COLOR).  [default: auto]")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="A pyproject.toml with [tool.initcheck], or an initcheck.toml (found upwards from here by default).")
+@click.option("--show-settings", is_flag=True, help="Print the resolved settings and where each came from, and exit.")
+@click.option("--explain", metavar="CODE", default=None, help="Print a rule's documentation and exit (also: initcheck rule CODE).")
 @click.option("--list-rules", is_flag=True, help="List the finding codes and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, "--version", prog_name="initcheck")
-def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, do_fix, data_driven, output, force,
-         do_probe, device, seed, config_path, list_rules, verbose):
+@click.pass_context
+def main(ctx: click.Context, /, targets: tuple[str, ...], output: str | None, config_path: str | None,
+         show_settings: bool, explain: str | None, list_rules: bool, verbose: bool, **_: Any) -> None:
     """Check the weight initialization of PyTorch models, before any training.
 
     TARGETS are path/to/model.py:Name, package.module:Name or path/to/model.py (every nn.Module
     subclass in the file that builds with no arguments). Name may be an nn.Module subclass, a
     function returning a module, or a module instance. With no TARGETS, the targets come from
-    [tool.initcheck] in pyproject.toml.
+    [tool.initcheck] in pyproject.toml (or initcheck.toml). `initcheck rule CODE` prints a rule's docs.
     """
+    if explain or targets[:1] == ("rule",):
+        _explain([explain] if explain else list(targets[1:]), verbose)
+        return
     if list_rules:
-        for code, r in RULES.items():
+        options_mod.load_rules()
+        for code, r in sorted(RULES.items()):
             click.echo(f"{code}  {r.severity.value:<7}  {r.name}: {r.summary}")
         return
+    given = _given(ctx)
+    if output is not None:
+        click.echo("initcheck: -o/--output is deprecated and will be removed in 0.3; use --fix-output", err=True)
+        given.setdefault("fix_output", output)
     try:
-        cfg = config_mod.read(config_path) if config_path else (
-            config_mod.read(found) if (found := config_mod.find()) else config_mod.Config())
-    except ConfigError as e:
+        settings = options_mod.settings_from(load_config(config_path), given)
+    except InitcheckError as e:
         _fail(e, verbose)
-    targets = targets or cfg.targets
-    if do_fix and not output:
-        _fail(UsageError("--fix", "needs --output FILE for the fixed state_dict (your source is never changed)"), verbose)
-    if output and not do_fix:
-        _fail(UsageError("--output", "is only used with --fix"), verbose)
-    if output and os.path.exists(output) and not force:
-        _fail(UsageError(output, "exists; pass --force to overwrite it"), verbose)
-    if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
-        _fail(UsageError(output, "cannot be written: its directory does not exist"), verbose)
+    if show_settings:
+        click.echo(options_mod.describe(settings))
+        return
+    sys.exit(check(settings, verbose))
+
+
+def _given(ctx: click.Context) -> dict[str, Any]:
+    """The options the user typed (not click's defaults), under their Settings names."""
+    out: dict[str, Any] = {}
+    for param, name in _FIELDS.items():
+        if ctx.get_parameter_source(param) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            out[name] = ctx.params[param]
+    return out
+
+
+def check(settings: Settings, verbose: bool = False) -> int:
+    """Run every target and print the report; returns the exit code."""
+    import torch
+
+    fix_output, do_fix = settings.fix_output, settings.fix
+    targets = settings.targets
+    if do_fix and not fix_output:
+        _fail(UsageError("--fix", "needs --fix-output FILE for the fixed state_dict (your source is never changed)"), verbose)
+    if fix_output and not do_fix:
+        _fail(UsageError("--fix-output", "is only used with --fix"), verbose)
+    if fix_output and os.path.exists(fix_output) and not settings.force:
+        _fail(UsageError(fix_output, "exists; pass --force to overwrite it"), verbose)
+    if fix_output and not os.path.isdir(os.path.dirname(os.path.abspath(fix_output))):
+        _fail(UsageError(fix_output, "cannot be written: its directory does not exist"), verbose)
     if do_fix and len(targets) != 1:
-        _fail(UsageError("--fix", "takes exactly one target (one --output file)"), verbose)
-    if device == "cuda" and not torch.cuda.is_available():
+        _fail(UsageError("--fix", "takes exactly one target (one --fix-output file)"), verbose)
+    if settings.device == "cuda" and not torch.cuda.is_available():
         _fail(UsageError("--device cuda", "no CUDA device is available here; use --device auto or cpu"), verbose)
     if not targets:
         click.echo("initcheck: no targets: name one (initcheck model.py:Net) or list them in [tool.initcheck] targets", err=True)
         sys.exit(2)
-    fail_on = fail_on or cfg.fail_on or "error"
-    if fail_on not in (*SEVERITY_WORDS, "never"):
-        _fail(ConfigError(cfg.path or "config", f"fail-on must be one of {', '.join((*SEVERITY_WORDS, 'never'))}"), verbose)
-    select_codes = _codes(select) or cfg.select
-    ignore_codes = _codes(ignore) or cfg.ignore
-    shape = input_shape or (ShapeType().convert(cfg.input_shape, None, None) if cfg.input_shape else None)
-    dtype = DTYPES[input_dtype or cfg.input_dtype or "float32"]
 
-    reports, exit_code = [], 0
+    from .loader import load
+
+    reports, failures, exit_code = [], [], 0
     progress = len(targets) > 1 and sys.stderr.isatty()
     for target in targets:
+        if _excluded(target, settings.exclude):
+            continue
         try:
-            torch.manual_seed(seed)  # the models' own random init: the same report on every run
+            torch.manual_seed(settings.seed)  # the models' own random init: the same report on every run
             for loaded in load(target):
+                if _excluded(loaded.target, settings.exclude):
+                    continue
                 if progress:
                     click.echo(f"initcheck: checking {loaded.target} ...", err=True)
-                inputs = from_shape(shape, dtype, loaded.model) if shape else None
-                report = _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_driven, output,
-                                  do_probe, device, seed)
+                inputs = example_inputs(settings, loaded.model)
+                report = _run_one(loaded, inputs, settings, do_fix, settings.data_driven, fix_output,
+                                  settings.probe, settings.device, settings.seed)
+                if settings.show_suppressed and report.suppressed:
+                    report = replace(report, extra={**report.extra, "suppressed": [
+                        _suppressed_dict(f, reason) for f, reason in report.suppressed]})
                 reports.append(report)
-                if fmt == "table":
-                    click.echo(format_text(report))
-                    click.echo("")
-                if report.fails(fail_on):
+                if report.fails(settings.fail_on):
                     exit_code = max(exit_code, 1)
         except InitcheckError as e:
             _report_error(e, verbose)
+            failures.append(Failure(target, f"{e.detail} ({e.hint})" if e.hint else e.detail))
             exit_code = 2
         except Exception as e:  # a bug of ours: still one line, and the traceback on request
-            click.echo(f"initcheck: {target}: internal error {type(e).__name__}: {e} (please report it; --verbose shows the traceback)", err=True)
+            line = f"internal error {type(e).__name__}: {e} (please report it; --verbose shows the traceback)"
+            click.echo(f"initcheck: {target}: {line}", err=True)
             if verbose:
                 traceback.print_exc()
+            failures.append(Failure(target, line))
             exit_code = 2
-    if fmt == "json":
-        click.echo(to_json(reports))
-    sys.exit(exit_code)
+    _print(settings, Run(tuple(reports), tuple(failures), str(settings.fail_on), _color(settings), settings.quiet,
+                         settings.show_suppressed))
+    return exit_code
 
 
-def _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_driven, output, do_probe, device, seed):
-    kw = dict(select=select_codes, ignore=ignore_codes, per_layer_ignore=cfg.per_layer_ignores, sources=loaded.sources)
+def _excluded(target: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatchcase(target, p) or fnmatchcase(target.split(":", 1)[0], p) for p in patterns)
+
+
+def _color(settings: Settings) -> bool:
+    """Color only on a terminal, never with NO_COLOR set (no-color.org), unless --color always."""
+    if settings.color != "auto":
+        return settings.color == "always"
+    return not settings.output_file and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _print(settings: Settings, run: Run) -> None:
+    text = statistics.write(run) if settings.statistics else write(settings.output_format, run)
+    if settings.output_file:
+        try:
+            with open(settings.output_file, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as e:
+            _fail(UsageError(settings.output_file, f"cannot write the report: {e.strerror}"), False)
+        return
+    click.echo(text, nl=False, color=run.color or None)
+
+
+def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data_driven: bool, fix_output: str | None,
+             do_probe: bool, device: str, seed: int) -> Report:
+    import torch
+
+    from .api import diagnose
+    from .fix import fix
+    from .probe import probe
+
+    kw: dict[str, Any] = dict(selection=settings.selection, thresholds=settings.thresholds, sources=loaded.sources)
     model = loaded.model
     if do_fix:
         before = diagnose(model, inputs, target=loaded.target, **kw)
         click.echo(f"{loaded.target}: before the fix: {_summary(before)}", err=True)
         generator = torch.Generator().manual_seed(seed)
-        _progress(f"fixing {loaded.target} ...")
+        say(f"fixing {loaded.target} ...")
         bars = Bars(sys.stderr)
         try:
             fixed = fix(model, inputs, device=device, generator=generator, data_driven=data_driven or None,
                         progress=bars, target=loaded.target)
         finally:
             bars.close()
-        tmp = output + ".tmp"
+        assert fix_output is not None  # checked before any work
+        tmp = fix_output + ".tmp"
         torch.save(model.state_dict(), tmp)
-        os.replace(tmp, output)  # never a half-written file
-        click.echo(f"{loaded.target}: wrote the fixed state_dict to {output} ({_fix_summary(fixed)}); "
-                   f"load it with model.load_state_dict(torch.load({output!r}))", err=True)
+        os.replace(tmp, fix_output)  # never a half-written file
+        click.echo(f"{loaded.target}: wrote the fixed state_dict to {fix_output} ({_fix_summary(fixed)}); "
+                   f"load it with model.load_state_dict(torch.load({fix_output!r}))", err=True)
     if do_probe:
-        _progress(f"probing {loaded.target} on {device} ...")
+        say(f"probing {loaded.target} on {device} ...")
         return probe(model, inputs, device=device, target=loaded.target, **kw)
     return diagnose(model, inputs, target=loaded.target, **kw)
 
 
-def _summary(report) -> str:
+def _suppressed_dict(f: Finding, reason: str) -> dict[str, Any]:
+    return {"code": f.code, "severity": f.severity.value, "layer": f.layer, "message": f.message,
+            "source": f.source, "reason": reason}
+
+
+def _explain(codes: list[str], verbose: bool) -> None:
+    from .docs import load, rule_page
+
+    load()
+    if len(codes) != 1 or codes[0].upper() not in RULES:
+        shown = " ".join(codes) or "(none)"
+        _fail(UsageError(f"rule {shown}", f"name one code; valid codes: {', '.join(sorted(RULES))}"), verbose)
+    click.echo(rule_page(RULES[codes[0].upper()]), nl=False)
+
+
+def _summary(report: Report) -> str:
+    from .findings import summary
+
     return summary(report.findings)
 
 
-def _fix_summary(report) -> str:
+def _fix_summary(report: Report) -> str:
     n = len(report.extra.get("reinitialized", []))
     text = f"{n} weight{'s' if n != 1 else ''} reinitialized"
     dd = report.extra.get("data_driven")
@@ -174,46 +270,12 @@ def _fix_summary(report) -> str:
     return text
 
 
-class Bars:
-    """fix()'s progress(stage, done, total) drawn as one bar per stage on a terminal; silent when
-    the stream is not a terminal (CI logs, pipes, pre-commit)."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.stage: str | None = None
-        self.bar = None
-        self.done = 0
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if stage != self.stage:
-            self.close()
-            self.stage, self.done = stage, 0
-            self.bar = click.progressbar(length=max(total, 1), label=f"initcheck: {stage}", file=self.stream,
-                                         show_pos=True, show_eta=False)
-        self.bar.update(done - self.done)
-        self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.render_finish()
-            self.bar = None
-            self.stage = None
-
-
-def _progress(message: str) -> None:
-    if sys.stderr.isatty():
-        click.echo(f"initcheck: {message}", err=True)
-
-
 def _report_error(e: InitcheckError, verbose: bool) -> None:
     click.echo(f"initcheck: {e.line()}", err=True)
     if verbose:
         traceback.print_exception(e)
 
 
-def _fail(e: InitcheckError, verbose: bool):
+def _fail(e: InitcheckError, verbose: bool) -> NoReturn:
     _report_error(e, verbose)
     sys.exit(2)

@@ -23,9 +23,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .ops.activations import is_norm_module
 from .api import analyze
 from .fix import _orthogonal_
+from .ops.activations import is_norm_module
 from .ops.layers import module_weights
 
 

@@ -150,7 +150,7 @@ def test_list_rules():
 
 def test_fix_writes_a_state_dict_and_never_overwrites(tmp_path):
     out = tmp_path / "fixed.pt"
-    r = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), cwd=tmp_path)
+    r = run(f"{SEEDS}:Uniform01", "--fix", "--fix-output", str(out), cwd=tmp_path)
     assert r.exit_code == 0, r.output
     import sys
 
@@ -161,9 +161,9 @@ def test_fix_writes_a_state_dict_and_never_overwrites(tmp_path):
     model.load_state_dict(torch.load(out))
     from initcheck import diagnose
     assert diagnose(model).ok
-    again = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), cwd=tmp_path)
+    again = run(f"{SEEDS}:Uniform01", "--fix", "--fix-output", str(out), cwd=tmp_path)
     assert again.exit_code == 2 and "pass --force" in again.output
-    assert run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), "--force", cwd=tmp_path).exit_code == 0
+    assert run(f"{SEEDS}:Uniform01", "--fix", "--fix-output", str(out), "--force", cwd=tmp_path).exit_code == 0
     assert run(f"{SEEDS}:Uniform01", "--fix", cwd=tmp_path).exit_code == 2
 
 
@@ -200,18 +200,18 @@ def test_progress_bars_are_silent_off_a_terminal():
 
 def test_data_driven_fix_reports_its_passes(tmp_path):
     out = tmp_path / "fixed.pt"
-    r = run(f"{SEEDS}:Uniform01", "--fix", "--data-driven", "-o", str(out), cwd=tmp_path)
+    r = run(f"{SEEDS}:Uniform01", "--fix", "--data-driven", "--fix-output", str(out), cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert "3 layers scaled in 2 forward passes" in r.output
 
 
 def test_fix_into_a_missing_directory_is_refused_before_any_work(tmp_path):
-    r = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(tmp_path / "no" / "such" / "dir" / "f.pt"))
+    r = run(f"{SEEDS}:Uniform01", "--fix", "--fix-output", str(tmp_path / "no" / "such" / "dir" / "f.pt"))
     assert r.exit_code == 2 and "its directory does not exist" in r.output
     assert "before the fix" not in r.output and len(r.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("extra", [["--probe"], ["--fix", "-o", "f.pt"]], ids=["probe", "fix"])
+@pytest.mark.parametrize("extra", [["--probe"], ["--fix", "--fix-output", "f.pt"]], ids=["probe", "fix"])
 def test_an_input_the_forward_rejects_is_the_users_error_in_one_line(tmp_path, extra):
     path = write(tmp_path, """
         from torch import nn
@@ -244,3 +244,44 @@ def test_the_same_report_on_every_run(tmp_path):
     first = run(f"{SEEDS}:TanhNormal001", cwd=tmp_path).output
     assert first == run(f"{SEEDS}:TanhNormal001", cwd=tmp_path).output
     assert first != run(f"{SEEDS}:TanhNormal001", "--seed", "1", cwd=tmp_path).output  # the weights' own numbers
+
+
+def test_dash_o_still_works_for_one_release_with_a_deprecation_line(tmp_path):
+    out = tmp_path / "fixed.pt"
+    r = run(f"{SEEDS}:Uniform01", "--fix", "-o", str(out), cwd=tmp_path)
+    assert r.exit_code == 0 and out.exists(), r.output
+    assert "initcheck: -o/--output is deprecated and will be removed in 0.3; use --fix-output" in r.stderr
+    assert "deprecated" not in run(f"{SEEDS}:Uniform01", "--fix", "--fix-output", str(tmp_path / "g.pt"), cwd=tmp_path).stderr
+
+
+def test_fix_output_without_fix_is_refused(tmp_path):
+    r = run(f"{SEEDS}:He", "--fix-output", str(tmp_path / "f.pt"), cwd=tmp_path)
+    assert r.exit_code == 2 and "--fix-output: is only used with --fix" in r.output
+
+
+def test_exclude_skips_matching_targets(tmp_path):
+    r = run(SEEDS, "--exclude", "*:Zeros", "--exclude", "*Uniform*", "--output-format", "json", cwd=tmp_path)
+    names = {m["target"].rsplit(":", 1)[1] for m in json.loads(r.stdout)["models"]}
+    assert "He" in names and "Zeros" not in names and not any("Uniform" in n for n in names)
+
+
+def _python(code: str) -> list[str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("flag", ["--help", "--version"])
+def test_help_and_version_do_not_import_torch(flag):
+    code = ("import sys\nfrom initcheck.cli import main\n"
+            f"try:\n    main([{flag!r}])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH', 'torch' in sys.modules)")
+    assert _python(code)[-2:] == ["TORCH", "False"]
+
+
+def test_the_lazy_package_still_gives_the_functions():
+    # importing the fix module first must not shadow initcheck.fix, the function users call
+    code = "import initcheck.fix, initcheck.probe, initcheck\nprint(callable(initcheck.fix), callable(initcheck.probe), initcheck.plan.__name__)"
+    assert _python(code) == ["True", "True", "plan"]

@@ -3,7 +3,7 @@ import json
 import seeds
 
 from initcheck import diagnose
-from initcheck.report import to_json
+from initcheck.formats.json_report import to_json
 
 LAYER_FIELDS = {"name", "param", "kind", "shape", "fan_in", "fan_out", "activation", "activation_param",
                 "normalized", "residual_end", "scheme", "gain", "recommended_std", "actual_std", "actual_mean",

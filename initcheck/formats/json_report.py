@@ -1,0 +1,61 @@
+"""The `json` format: {"version", "tool": {initcheck, torch}, "models": [...], "failed": [...]}; every
+finding carries its rule's name and documentation URL."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from typing import Any
+
+from ..report import Report
+from .base import Run, location, rule_url, versions
+
+JSON_VERSION = 1
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    return v
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    """One model's report as plain JSON types (NaN and inf become null)."""
+    layers = []
+    for lr in report.layers:
+        d = asdict(lr)
+        d["shape"] = list(lr.shape)
+        d["aliases"] = list(lr.aliases)
+        layers.append({k: _clean(v) for k, v in d.items()})
+    findings = []
+    for f in report.findings:
+        path, line = location(f, report.target)
+        findings.append({"code": f.code, "name": f.name, "severity": f.severity.value, "layer": f.layer,
+                         "message": f.message, "fix": f.fix, "source": f.source, "path": path, "line": line,
+                         "url": rule_url(f.code)})
+    return {
+        "target": report.target,
+        "tracer": report.tracer,
+        "notes": list(report.notes),
+        "layers": layers,
+        "probe": [asdict(p) for p in report.probe],
+        "params": [{k: _clean(v) for k, v in {**asdict(pr), "shape": list(pr.shape)}.items()} for pr in report.params],
+        "findings": findings,
+        **report.extra,
+    }
+
+
+def to_json(reports: list[Report]) -> str:
+    """The 0.1 API: the JSON of these reports."""
+    return write(Run(tuple(reports)))
+
+
+def write(run: Run) -> str:
+    payload = {
+        "version": JSON_VERSION,
+        "tool": run.versions or versions(),
+        "models": [report_dict(r) for r in run.reports],
+        "failed": [{"target": f.target, "reason": f.reason} for f in run.failures],
+    }
+    return json.dumps(payload, indent=2) + "\n"
