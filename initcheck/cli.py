@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import sys
 import traceback
 
@@ -13,13 +13,14 @@ import torch
 from . import __version__
 from . import config as config_mod
 from .api import diagnose
-from .errors import ConfigError, InitcheckError, UsageError
+from .errors import ConfigError, InitcheckError, OutputError, UsageError
+from .findings import RULES, SEVERITY_WORDS, summary
 from .fix import fix
 from .inputs import from_shape
 from .loader import load
 from .probe import probe
 from .report import format_text, to_json
-from .findings import RULES, SEVERITY_WORDS, summary
+from .safe_write import Interrupted, resolve_output, save
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "int64": torch.int64, "int32": torch.int32, "long": torch.int64, "float": torch.float32}
@@ -44,6 +45,20 @@ def _codes(value: str | None) -> tuple[str, ...]:
     return tuple(c.strip().upper() for c in (value or "").split(",") if c.strip())
 
 
+def interruptible(func):
+    """Ctrl-C (or SIGTERM during a write) anywhere in `func`: one line, no traceback, exit 130 (143)."""
+
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            click.echo("initcheck: interrupted", err=True)
+            sys.exit(e.exit_code if isinstance(e, Interrupted) else 130)
+
+    return run
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("targets", nargs=-1)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Output format.")
@@ -63,6 +78,7 @@ def _codes(value: str | None) -> tuple[str, ...]:
 @click.option("--list-rules", is_flag=True, help="List the finding codes and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, "--version", prog_name="initcheck")
+@interruptible
 def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, do_fix, data_driven, output, force,
          do_probe, device, seed, config_path, list_rules, verbose):
     """Check the weight initialization of PyTorch models, before any training.
@@ -86,10 +102,11 @@ def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, do_fix
         _fail(UsageError("--fix", "needs --output FILE for the fixed state_dict (your source is never changed)"), verbose)
     if output and not do_fix:
         _fail(UsageError("--output", "is only used with --fix"), verbose)
-    if output and os.path.exists(output) and not force:
-        _fail(UsageError(output, "exists; pass --force to overwrite it"), verbose)
-    if output and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
-        _fail(UsageError(output, "cannot be written: its directory does not exist"), verbose)
+    if output:
+        try:  # early, before any work; checked again, atomically, when the file is committed
+            resolve_output(output, force)
+        except OutputError as e:
+            _fail(e, verbose)
     if do_fix and len(targets) != 1:
         _fail(UsageError("--fix", "takes exactly one target (one --output file)"), verbose)
     if device == "cuda" and not torch.cuda.is_available():
@@ -115,7 +132,7 @@ def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, do_fix
                     click.echo(f"initcheck: checking {loaded.target} ...", err=True)
                 inputs = from_shape(shape, dtype, loaded.model) if shape else None
                 report = _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_driven, output,
-                                  do_probe, device, seed)
+                                  do_probe, device, seed, force)
                 reports.append(report)
                 if fmt == "table":
                     click.echo(format_text(report))
@@ -135,7 +152,8 @@ def main(targets, fmt, fail_on, select, ignore, input_shape, input_dtype, do_fix
     sys.exit(exit_code)
 
 
-def _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_driven, output, do_probe, device, seed):
+def _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_driven, output, do_probe, device, seed,
+             force=False):
     kw = dict(select=select_codes, ignore=ignore_codes, per_layer_ignore=cfg.per_layer_ignores, sources=loaded.sources)
     model = loaded.model
     if do_fix:
@@ -149,9 +167,7 @@ def _run_one(loaded, inputs, select_codes, ignore_codes, cfg, do_fix, data_drive
                         progress=bars, target=loaded.target)
         finally:
             bars.close()
-        tmp = output + ".tmp"
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, output)  # never a half-written file
+        output = save(model.state_dict(), output, force=force)  # a symlink's target when forced
         click.echo(f"{loaded.target}: wrote the fixed state_dict to {output} ({_fix_summary(fixed)}); "
                    f"load it with model.load_state_dict(torch.load({output!r}))", err=True)
     if do_probe:
