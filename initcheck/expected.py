@@ -229,7 +229,9 @@ def _for_layer(model: nn.Module, m: nn.Module, batch: int, g: torch.Generator) -
         x = torch.randn(*shape, generator=g)
         return [((x,), {}), ((x, x, x), {})]  # a block that takes x and calls attn(x, x, x); the layer itself
     if type(m).__name__ == "Conv1D":
-        width = int(getattr(m, "weight").shape[0])  # HF's Conv1D stores [in, out]
+        weight = m.weight
+        assert isinstance(weight, torch.Tensor)
+        width = int(weight.shape[0])  # HF's Conv1D stores [in, out]
         return [((torch.randn(batch, 8, width, generator=g),), {})]
     return []
 
