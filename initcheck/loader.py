@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import importlib.util
 import inspect
+import io
 import os
 import sys
 import traceback
@@ -80,8 +81,13 @@ def load_all(target: str, *, root: str | None = None, exclude: Sequence[str] = (
             return LoadResult(target, failed=(TargetSyntaxError(target, "a folder target takes no :Name"),))
         return _load_folder(target, root, exclude)
     try:
-        with recorded() as sites, target_context(path_or_module):
-            result = _load(target, root)
+        with recorded() as sites, target_context(path_or_module) as captured:
+            try:
+                result = _load(target, root)
+            except InitcheckError as e:
+                raise _with_exit_output(e, captured) from e.__cause__
+            # whole-file mode: a class that exited while built
+            result = replace(result, failed=tuple(_with_exit_output(e, captured) for e in result.failed))
         return replace(result, loaded=tuple(replace(m, sources=sites.for_model(m.model)) for m in result.loaded))
     except InitcheckError as e:
         return LoadResult(target, failed=(e,))
@@ -108,17 +114,46 @@ def stdout_to_stderr() -> Iterator[None]:
         yield
 
 
+class Captured(io.StringIO):
+    """What a target printed while imported and built; passed on to stderr at the end unless it
+    exited (then its last line, argparse's "error: ...", goes into initcheck's one-line message)."""
+
+    keep = True
+
+    def last_line(self) -> str:
+        lines = [ln.strip() for ln in self.getvalue().splitlines() if ln.strip()]
+        return lines[-1][:160] if lines else ""
+
+
 @contextlib.contextmanager
-def target_context(path: str) -> Iterator[None]:
+def target_context(path: str) -> Iterator[Captured]:
     """While a target is imported and built: `sys.argv` is just its file (argparse at module level
-    sees no options of initcheck's), and its prints go to stderr."""
-    saved = sys.argv
+    sees no options of initcheck's), and what it prints, to stdout or stderr, is held back and then
+    written to stderr: stdout stays initcheck's report."""
+    saved, real_stderr = sys.argv, sys.stderr
     sys.argv = [path or "initcheck-target"]
+    captured = Captured()
     try:
-        with stdout_to_stderr():
-            yield
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            yield captured
     finally:
         sys.argv = saved
+        if captured.keep and captured.getvalue():
+            real_stderr.write(captured.getvalue())
+            real_stderr.flush()
+
+
+def _with_exit_output(e: InitcheckError, captured: Captured) -> InitcheckError:
+    """An exit at import or build: its own last words join initcheck's line, the rest is dropped."""
+    if not isinstance(e.__cause__, SystemExit):
+        return e
+    captured.keep = False
+    said = captured.last_line()
+    if not said:
+        return e
+    again = type(e)(e.target, f"{e.detail}: {said}", hint=e.hint)
+    again.__cause__ = e.__cause__
+    return again
 
 
 def _load_folder(target: str, root: str | None, exclude: Sequence[str]) -> LoadResult:

@@ -31,7 +31,7 @@ def clean_modules():
     assert sys.path == path
 
 
-def test_argparse_at_import_is_named_as_such_and_argv_is_restored(clean_modules):
+def test_argparse_at_import_is_named_as_such_and_argv_is_restored(capsys, clean_modules):
     argv = list(sys.argv)
     target = fx("argv_required.py") + ":Generator"
     result = load_all(target)
@@ -39,7 +39,10 @@ def test_argparse_at_import_is_named_as_such_and_argv_is_restored(clean_modules)
     assert result.loaded == ()
     [err] = result.failed
     assert isinstance(err, TargetImportError)
-    assert err.detail == f"importing {fx('argv_required.py')} called sys.exit(2) (it parses its command line at import)"
+    # argparse's prog is argv[0]'s name: the file, not pytest
+    assert err.detail == (f"importing {fx('argv_required.py')} called sys.exit(2) (it parses its command line at import): "
+                          "argv_required.py: error: the following arguments are required: --dataset")
+    assert capsys.readouterr() == ("", "")  # argparse's usage text is not printed as if it were initcheck's
 
 
 def test_argv_is_just_the_file_while_the_target_is_imported(clean_modules):
@@ -72,7 +75,8 @@ def test_an_exit_while_building_is_one_line(tmp_path, clean_modules):
     """))
     [err] = load_all(f"{path}:Net").failed
     assert isinstance(err, ConstructionError)
-    assert err.detail == "building it called sys.exit(2) (it parses its command line when built)"
+    assert err.detail == ("building it called sys.exit(2) (it parses its command line when built): "
+                          "builds_argv.py: error: the following arguments are required: --lr")
 
 
 def test_prints_while_importing_building_and_running_go_to_stderr(capsys, clean_modules):
