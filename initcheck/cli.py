@@ -10,7 +10,7 @@ import traceback
 import click
 import torch
 
-from . import __version__
+from . import __version__, startup
 from . import config as config_mod
 from .api import diagnose
 from .errors import ConfigError, InitcheckError, OutputError, UsageError
@@ -50,6 +50,7 @@ def interruptible(func):
 
     @functools.wraps(func)
     def run(*args, **kwargs):
+        startup.release()
         try:
             return func(*args, **kwargs)
         except KeyboardInterrupt as e:

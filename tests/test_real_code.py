@@ -234,3 +234,28 @@ def test_ctrl_c_while_a_model_builds_is_exit_130_and_one_line(tmp_path):
             proc.kill()
     assert proc.returncode == 130
     assert err.strip() == "initcheck: interrupted" and out == ""
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0])
+def test_ctrl_c_while_torch_imports_is_one_line_too(tmp_path, delay):
+    # the moments are picked, not measured: whatever initcheck is doing then, the answer is the same
+    path = tmp_path / "never.py"
+    path.write_text("import time\nimport torch.nn as nn\nclass Never(nn.Module):\n    def __init__(self):\n"
+                    "        super().__init__()\n        while True:\n            time.sleep(0.01)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "initcheck", f"{path}:Never"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert err.strip() == "initcheck: interrupted" and out == ""
+
+
+def test_a_library_import_keeps_pythons_own_ctrl_c():
+    code = "import signal, initcheck; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.stdout.strip() == "True"
