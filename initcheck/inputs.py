@@ -95,8 +95,10 @@ def build(specs: Sequence[InputSpec], model: nn.Module) -> Inputs:
     return args, kwargs
 
 
-def from_shape(shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module) -> torch.Tensor:
-    """One input tensor of this shape: N(0, 1) values, or token ids below the first Embedding's size."""
+def from_shape(shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module, limit: int | None = None) -> torch.Tensor:
+    """One input tensor of this shape: N(0, 1) values, or token ids below the first Embedding's size.
+    Refused (InputTooLarge) before allocation when over `limit` bytes (default: half the free memory)."""
+    check_memory([shape], [dtype], limit, what=f"the input ({', '.join(map(str, shape))}) {str(dtype).removeprefix('torch.')}")
     g = generator()
     if dtype == torch.bool:
         return torch.ones(shape, dtype=torch.bool)  # a mask: everything attended

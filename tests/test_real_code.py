@@ -158,6 +158,15 @@ def test_a_model_with_two_inputs(tmp_path):
     assert r.exit_code in (0, 1), r.output
 
 
+def test_an_input_too_large_is_refused_before_allocation(tmp_path):
+    path = tmp_path / "net.py"
+    path.write_text(MODEL.replace("Linear(64, 64)", "Conv2d(3, 4, 3)").replace("self.fc(x)", "self.fc(x)"))
+    r = cli(f"{path}:Net", "--input-shape", "1,3,100000,100000")
+    assert r.exit_code == 2
+    # 3e10 float32 values: 120 GB, estimated, never allocated
+    assert "the input (1, 3, 100000, 100000) float32: needs about 120.0 GB, over the limit of" in _one_line(r.stderr)
+
+
 # --- --fix loses nothing ---------------------------------------------------------------------
 
 MODEL = "import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n" \
