@@ -103,9 +103,15 @@ def write_file(path: str, write: Callable[[IO[bytes]], Any], *, force: bool = Fa
 
 
 def save(obj: object, path: str, *, force: bool = False) -> str:
-    """torch.save(obj) to `path` through `write_file`."""
+    """torch.save(obj) to `path` through `write_file`; a state_dict holding meta tensors (shapes
+    without values) is refused: written, it would load as nothing."""
     import torch
 
+    if isinstance(obj, dict):
+        meta = [k for k, v in obj.items() if isinstance(v, torch.Tensor) and v.is_meta]
+        if meta:
+            raise OutputError(path, f"not written: {len(meta)} tensor(s) live on the meta device and have no values "
+                                    f"(first: {meta[0]}); build the model on a real device, or materialize it with to_empty() and init")
     return write_file(path, lambda f: torch.save(obj, f), force=force)
 
 

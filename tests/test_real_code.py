@@ -214,6 +214,15 @@ def test_fix_to_a_fifo_is_refused_without_hanging(tmp_path, model_file):
     assert "a FIFO, not a regular file" in _one_line(proc.stderr)
 
 
+def test_fix_on_a_meta_model_is_refused_and_writes_nothing(tmp_path):
+    path = tmp_path / "meta.py"
+    path.write_text(MODEL + "\ndef build():\n    import torch\n    with torch.device('meta'):\n        return Net()\n")
+    r = cli(f"{path}:build", "--fix", "-o", str(tmp_path / "out.pt"))
+    assert r.exit_code == 2, r.output
+    assert "live on the meta device" in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out.pt").exists()
+
+
 def test_ctrl_c_while_a_model_builds_is_exit_130_and_one_line(tmp_path):
     ready = tmp_path / "building"
     path = tmp_path / "slow.py"

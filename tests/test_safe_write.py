@@ -202,6 +202,12 @@ def test_save_round_trips_a_state_dict(tmp_path):
     assert torch.equal(torch.load(tmp_path / "f.pt")["w"], sd["w"])
 
 
+def test_save_refuses_meta_tensors(tmp_path):
+    with pytest.raises(OutputError, match=r"1 tensor\(s\) live on the meta device .*first: w"):
+        save({"b": torch.zeros(2), "w": torch.empty(3, device="meta")}, str(tmp_path / "f.pt"))
+    assert os.listdir(tmp_path) == []
+
+
 def _racer(path: str, data: bytes, barrier, results) -> None:
     def write(f):
         f.write(data)
