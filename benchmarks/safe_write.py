@@ -11,7 +11,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from initcheck.safe_write import save  # noqa: E402
+from initcheck.safe_write import save
 
 
 def timed(fn) -> float:
@@ -29,8 +29,8 @@ def main() -> None:
         sd = {"w": torch.randn(mb * 262_144)}  # 4-byte floats: mb MB
         with tempfile.TemporaryDirectory(dir=".") as d:
             path = os.path.join(d, "f.pt")
-            bare = timed(lambda: torch.save(sd, path))
-            safe = timed(lambda: save(sd, path, force=True))
+            bare = timed(lambda sd=sd, path=path: torch.save(sd, path))
+            safe = timed(lambda sd=sd, path=path: save(sd, path, force=True))
         print(f"{mb:>9} MB  {bare:>10.3f}  {safe:>10.3f}  {safe / bare:>6.2f}")
 
 
