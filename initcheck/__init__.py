@@ -10,6 +10,8 @@ import types
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from . import startup  # noqa: F401  (first: Ctrl-C while torch imports is one line when run as the command)
+
 __version__ = "0.1.0"
 
 _LAZY = {  # public name -> the module that defines it

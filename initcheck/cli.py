@@ -7,9 +7,11 @@ docs of a code and option errors answer at once.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -17,15 +19,16 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from click.core import ParameterSource
 
-from . import __version__
+from . import __version__, startup
 from . import options as options_mod
 from .configfile import load_config
-from .errors import InitcheckError, UsageError
+from .errors import InitcheckError, OutputError, UsageError
 from .findings import RULES, Finding
 from .formats import Failure, Run, statistics, write
 from .inputspec import DTYPE_NAMES, example_inputs
 from .options import COLORS, DEVICES, FORMATS, Settings
 from .progress import Bars, say
+from .safe_write import Interrupted, resolve_output
 
 if TYPE_CHECKING:
     from .loader import Loaded
@@ -41,6 +44,21 @@ _FIELDS = {"targets": "targets", "output_format": "output_format", "legacy_forma
            "data_driven": "data_driven", "fix_output": "fix_output", "force": "force", "do_probe": "probe",
            "device": "device", "seed": "seed", "exclude": "exclude", "show_suppressed": "show_suppressed",
            "statistics": "statistics", "quiet": "quiet", "color": "color"}
+
+
+def interruptible(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Ctrl-C (or SIGTERM during a write) anywhere in `func`: one line, no traceback, exit 130 (143)."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        startup.release()
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            click.echo("initcheck: interrupted", err=True)
+            sys.exit(e.exit_code if isinstance(e, Interrupted) else 130)
+
+    return run
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,6 +100,7 @@ _FIELDS = {"targets": "targets", "output_format": "output_format", "legacy_forma
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, "--version", prog_name="initcheck")
 @click.pass_context
+@interruptible
 def main(ctx: click.Context, /, targets: tuple[str, ...], output: str | None, config_path: str | None,
          show_settings: bool, explain: str | None, list_rules: bool, verbose: bool, **_: Any) -> None:
     """Check the weight initialization of PyTorch models, before any training.
@@ -132,10 +151,11 @@ def check(settings: Settings, verbose: bool = False) -> int:
         _fail(UsageError("--fix", "needs --fix-output FILE for the fixed state_dict (your source is never changed)"), verbose)
     if fix_output and not do_fix:
         _fail(UsageError("--fix-output", "is only used with --fix"), verbose)
-    if fix_output and os.path.exists(fix_output) and not settings.force:
-        _fail(UsageError(fix_output, "exists; pass --force to overwrite it"), verbose)
-    if fix_output and not os.path.isdir(os.path.dirname(os.path.abspath(fix_output))):
-        _fail(UsageError(fix_output, "cannot be written: its directory does not exist"), verbose)
+    if fix_output:
+        try:  # early, before any work; checked again, atomically, when the file is committed
+            resolve_output(fix_output, settings.force)
+        except OutputError as e:
+            _fail(e, verbose)
     if do_fix and len(targets) != 1:
         _fail(UsageError("--fix", "takes exactly one target (one --fix-output file)"), verbose)
     if settings.device == "cuda" and not torch.cuda.is_available():
@@ -144,40 +164,58 @@ def check(settings: Settings, verbose: bool = False) -> int:
         click.echo("initcheck: no targets: name one (initcheck model.py:Net) or list them in [tool.initcheck] targets", err=True)
         sys.exit(2)
 
-    from .loader import load
+    from .loader import load_all, nothing_to_check, stdout_to_stderr
 
-    reports, failures, exit_code = [], [], 0
+    reports: list[Report] = []
+    failures: list[Failure] = []
+    exit_code = 0
     progress = len(targets) > 1 and sys.stderr.isatty()
     for target in targets:
         if _excluded(target, settings.exclude):
             continue
-        try:
-            torch.manual_seed(settings.seed)  # the models' own random init: the same report on every run
-            for loaded in load(target):
-                if _excluded(loaded.target, settings.exclude):
-                    continue
-                if progress:
-                    click.echo(f"initcheck: checking {loaded.target} ...", err=True)
-                inputs = example_inputs(settings, loaded.model)
-                report = _run_one(loaded, inputs, settings, do_fix, settings.data_driven, fix_output,
-                                  settings.probe, settings.device, settings.seed)
-                if settings.show_suppressed and report.suppressed:
-                    report = replace(report, extra={**report.extra, "suppressed": [
-                        _suppressed_dict(f, reason) for f, reason in report.suppressed]})
-                reports.append(report)
-                if report.fails(settings.fail_on):
-                    exit_code = max(exit_code, 1)
-        except InitcheckError as e:
-            _report_error(e, verbose)
-            failures.append(Failure(target, f"{e.detail} ({e.hint})" if e.hint else e.detail))
+        torch.manual_seed(settings.seed)  # the models' own random init: the same report on every run
+        result = load_all(target, exclude=settings.exclude)
+        for error in result.failed:  # one failing class never hides the others
+            _report_error(error, verbose)
+            failures.append(Failure(error.target, f"{error.detail} ({error.hint})" if error.hint else error.detail))
             exit_code = 2
-        except Exception as e:  # a bug of ours: still one line, and the traceback on request
-            line = f"internal error {type(e).__name__}: {e} (please report it; --verbose shows the traceback)"
-            click.echo(f"initcheck: {target}: {line}", err=True)
-            if verbose:
-                traceback.print_exc()
-            failures.append(Failure(target, line))
+        for name, why in result.skipped if result.loaded else ():  # else the nothing-to-check line lists them
+            if not settings.quiet:
+                click.echo(f"initcheck: {name}: skipped: {why}", err=True)
+        if (empty := nothing_to_check(target, [result])) is not None:
+            _report_error(empty, verbose)
+            failures.append(Failure(target, empty.detail))
             exit_code = 2
+            continue
+        for loaded in result.loaded:
+            if _excluded(loaded.target, settings.exclude):
+                continue
+            if progress:
+                click.echo(f"initcheck: checking {loaded.target} ...", err=True)
+            try:
+                with stdout_to_stderr():  # the model's own prints never reach the report on stdout
+                    inputs = example_inputs(settings, loaded.model)
+                    report = _run_one(loaded, inputs, settings, do_fix, settings.data_driven, fix_output,
+                                      settings.probe, settings.device, settings.seed)
+            except InitcheckError as e:
+                _report_error(e, verbose)
+                failures.append(Failure(loaded.target, f"{e.detail} ({e.hint})" if e.hint else e.detail))
+                exit_code = 2
+                continue
+            except Exception as e:  # a bug of ours: still one line, and the traceback on request
+                line = f"internal error {type(e).__name__}: {e} (please report it; --verbose shows the traceback)"
+                click.echo(f"initcheck: {loaded.target}: {line}", err=True)
+                if verbose:
+                    traceback.print_exc()
+                failures.append(Failure(loaded.target, line))
+                exit_code = 2
+                continue
+            if settings.show_suppressed and report.suppressed:
+                report = replace(report, extra={**report.extra, "suppressed": [
+                    _suppressed_dict(f, reason) for f, reason in report.suppressed]})
+            reports.append(report)
+            if report.fails(settings.fail_on):
+                exit_code = max(exit_code, 1)
     _print(settings, Run(tuple(reports), tuple(failures), str(settings.fail_on), _color(settings), settings.quiet,
                          settings.show_suppressed))
     return exit_code
@@ -213,6 +251,7 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
     from .api import diagnose
     from .fix import fix
     from .probe import probe
+    from .safe_write import save
 
     kw: dict[str, Any] = dict(selection=settings.selection, thresholds=settings.thresholds, sources=loaded.sources)
     model = loaded.model
@@ -228,9 +267,7 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
         finally:
             bars.close()
         assert fix_output is not None  # checked before any work
-        tmp = fix_output + ".tmp"
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, fix_output)  # never a half-written file
+        fix_output = save(model.state_dict(), fix_output, force=settings.force)  # a symlink's target when forced
         click.echo(f"{loaded.target}: wrote the fixed state_dict to {fix_output} ({_fix_summary(fixed)}); "
                    f"load it with model.load_state_dict(torch.load({fix_output!r}))", err=True)
     if do_probe:

@@ -54,3 +54,25 @@ class ConfigError(InitcheckError):
 
 class UsageError(InitcheckError):
     """A combination of options that cannot work."""
+
+
+class OutputError(InitcheckError):
+    """An output file that cannot be written, or must not be replaced; the target is its path."""
+
+
+class NothingToCheck(InitcheckError):
+    """A run whose targets loaded but held no weight at all: never a pass."""
+
+    hint = "name a model that has weights: file.py:Name"
+
+
+class InputSpecError(UsageError):
+    """An --input text that is not a shape: `1,,3`, a zero size, an unknown dtype."""
+
+    hint = "write SHAPE[:DTYPE] or NAME=SHAPE[:DTYPE], e.g. 1,80,3000 or tokens=1,16:int64"
+
+
+class InputTooLarge(InitcheckError):
+    """An example input (or the run built on it) estimated not to fit memory, refused before allocation."""
+
+    hint = "pass a smaller --input"
