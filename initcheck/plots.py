@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .api import Analysis
+    from .facts import LayerFacts
 
 VANISH, EXPLODE = 0.01, 10.0  # the forward bands of IC202 and IC201 (rules.VANISH_RMS, EXPLODE_RMS)
 GRADIENT_BAND = 1e3  # IC204/IC205: the gradient within 1000x of the recommended one
@@ -264,10 +265,10 @@ def measure(model: nn.Module, batch: Any = None) -> tuple[LayerSample, ...]:
     args, kwargs = analysis.inputs(batch, batch=PROBE_BATCH)
     work = copy.deepcopy(model).cpu()
     modules = dict(work.named_modules())
-    wanted: dict[str, str] = {}  # module name -> activation, first weight parameter of each module
+    wanted: dict[str, LayerFacts] = {}  # module name -> the facts of its weight, in execution order
     for lf in analysis.layers:
         if lf.name in modules and lf.name not in wanted and lf.param == "weight":
-            wanted[lf.name] = lf.activation if lf.activation_param is None else f"{lf.activation}:{lf.activation_param}"
+            wanted[lf.name] = lf
     outs: dict[str, torch.Tensor] = {}
     grads: dict[str, torch.Tensor] = {}
 
@@ -297,12 +298,12 @@ def measure(model: nn.Module, batch: Any = None) -> tuple[LayerSample, ...]:
         for h in handles:
             h.remove()
     samples = []
-    for name, spec in wanted.items():
+    for name, lf in wanted.items():
         if name not in outs:
             continue
-        act, _, param = spec.partition(":")
+        act = lf.activation
         z = outs[name].float()
-        fn = theory.activation_fn(act, float(param) if param else None)
+        fn = theory.activation_fn(act, lf.activation_param)
         units = _units(modules[name], z)
         dead = None
         if act in DEAD_BELOW and units.shape[0] >= DEAD_MIN_SAMPLES:
@@ -310,7 +311,7 @@ def measure(model: nn.Module, batch: Any = None) -> tuple[LayerSample, ...]:
         knee = SATURATION.get(act)
         sat = float((z.abs() > knee).float().mean()) if knee is not None else None
         g = grads.get(name)
-        samples.append(LayerSample(name, act, _subsample(fn(z) if fn is not None else z),
+        samples.append(LayerSample(lf.qualname, act, _subsample(fn(z) if fn is not None else z),
                                    None if g is None else _subsample(g.float()), dead, sat))
     return tuple(samples)
 

@@ -87,6 +87,19 @@ class Report:
     def __str__(self) -> str:
         return format_text(self)
 
+    def __repr__(self) -> str:
+        from .notebook import report_repr
+        return report_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .notebook import report_html
+        return report_html(self)
+
+    def plot(self, path: Any = None) -> Any:
+        """The signal picture (initcheck.plots.signal_plot), saved to `path` (.png/.svg/.pdf) when given."""
+        from .plots import signal_plot
+        return signal_plot(self, path)
+
 
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
