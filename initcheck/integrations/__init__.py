@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import InitcheckError
 from ..findings import summary
-from ..guard import FAIL_ON, check
+from ..guard import FAIL_ON
 from ..report import Report
 
 # extra name in pyproject.toml -> the module it provides
@@ -37,9 +37,9 @@ def validate(fail_on: str) -> str:
 
 
 def judge(model: nn.Module, example_inputs: Any, fail_on: str, fix: bool, target: str) -> tuple[Report, list[str]]:
-    """Diagnose `model`; with `fix`, repair it in place first when it fails (static fix: no data, no
-    extra forward passes), then raise InitError if findings at or above `fail_on` remain.
-    Returns the final report and the log lines to write."""
+    """Diagnose `model`; with `fix`, repair it in place when it fails (static fix: no data, no
+    extra forward passes). Returns the final report and the log lines to write; `check(report,
+    fail_on)` then raises InitError if findings at or above `fail_on` remain."""
     from ..api import diagnose
     from ..fix import fix as fix_model
 
@@ -51,7 +51,6 @@ def judge(model: nn.Module, example_inputs: Any, fail_on: str, fix: bool, target
         lines.append(f"initcheck: reinitialized {len(changed)} weight(s) ({', '.join(changed[:5])}"
                      f"{', ...' if len(changed) > 5 else ''}); now {summary(after.findings)}")
         report = after
-    check(report, fail_on)
     return report, lines
 
 

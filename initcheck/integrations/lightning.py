@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..guard import check
 from . import MissingExtra, counts, judge, validate
 
 
@@ -48,3 +49,4 @@ class InitCheck(_callback_base()):  # type: ignore[misc]
             rank_zero_info(line)
         for logger in getattr(trainer, "loggers", None) or []:
             logger.log_metrics(counts(self.report), step=0)
+        check(self.report, self.fail_on)  # raising here stops fit() before the first step

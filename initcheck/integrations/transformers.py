@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..guard import check
 from . import counts, judge, require, validate
 
 _base = require("transformers", "hf").TrainerCallback
@@ -54,3 +55,4 @@ class InitCheckCallback(_base):  # type: ignore[misc, valid-type]
             log.info(line)
         if getattr(state, "is_world_process_zero", True):
             state.log_history.append({**counts(self.report), "step": state.global_step})
+        check(self.report, self.fail_on)  # raising here stops train() before the first step
