@@ -130,7 +130,8 @@ def signal_plot(source: Report | Analysis | nn.Module, path: str | os.PathLike[s
 
     s = signal_series(source)
     has_grad = any(v is not None for v in s.grad)
-    fig = Figure(figsize=(max(6.0, 0.45 * len(s.names) + 2.5), 6.0 if has_grad else 3.6), layout="constrained")
+    # width: the layers, plus room for the legends beside the axes
+    fig = Figure(figsize=(max(4.0, 0.4 * len(s.names) + 1.5) + 2.8, 6.0 if has_grad else 3.6), layout="constrained")
     axes = fig.subplots(2 if has_grad else 1, 1, sharex=True, squeeze=False)[:, 0]
     x = list(range(len(s.names)))
     fwd = axes[0]
@@ -161,6 +162,7 @@ def signal_plot(source: Report | Analysis | nn.Module, path: str | os.PathLike[s
         ax.set_yscale("log")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")  # beside, never over a curve
+    axes[-1].set_xlim(-0.7, max(len(s.names) - 0.3, 0.3))  # room for the first and last markers' labels
     _layer_ticks(axes[-1], s.names)
     axes[-1].set_xlabel("weight layer, in execution order")
     if path is not None:
@@ -219,19 +221,20 @@ def _check_path(path: str | os.PathLike[str] | None) -> None:
         raise UsageError("initcheck", f"cannot draw {os.fspath(path)}: the picture's name must end in .png, .svg or .pdf")
 
 
-def save(fig: Figure, path: str | os.PathLike[str]) -> None:
+def save(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> None:
     """Write `fig` by its extension, with no date or version in the file: same figure, same bytes."""
     _check_path(path)
     import matplotlib
 
     ext = os.path.splitext(os.fspath(path))[1].lower()
-    metadata: dict[str, Any] = {
+    metadatas: dict[str, dict[str, Any]] = {
         ".png": {"Software": "initcheck"},
         ".svg": {"Date": None, "Creator": "initcheck"},
         ".pdf": {"CreationDate": None, "Creator": "initcheck", "Producer": "initcheck"},
-    }[ext]
+    }
+    metadata = metadatas[ext]
     with matplotlib.rc_context({"svg.hashsalt": "initcheck", "svg.fonttype": "path"}):
-        fig.savefig(path, metadata=metadata, dpi=100)
+        fig.savefig(path, metadata=metadata, dpi=dpi)
 
 
 # --- measured histograms (the tutorials' picture) ------------------------------------------------
@@ -279,7 +282,10 @@ def measure(model: nn.Module, batch: Any = None) -> tuple[LayerSample, ...]:
                 return  # a shared layer: its first call
             outs[name] = y.detach()
             if y.requires_grad:
-                y.register_hook(lambda g: grads.__setitem__(name, g.detach()))
+                def keep(g: torch.Tensor) -> None:
+                    grads[name] = g.detach()
+
+                y.register_hook(keep)  # type: ignore[no-untyped-call]
         return record
 
     handles = [modules[name].register_forward_hook(hook(name)) for name in wanted]
@@ -310,9 +316,9 @@ def measure(model: nn.Module, batch: Any = None) -> tuple[LayerSample, ...]:
             dead = float((units <= DEAD_BELOW[act]).all(0).float().mean())
         knee = SATURATION.get(act)
         sat = float((z.abs() > knee).float().mean()) if knee is not None else None
-        g = grads.get(name)
+        grad = grads.get(name)
         samples.append(LayerSample(lf.qualname, act, _subsample(fn(z) if fn is not None else z),
-                                   None if g is None else _subsample(g.float()), dead, sat))
+                                   None if grad is None else _subsample(grad.float()), dead, sat))
     return tuple(samples)
 
 
@@ -378,11 +384,14 @@ def histogram_figure(runs: list[tuple[str, tuple[LayerSample, ...]]], title: str
 
 def _shown(sample: LayerSample, what: str) -> torch.Tensor:
     """What a panel bins: activations as they are; gradients as log10 |g|, so that a gradient
-    shrinking layer after layer moves left by decades instead of collapsing into one bin."""
+    shrinking layer after layer moves left by decades instead of collapsing into one bin. Exact
+    zeros (a ReLU's inactive units, a saturated tanh's flat tail) have no logarithm: the panel's
+    note counts them instead."""
     if what == "values":
         return sample.values
     assert sample.grads is not None
-    return sample.grads.abs().clamp_min(1e-30).log10()
+    g = sample.grads
+    return g[g != 0].abs().log10()
 
 
 def _hist_row(row: Any, samples: tuple[LayerSample, ...], what: str, span: tuple[float, float], ylabel: str) -> list[Axes]:
@@ -390,7 +399,9 @@ def _hist_row(row: Any, samples: tuple[LayerSample, ...], what: str, span: tuple
     for ax, sample in zip(row, samples):
         if getattr(sample, what) is None:
             continue
-        shown = _shown(sample, what).clamp(*span).numpy()  # outliers land in the edge bins, not off the axes
+        shown = _shown(sample, what).clamp(*span).numpy()
+        if not len(shown):
+            ax.text(0.5, 0.5, "all zero", transform=ax.transAxes, ha="center", va="center", fontsize=8)  # outliers land in the edge bins, not off the axes
         ax.hist(shown, bins=HIST_BINS, range=span, weights=[1.0 / max(len(shown), 1)] * len(shown),
                 color=ACTUAL if what == "values" else "#9467bd")
         ax.set_title(f"{_short(sample.name)} ({sample.activation})", fontsize=8)
@@ -409,7 +420,8 @@ def _panel_note(sample: LayerSample, what: str) -> str:
     data = sample.values if what == "values" else sample.grads
     assert data is not None
     if what == "grads":
-        return f"rms {float(data.pow(2).mean().sqrt()):.2g}"
+        zero = float((data == 0).float().mean()) if data.numel() else 0.0
+        return f"rms {float(data.pow(2).mean().sqrt()):.2g}" + (f"\nzero {zero:.0%}" if zero >= 0.005 else "")
     lines = [f"std {float(data.std()):.2g}" if data.numel() > 1 else "std -"]
     if sample.dead is not None:
         lines.append(f"dead {sample.dead:.0%}")

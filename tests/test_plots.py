@@ -178,3 +178,18 @@ def test_probe_histograms_panels(tmp_path):
     assert panels2[0].get_ylabel().startswith("before: activations")
     assert panels2[6].get_ylabel().startswith("after: activations")
     assert (tmp_path / "h.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_readme_pictures_script_writes_small_pngs(tmp_path):
+    import make_pictures  # examples/ is on the path (conftest)
+
+    argv = sys.argv
+    sys.argv = ["make_pictures.py", "--out", str(tmp_path)]
+    try:
+        make_pictures.main()
+    finally:
+        sys.argv = argv
+    for name in ("signal.png", "probe_hist.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) < 100_000
