@@ -118,3 +118,10 @@ def test_probe_table_when_probed():
     cells = ["".join(e[2]) for e in tree.find("td")]
     assert cells[-7:-1] == ["a.weight", "relu", "1", "1.2", "25%", "-"]
     assert "probed" in repr(report)
+
+
+def test_fix_report_names_the_reinitialized_weights():
+    report = Report("Net", "fx", (layer("a"),), (), extra={"reinitialized": ["a.weight", "b.weight"]})
+    tree = parse(notebook.report_html(report))
+    (p,) = tree.find("p", **{"class": "fixed"})
+    assert "".join(p[2]) == "reinitialized by fix(): a.weight, b.weight"
