@@ -35,6 +35,22 @@ def test_import_help_and_diagnose_load_no_extra():
     assert imported_after("import matplotlib") == ["matplotlib"]  # the check itself can see an import
 
 
+@pytest.mark.parametrize("module, hidden, extra", [
+    ("initcheck.integrations.lightning", ("lightning", "lightning.pytorch", "pytorch_lightning"), "lightning"),
+    ("initcheck.integrations.transformers", ("transformers",), "hf"),
+])
+def test_missing_framework_says_which_extra(monkeypatch, module, hidden, extra):
+    import importlib
+
+    from initcheck.integrations import MissingExtra
+
+    for name in hidden:
+        monkeypatch.setitem(sys.modules, name, None)  # import name -> ImportError
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.raises(MissingExtra, match=rf"pip install initcheck\[{extra}\]$"):
+        importlib.import_module(module)
+
+
 def net(std: float | None) -> nn.Sequential:
     model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
     if std is not None:

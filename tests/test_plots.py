@@ -177,8 +177,8 @@ def test_probe_histograms_panels():
     fig2 = plots.probe_histograms(bad, x, after=good)
     panels2 = [ax for ax in fig2.axes if ax.get_visible()]
     assert len(panels2) == 4 * 2
-    assert panels2[0].get_ylabel().startswith("before: activations")
-    assert panels2[4].get_ylabel().startswith("after: activations")
+    assert panels2[0].get_ylabel().startswith("before:\nactivations")
+    assert panels2[4].get_ylabel().startswith("after:\nactivations")
 
 
 @pytest.mark.slow
