@@ -17,15 +17,16 @@ __version__ = "0.1.0"
 _LAZY = {  # public name -> the module that defines it
     "diagnose": "api", "fix": "fix", "probe": "probe", "ProbeLayer": "probe", "plan": "plan", "InitPlan": "plan",
     "Report": "report", "LayerReport": "report", "Finding": "findings", "Severity": "findings", "RULES": "findings",
-    "Settings": "options",
+    "Settings": "options", "guard": "guard", "InitError": "guard",
 }
 __all__ = ["diagnose", "fix", "probe", "plan", "InitPlan", "ProbeLayer", "Report", "LayerReport", "Finding", "Severity",
-           "RULES", "Settings", "__version__"]
+           "RULES", "Settings", "guard", "InitError", "__version__"]
 
 if TYPE_CHECKING:
     from .api import diagnose
     from .findings import RULES, Finding, Severity
     from .fix import fix
+    from .guard import InitError, guard
     from .options import Settings
     from .plan import InitPlan, plan
     from .probe import ProbeLayer, probe

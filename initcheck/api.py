@@ -223,6 +223,10 @@ def _param_reports(ctx: Context, findings: list[Finding]) -> tuple[ParamReport, 
     return tuple(out)
 
 
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
 def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, str]) -> tuple[LayerReport, ...]:
     by_layer: dict[str, list[Finding]] = {}
     for f in findings:
@@ -235,6 +239,7 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
         if worst is None and lf.convention:
             verdict = f"ok: {lf.convention}"
         m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
+        ref = ctx.reference.preact(lf.op, lf.preact_op) if ctx.reference else None
         out.append(LayerReport(
             name=lf.name, param=lf.param, kind=lf.kind, shape=lf.shape, fan_in=lf.fan_in, fan_out=lf.fan_out,
             activation=lf.activation, activation_param=lf.activation_param, normalized=lf.normalized,
@@ -242,5 +247,9 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
             recommended_std=lf.recommended_std, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
             variance_ratio=lf.variance_ratio, predicted_rms=None if m is None or math.isnan(m.rms) else m.rms,
             aliases=lf.aliases, convention=lf.convention, verdict=verdict, source=sources.get(lf.qualname),
+            driven_rms=_finite(math.sqrt(max(m.signal, 0.0))) if m is not None else None,
+            reference_rms=_finite(ref.rms) if ref is not None else None,
+            grad_rms=_finite(math.sqrt(max(ctx.actual.backward[lf.op], 0.0))) if ctx.actual else None,
+            reference_grad_rms=_finite(math.sqrt(max(ctx.reference.backward[lf.op], 0.0))) if ctx.reference else None,
         ))
     return tuple(out)

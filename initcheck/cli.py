@@ -96,13 +96,16 @@ def interruptible(func: Callable[..., Any]) -> Callable[..., Any]:
               help="A pyproject.toml with [tool.initcheck], or an initcheck.toml (found upwards from here by default).")
 @click.option("--show-settings", is_flag=True, help="Print the resolved settings and where each came from, and exit.")
 @click.option("--explain", metavar="CODE", default=None, help="Print a rule's documentation and exit (also: initcheck rule CODE).")
+@click.option("--plot", "plot", metavar="FILE", default=None,
+              help="Draw the predicted signal per layer (with --probe: measured histograms per layer) to FILE (.png, .svg, .pdf; needs initcheck[plot]).")
 @click.option("--list-rules", is_flag=True, help="List the finding codes and exit.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, "--version", prog_name="initcheck")
 @click.pass_context
 @interruptible
 def main(ctx: click.Context, /, targets: tuple[str, ...], output: str | None, config_path: str | None,
-         show_settings: bool, explain: str | None, list_rules: bool, verbose: bool, **_: Any) -> None:
+         show_settings: bool, explain: str | None, list_rules: bool, verbose: bool, plot: str | None = None,
+         **_: Any) -> None:
     """Check the weight initialization of PyTorch models, before any training.
 
     TARGETS are path/to/model.py:Name, package.module:Name or path/to/model.py (every nn.Module
@@ -129,7 +132,14 @@ def main(ctx: click.Context, /, targets: tuple[str, ...], output: str | None, co
     if show_settings:
         click.echo(options_mod.describe(settings))
         return
-    sys.exit(check(settings, verbose))
+    if plot is not None:
+        from .plots import check_path
+
+        try:
+            check_path(plot)
+        except InitcheckError as e:
+            _fail(e, verbose)
+    sys.exit(check(settings, verbose, plot))
 
 
 def _given(ctx: click.Context) -> dict[str, Any]:
@@ -141,7 +151,7 @@ def _given(ctx: click.Context) -> dict[str, Any]:
     return out
 
 
-def check(settings: Settings, verbose: bool = False) -> int:
+def check(settings: Settings, verbose: bool = False, plot: str | None = None) -> int:
     """Run every target and print the report; returns the exit code."""
     import torch
 
@@ -210,6 +220,12 @@ def check(settings: Settings, verbose: bool = False) -> int:
                 failures.append(Failure(loaded.target, line))
                 exit_code = 2
                 continue
+            if plot is not None:
+                try:
+                    _draw(plot, loaded, inputs, report, settings.probe)
+                except InitcheckError as e:
+                    _report_error(e, verbose)
+                    exit_code = 2
             if settings.show_suppressed and report.suppressed:
                 report = replace(report, extra={**report.extra, "suppressed": [
                     _suppressed_dict(f, reason) for f, reason in report.suppressed]})
@@ -219,6 +235,18 @@ def check(settings: Settings, verbose: bool = False) -> int:
     _print(settings, Run(tuple(reports), tuple(failures), str(settings.fail_on), _color(settings), settings.quiet,
                          settings.show_suppressed))
     return exit_code
+
+
+def _draw(path: str, loaded: Loaded, inputs: Any, report: Report, probed: bool) -> None:
+    """--plot: the measured histograms with --probe, else the predicted signal; one file a run
+    (several targets overwrite it: name one target)."""
+    from . import plots
+
+    if probed:
+        plots.probe_histograms(loaded.model, inputs, path, title=loaded.target)
+    else:
+        plots.signal_plot(report, path, title=loaded.target)
+    say(f"drew {path}")
 
 
 def _excluded(target: str, patterns: tuple[str, ...]) -> bool:

@@ -32,6 +32,10 @@ class LayerReport:
     convention: str | None = None
     verdict: str = "ok"
     source: str | None = None  # "path:line" that last wrote it, when initcheck built the model
+    driven_rms: float | None = None  # the input-driven part of predicted_rms (biases aside)
+    reference_rms: float | None = None  # predicted_rms under the recommended schemes
+    grad_rms: float | None = None  # predicted gradient rms at the layer's output (output gradient 1)
+    reference_grad_rms: float | None = None  # the same under the recommended schemes
 
     @property
     def qualname(self) -> str:
@@ -87,3 +91,16 @@ class Report:
         from .formats.full import format_text
 
         return format_text(self)
+
+    def __repr__(self) -> str:
+        from .notebook import report_repr
+        return report_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .notebook import report_html
+        return report_html(self)
+
+    def plot(self, path: Any = None) -> Any:
+        """The signal picture (initcheck.plots.signal_plot), saved to `path` (.png/.svg/.pdf) when given."""
+        from .plots import signal_plot
+        return signal_plot(self, path)

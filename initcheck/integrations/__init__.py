@@ -1,0 +1,62 @@
+"""Optional extras (matplotlib, Lightning, transformers): imported only when used; the one-line
+error that says which extra to install when one is missing; what the training callbacks share."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from torch import nn
+
+from ..errors import InitcheckError
+from ..findings import summary
+from ..guard import FAIL_ON
+from ..report import Report
+
+# extra name in pyproject.toml -> the module it provides
+EXTRAS = {"plot": "matplotlib", "lightning": "lightning", "hf": "transformers"}
+
+
+class MissingExtra(InitcheckError):
+    """An optional dependency is not installed; `str(err)` is one line with the pip command."""
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import `module`, or raise MissingExtra naming `pip install initcheck[extra]`."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtra("initcheck", f"{module} is not installed: pip install initcheck[{extra}]") from e
+
+
+def validate(fail_on: str) -> str:
+    if fail_on not in FAIL_ON:
+        raise ValueError(f"unknown fail_on {fail_on!r}; expected one of {', '.join(FAIL_ON)}")
+    return fail_on
+
+
+def judge(model: nn.Module, example_inputs: Any, fail_on: str, fix: bool, target: str) -> tuple[Report, list[str]]:
+    """Diagnose `model`; with `fix`, repair it in place when it fails (static fix: no data, no
+    extra forward passes). Returns the final report and the log lines to write; `check(report,
+    fail_on)` then raises InitError if findings at or above `fail_on` remain."""
+    from ..api import diagnose
+    from ..fix import fix as fix_model
+
+    report = diagnose(model, example_inputs, target=target)
+    lines = [f"initcheck: {target}: {summary(report.findings)}"]
+    if fix and report.fails(fail_on):
+        after = fix_model(model, target=target)
+        changed = after.extra.get("reinitialized", [])
+        lines.append(f"initcheck: reinitialized {len(changed)} weight(s) ({', '.join(changed[:5])}"
+                     f"{', ...' if len(changed) > 5 else ''}); now {summary(after.findings)}")
+        report = after
+    return report, lines
+
+
+def counts(report: Report) -> dict[str, float]:
+    """Metrics for a logger: how many findings of each severity."""
+    out = {"initcheck/errors": 0.0, "initcheck/warnings": 0.0, "initcheck/infos": 0.0}
+    for f in report.findings:
+        out[f"initcheck/{f.severity.value}s"] += 1.0
+    return out
