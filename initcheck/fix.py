@@ -303,26 +303,31 @@ def data_driven_pass(
     keep = {lf.qualname: (target_std if target_std is not None else goal.get(lf.qualname, 1.0))
             for lf in analysis.layers if lf.qualname not in kept and _scalable(lf, keep_intentional)}
     canonical = {a: lf.qualname for lf in analysis.layers for a in lf.aliases}
+    # aiming at the schemes' own targets, a weight stays within the band the per-weight rules accept
+    band = {} if target_std is not None else {lf.qualname: lf.recommended_std for lf in analysis.layers
+                                              if lf.qualname in keep and math.isfinite(lf.recommended_std)}
     with devices.working_copy(model, dev, write_back=True) as work:
         uses = _uses(work, keep, canonical, target_std)
         weights = {m: _weight_of(m) for m in uses}
         args, kwargs = devices.move(args, dev), devices.move(kwargs, dev)
         name = analysis.report.target
         with torch.no_grad(), devices.eval_mode(work):
-            first = _run_with_hooks(name, work, uses, args, kwargs, scale=set(keep), progress=progress)
+            first = _run_with_hooks(name, work, uses, args, kwargs, scale=set(keep), progress=progress, band=band)
             passes = 1
             factors = {k: recs[0][2] for k, recs in first.items()}
             shared = {k for k, recs in first.items() if len(recs) > 1}
             last = first
             for extra_pass in range(COMPROMISE_PASSES + 1 if shared else 1):
                 if extra_pass:  # the single-use layers follow the compromise upstream of them
-                    last = _run_with_hooks(name, work, uses, args, kwargs, scale=set(keep) - shared, progress=progress)
+                    last = _run_with_hooks(name, work, uses, args, kwargs, scale=set(keep) - shared, progress=progress, band=band)
                     passes += 1
                     for k in set(keep) - shared:
                         if k in last:
                             factors[k] = factors[k] * last[k][0][2]
                 for k in shared:
                     c = _compromise(last[k])
+                    if k in band:
+                        c = _within_band(c, _param_of(weights, uses, k), band[k])
                     _scale_param(weights, uses, k, c)
                     factors[k] = factors[k] * c
             after = first
@@ -367,6 +372,20 @@ def _weight_of(module: nn.Module) -> torch.Tensor:
     return module.weight
 
 
+def _param_of(weights: dict[nn.Module, torch.Tensor], uses: dict[nn.Module, Use], key: str) -> torch.Tensor:
+    return next(weights[m] for m, (k, _) in uses.items() if k == key)
+
+
+# the per-weight rules flag a variance more than 4x off its scheme's (a std 2x off): stay inside
+BAND = 1.9
+
+
+def _within_band(factor: torch.Tensor, weight: torch.Tensor, recommended: float) -> torch.Tensor:
+    """`factor`, clamped so that the scaled weight's std stays within BAND of its scheme's."""
+    std = weight.float().std().clamp_min(1e-30)
+    return factor.clamp(recommended / BAND / std, recommended * BAND / std)
+
+
 def _scale_param(weights: dict[nn.Module, torch.Tensor], uses: dict[nn.Module, Use], key: str, factor: torch.Tensor) -> None:
     done: set[int] = set()
     for m, (k, _) in uses.items():
@@ -405,7 +424,8 @@ def _scalable(lf: LayerFacts, keep_intentional: bool = True) -> bool:
 
 
 def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use], args: tuple, kwargs: dict,
-                    scale: set[str], progress: Progress | None = None) -> dict[str, list[Record]]:
+                    scale: set[str], progress: Progress | None = None,
+                    band: dict[str, float] | None = None) -> dict[str, list[Record]]:
     """One forward pass; in each use's hook measure its output (less its bias) and, at the first use
     of a parameter in `scale`, scale the weight to the target and hand on the corrected output."""
     seen: dict[str, list[Record]] = {}
@@ -441,6 +461,8 @@ def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use]
             return None
         factor = target / std.clamp_min(1e-12)
         factor = torch.where(torch.isfinite(factor), factor, torch.ones_like(factor))
+        if band and key in band:
+            factor = _within_band(factor, weight, band[key])
         weight.mul_(factor.to(weight.dtype))
         recs.append((names[module], std, factor, target))
         if progress:
