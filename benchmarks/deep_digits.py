@@ -1,7 +1,7 @@
 """Does the fix make deep networks train? sklearn's digits (8x8, bundled: nothing is downloaded),
 Adam, CPU, each init before training, mean over seeds.
 
-Models: a deep tanh MLP (64 -> width x depth -> 10) and a plain tanh conv net (3x3 convs, 16
+Models: a deep tanh MLP (64 -> 128 x depth -> 10) and a plain tanh conv net (3x3 convs, 16
 channels, no normalization, no residual, then a Linear head). Inits:
   PyTorch default; initcheck.fix static; initcheck.fix data-driven (256 training images);
   the `lsuv` package 0.3.0 (orthonormal, then layer by layer to std 1, on the same 256 images);
@@ -31,7 +31,7 @@ from digits_experiment import load_digits
 import initcheck
 
 
-def tanh_mlp(depth: int, width: int = 64) -> nn.Module:
+def tanh_mlp(depth: int, width: int = 128) -> nn.Module:
     layers: list[nn.Module] = [nn.Linear(64, width), nn.Tanh()]
     for _ in range(depth - 2):
         layers += [nn.Linear(width, width), nn.Tanh()]
@@ -117,7 +117,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_digits()
-    models = {f"{args.mlp_depth}-layer tanh MLP (width 64)": lambda: tanh_mlp(args.mlp_depth),
+    models = {f"{args.mlp_depth}-layer tanh MLP (width 128)": lambda: tanh_mlp(args.mlp_depth),
               f"{args.conv_depth}-layer plain tanh conv net (16 ch)": lambda: PlainConv(args.conv_depth)}
     print(f"torch {torch.__version__}, CPU, {args.threads} thread(s); digits, Adam lr 1e-3, batch 64, "
           f"{args.steps} steps, mean of {args.seeds} seeds")

@@ -5,7 +5,7 @@ sum). Peak memory: the process's peak RSS during the call, less its RSS before i
 size. Each measurement is the median of 3 fresh subprocesses. Run: python benchmarks/diagnose_cost.py
 
 `--depths 10,30,100,300,1000,3000`: instead, a ReLU MLP (width 64) at each depth, in this process
-(median of 3): floor, diagnose, static fix() and their ratios, and the depth exponent of each fitted
+(median of 3, or --runs N): floor, diagnose, static fix() and their ratios, and the depth exponent of each fitted
 on log-log between the two deepest depths and over all of them.
 """
 
@@ -143,7 +143,8 @@ def depth_sweep(depths: list[int], runs: int = 3) -> None:
 
 def main():
     if "--depths" in sys.argv:
-        depth_sweep([int(d) for d in sys.argv[sys.argv.index("--depths") + 1].split(",")])
+        runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 3
+        depth_sweep([int(d) for d in sys.argv[sys.argv.index("--depths") + 1].split(",")], runs)
         return
     rows = []
     for label, case in CASES.items():

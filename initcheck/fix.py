@@ -205,7 +205,7 @@ def fix(
         if dynamic:
             scaled, passes, worst = data_driven_pass(model, before, example_inputs, device=device, target_std=target_std,
                                                      keep_intentional=keep_intentional, verify=verify, progress=progress,
-                                                     kept=kept)
+                                                     kept=kept, unit=unit_targets(before, choice))
             extra["data_driven"] = {"forward_passes": passes, "target_std": target_std, "worst_rel_error": worst,
                                     "layers": [asdict(s) for s in scaled]}
     extra["acted_on"] = acted.value if isinstance(acted, Severity) else None
@@ -214,6 +214,16 @@ def fix(
     note = f"fix drew replaced weights by {choice.reason}" if extra["reinitialized"] else None
     notes = after.notes + ((note,) if note else ())
     return Report(after.target, after.tracer, after.layers, after.findings, notes, after.probe, extra)
+
+
+def unit_targets(analysis: Analysis, choice: DrawChoice) -> frozenset[str]:
+    """The layers the data-driven pass aims at unit pre-activation std instead of their scheme's
+    target: under the orthogonal choice, every near-linear layer, so that tanh/sigmoid work in their
+    near-linear range at every depth (the gain's slight excess, compounded over a deep stack, drives
+    tanh into its chaotic phase; LSUV's std 1 is the same choice)."""
+    if choice.forced or choice.scheme != Scheme.ORTHOGONAL:
+        return frozenset()
+    return frozenset(lf.qualname for lf in analysis.layers if lf.role == "weight" and lf.activation in NEAR_LINEAR)
 
 
 def suppressed(findings: tuple[Finding, ...], selection: Selection) -> frozenset[str]:
@@ -293,6 +303,7 @@ def data_driven_pass(
     verify: bool = True,
     progress: Progress | None = None,
     kept: frozenset[str] = frozenset(),
+    unit: frozenset[str] = frozenset(),
 ) -> tuple[list[Scaled], int, float]:
     """Scale every scalable parameter to its target in one forward pass (plus up to
     COMPROMISE_PASSES when a weight is used several times); (parameters, passes, worst error over
@@ -300,7 +311,7 @@ def data_driven_pass(
     dev = devices.resolve(device)
     args, kwargs = analysis.inputs(example_inputs)
     goal = targets(analysis)
-    keep = {lf.qualname: (target_std if target_std is not None else goal.get(lf.qualname, 1.0))
+    keep = {lf.qualname: (target_std if target_std is not None else 1.0 if lf.qualname in unit else goal.get(lf.qualname, 1.0))
             for lf in analysis.layers if lf.qualname not in kept and _scalable(lf, keep_intentional)}
     canonical = {a: lf.qualname for lf in analysis.layers for a in lf.aliases}
     # aiming at the schemes' own targets, a weight stays within the band the per-weight rules accept
@@ -365,11 +376,12 @@ def _uses(work: nn.Module, keep: dict[str, float], canonical: dict[str, str], ta
 
 
 def _weight_of(module: nn.Module) -> torch.Tensor:
-    if isinstance(module, nn.MultiheadAttention):
-        return module.out_proj.weight
-    if isinstance(module, nn.RNNBase):
-        return module.weight_ih_l0
-    return module.weight
+    return _tensor(module.get_parameter(scaled_param(module)))
+
+
+def _tensor(value: object) -> torch.Tensor:
+    assert isinstance(value, torch.Tensor), type(value)
+    return value
 
 
 def _param_of(weights: dict[nn.Module, torch.Tensor], uses: dict[nn.Module, Use], key: str) -> torch.Tensor:
@@ -423,7 +435,7 @@ def _scalable(lf: LayerFacts, keep_intentional: bool = True) -> bool:
     return not (lf.residual_end and intentional_small(lf))
 
 
-def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use], args: tuple, kwargs: dict,
+def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use], args: tuple[Any, ...], kwargs: dict[str, Any],
                     scale: set[str], progress: Progress | None = None,
                     band: dict[str, float] | None = None) -> dict[str, list[Record]]:
     """One forward pass; in each use's hook measure its output (less its bias) and, at the first use
@@ -434,7 +446,7 @@ def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use]
     names = {m: n for n, m in work.named_modules() if m in uses}
     busy: set[nn.Module] = set()
 
-    def hook(module: nn.Module, inputs: tuple, out: Any) -> Any:
+    def hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> Any:
         if module in busy:
             return None  # our own rerun of an RNN
         key, target = uses[module]
@@ -469,11 +481,11 @@ def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use]
             progress(stage, len(seen), total)
         return factor
 
-    def _rnn(module: nn.Module, key: str, target: float, inputs: tuple) -> Any:
+    def _rnn(module: nn.Module, key: str, target: float, inputs: tuple[Any, ...]) -> Any:
         x = inputs[0] if inputs else None
         if not isinstance(x, torch.Tensor):
             return None  # a PackedSequence: keep the static init
-        w = module.weight_ih_l0
+        w = _weight_of(module)
         std = torch.nn.functional.linear(x, w).float().std()
         if measure(module, key, std, w, target) is None:
             return None
@@ -495,9 +507,9 @@ def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use]
 
 
 def _weight_and_bias(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(module, nn.MultiheadAttention):
-        return module.out_proj.weight, module.out_proj.bias
-    return module.weight, getattr(module, "bias", None)
+    owner = module.out_proj if isinstance(module, nn.MultiheadAttention) else module
+    bias = getattr(owner, "bias", None)
+    return _weight_of(module), bias if isinstance(bias, torch.Tensor) else None
 
 
 def _broadcast_bias(bias: torch.Tensor | None, module: nn.Module, y: torch.Tensor) -> torch.Tensor | None:

@@ -72,7 +72,7 @@ class InitPlan:
 def plan(model: nn.Module, example_inputs: Any = None) -> InitPlan:
     """The init plan of a (meta-device or materialized) model, from its static analysis."""
     analysis = analyze(model, example_inputs)
-    entries = []
+    entries: list[PlanEntry] = []
     for lf in analysis.layers:
         if not lf.shape:
             continue
@@ -82,7 +82,8 @@ def plan(model: nn.Module, example_inputs: Any = None) -> InitPlan:
     return InitPlan(tuple(entries), analysis.report)
 
 
-def _apply(root: nn.Module, by_name: dict[str, PlanEntry], generator, prefix: str, recurse: bool = True) -> tuple[str, ...]:
+def _apply(root: nn.Module, by_name: dict[str, PlanEntry], generator: torch.Generator | None, prefix: str,
+           recurse: bool = True) -> tuple[str, ...]:
     zeroed = []
     modules = root.named_modules() if recurse else [("", root)]
     with torch.no_grad():

@@ -147,11 +147,13 @@ def _delta_orthogonal_(t: torch.Tensor, gain: float, generator: torch.Generator 
     if t.dim() < 3:
         _orthogonal_(t, gain, generator)
         return
-    centre = tuple(k // 2 for k in t.shape[2:])
     tap = torch.empty(t.shape[0], t.shape[1], dtype=torch.float32, device=t.device)
     nn.init.orthogonal_(tap, gain=gain, generator=generator)
     t.zero_()
-    t[(slice(None), slice(None), *centre)] = tap.to(t.dtype)
+    centre = t
+    for k in t.shape[2:]:  # down to the kernel's centre, one spatial dimension at a time
+        centre = centre.select(2, k // 2)
+    centre.copy_(tap.to(t.dtype))
 
 
 def accessor(qualname: str, root: str = "model") -> str:
@@ -211,7 +213,7 @@ def _torch_helper(scheme: Scheme, w: str, shape: tuple[int, ...], init: Init) ->
     act = TORCH_NONLINEARITY.get(init.nonlinearity or "")
     if scheme in (Scheme.HE_NORMAL, Scheme.HE_UNIFORM) and act in ("relu", "leaky_relu"):
         slope = init.slope if act == "leaky_relu" else None
-        if not math.isclose(nn.init.calculate_gain(act, slope), init.gain, rel_tol=1e-9):
+        if not math.isclose(nn.init.calculate_gain(act, slope), init.gain, rel_tol=1e-9):  # type: ignore[arg-type]
             return None
         fn = "kaiming_normal_" if scheme == Scheme.HE_NORMAL else "kaiming_uniform_"
         a = f", a={slope:g}" if slope is not None else ""
@@ -221,7 +223,7 @@ def _torch_helper(scheme: Scheme, w: str, shape: tuple[int, ...], init: Init) ->
         return f'nn.init.kaiming_normal_({w}, nonlinearity="linear")'
     if scheme in (Scheme.XAVIER_NORMAL, Scheme.XAVIER_UNIFORM):
         fn = "xavier_normal_" if scheme == Scheme.XAVIER_NORMAL else "xavier_uniform_"
-        if act in ("tanh", "sigmoid") and math.isclose(nn.init.calculate_gain(act), init.gain, rel_tol=1e-9):
+        if act in ("tanh", "sigmoid") and math.isclose(nn.init.calculate_gain(act), init.gain, rel_tol=1e-9):  # type: ignore[arg-type]
             return f'nn.init.{fn}({w}, gain=nn.init.calculate_gain("{act}"))'
         if abs(init.gain - 1.0) < 1e-9:
             return f"nn.init.{fn}({w})"
