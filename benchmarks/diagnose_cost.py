@@ -3,6 +3,10 @@
 Floor: tracing the model (the same tracer diagnose uses) plus one read of every weight (a chunked
 sum). Peak memory: the process's peak RSS during the call, less its RSS before it, against the model's
 size. Each measurement is the median of 3 fresh subprocesses. Run: python benchmarks/diagnose_cost.py
+
+`--depths 10,30,100,300,1000,3000`: instead, a ReLU MLP (width 64) at each depth, in this process
+(median of 3, or --runs N): floor, diagnose, static fix() and their ratios, and the depth exponent of each fitted
+on log-log between the two deepest depths and over all of them.
 """
 
 from __future__ import annotations
@@ -81,7 +85,67 @@ def wall(cmd: list[str], runs: int = 5) -> float:
     return statistics.median(times)
 
 
+def depth_sweep(depths: list[int], runs: int = 3) -> None:
+    import math
+
+    import torch
+    from torch import nn
+
+    from initcheck import diagnose, fix
+    from initcheck.inputs import candidates
+    from initcheck.trace import trace, weight_params
+
+    def mlp(depth: int) -> nn.Module:
+        layers: list[nn.Module] = []
+        for _ in range(depth - 1):
+            layers += [nn.Linear(64, 64), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(64, 10))
+
+    def floor(model: nn.Module) -> None:
+        trace(model, None, None, build_inputs=lambda: list(candidates(model)))
+        with torch.no_grad():
+            for p in weight_params(model).values():
+                p.detach().reshape(-1).sum()
+
+    def timed(fn, depth: int) -> float:
+        times = []
+        for _ in range(runs):
+            torch.manual_seed(0)
+            model = mlp(depth)
+            t0 = time.perf_counter()
+            fn(model)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    rows, series = [], {"floor": [], "diagnose": [], "fix": []}
+    for depth in depths:
+        f = timed(floor, depth)
+        d = timed(diagnose, depth)
+        x = timed(lambda m: fix(m, generator=torch.Generator().manual_seed(0)), depth)
+        for key, v in (("floor", f), ("diagnose", d), ("fix", x)):
+            series[key].append(v)
+        rows.append([depth, f"{f:.3f}", f"{d:.3f}", f"{d / f:.2f}x", f"{x:.3f}", f"{x / d:.2f}x"])
+        print(*rows[-1], flush=True)
+
+    def slope(ys: list[float], lo: int = 0) -> float:
+        xs = [math.log(v) for v in depths[lo:]]
+        ls = [math.log(v) for v in ys[lo:]]
+        mx, my = statistics.fmean(xs), statistics.fmean(ls)
+        return sum((a - mx) * (b - my) for a, b in zip(xs, ls)) / sum((a - mx) ** 2 for a in xs)
+
+    print(tabulate(rows, headers=["depth", "floor s", "diagnose s", "diagnose / floor", "fix (static) s", "fix / diagnose"],
+                   disable_numparse=True))
+    last = max(len(depths) - 2, 0)
+    for key, ys in series.items():
+        print(f"{key}: time ~ depth^{slope(ys):.2f} over {depths[0]}..{depths[-1]}, "
+              f"depth^{slope(ys, last):.2f} over {depths[last]}..{depths[-1]}")
+
+
 def main():
+    if "--depths" in sys.argv:
+        runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 3
+        depth_sweep([int(d) for d in sys.argv[sys.argv.index("--depths") + 1].split(",")], runs)
+        return
     rows = []
     for label, case in CASES.items():
         d, f = measure(case, "diagnose"), measure(case, "floor")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -54,7 +54,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
-def move(value, device: torch.device):
+def move(value: Any, device: torch.device) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, tuple):

@@ -9,7 +9,7 @@
 
     FSDP(model, param_init_fn=p.param_init_fn(device))    # or per module, as FSDP calls it
 
-Weights get their recommended scheme (normal, or orthogonal blocks for recurrent matrices), biases
+Weights get their recommended scheme (schemes.py: the draw a finding's fix shows), biases
 zero; modules with `reset_parameters` are reset, other norms get scale 1 and shift 0 (Gemma's
 `1 + w` scale: w = 0); any other parameter the plan does not cover (a class token, a position table)
 is zeroed, and `apply` returns its name.
@@ -24,17 +24,22 @@ import torch
 from torch import nn
 
 from .api import analyze
-from .fix import _orthogonal_
 from .ops.activations import is_norm_module
 from .ops.layers import module_weights
+from .remedy import for_layer
+from .schemes import Init, Scheme, draw, expected_std
 
 
 @dataclass(frozen=True)
 class PlanEntry:
     param: str  # qualified parameter name
-    scheme: str
-    std: float
-    blocks: int  # orthogonal blocks (RNN gates), else 1
+    scheme: Scheme
+    init: Init  # fans, gain, blocks: what schemes.draw needs
+    std: float  # the std the scheme gives this parameter (schemes.expected_std)
+
+    @property
+    def blocks(self) -> int:
+        return self.init.blocks
 
 
 @dataclass(frozen=True)
@@ -67,17 +72,18 @@ class InitPlan:
 def plan(model: nn.Module, example_inputs: Any = None) -> InitPlan:
     """The init plan of a (meta-device or materialized) model, from its static analysis."""
     analysis = analyze(model, example_inputs)
-    entries = []
+    entries: list[PlanEntry] = []
     for lf in analysis.layers:
         if not lf.shape:
             continue
-        blocks = max(lf.shape[0] // max(lf.fan_out, 1), 1) if lf.scheme == "orthogonal" else 1
-        entries.append(PlanEntry(lf.qualname, lf.scheme, lf.recommended_std, blocks))
-        entries.extend(PlanEntry(a, lf.scheme, lf.recommended_std, blocks) for a in lf.aliases)
+        scheme, init = for_layer(lf)
+        std = expected_std(scheme, lf.shape, init)
+        entries.extend(PlanEntry(name, scheme, init, std) for name in (lf.qualname, *lf.aliases))
     return InitPlan(tuple(entries), analysis.report)
 
 
-def _apply(root: nn.Module, by_name: dict[str, PlanEntry], generator, prefix: str, recurse: bool = True) -> tuple[str, ...]:
+def _apply(root: nn.Module, by_name: dict[str, PlanEntry], generator: torch.Generator | None, prefix: str,
+           recurse: bool = True) -> tuple[str, ...]:
     zeroed = []
     modules = root.named_modules() if recurse else [("", root)]
     with torch.no_grad():
@@ -103,9 +109,8 @@ def _apply(root: nn.Module, by_name: dict[str, PlanEntry], generator, prefix: st
                     local.zero_()
                     if pname != "bias" and not pname.startswith("bias_"):
                         zeroed.append(qual)
-                elif entry.scheme == "orthogonal" and local is p:
-                    for block in p.data.chunk(entry.blocks):
-                        _orthogonal_(block, generator)
-                else:
-                    local.normal_(0.0, entry.std, generator=generator)
+                elif local is p or entry.scheme not in (Scheme.ORTHOGONAL, Scheme.DELTA_ORTHOGONAL):
+                    draw(entry.scheme, local, entry.init, generator)
+                else:  # a DTensor shard cannot be made orthogonal locally: its scheme's std
+                    draw(Scheme.NORMAL, local, Init(entry.init.fan_in, entry.init.fan_out, std=entry.std), generator)
     return tuple(zeroed)

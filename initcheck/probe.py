@@ -45,7 +45,7 @@ class ProbeLayer:
 
 
 def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto", target: str | None = None,
-          **rule_options) -> Report:
+          **rule_options: Any) -> Report:
     """diagnose() plus measured statistics and the probe findings (IC3xx).
 
     rule_options: select, ignore and per_layer_ignore, as for diagnose()."""
@@ -63,7 +63,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
                if lf.name in watched and lf.param == module_weights(watched[lf.name])[0].param}
     records: dict[str, torch.Tensor] = {}
 
-    def hook(module, inputs, out):
+    def hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> None:
         y = out[0] if isinstance(out, tuple) else out
         if not isinstance(y, torch.Tensor) or not y.is_floating_point():
             return
@@ -92,7 +92,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
             out = run_forward(first.report.target, work, devices.move(args, dev), devices.move(kwargs, dev))
             loss = sum(t.float().pow(2).mean() for t in tensors_in(out) if t.is_floating_point())
             if isinstance(loss, torch.Tensor) and loss.requires_grad:
-                loss.backward()
+                torch.autograd.backward(loss)
     finally:
         for h in handles:
             h.remove()

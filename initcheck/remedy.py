@@ -1,48 +1,41 @@
-"""The exact torch.nn.init call that gives a layer its recommended scheme (shown in findings,
-applied by fix.py)."""
+"""From a weight's facts to its init scheme (schemes.py) and the exact torch.nn.init call that
+gives it (shown in findings, drawn by fix.py and plan.py)."""
 
 from __future__ import annotations
 
-import re
+import math
 
-from . import theory
 from .facts import LayerFacts
+from .schemes import Init, Scheme, accessor, call_text
+from .theory import Family
 
-_TORCH_NONLINEARITY = {"relu": "relu", "leaky_relu": "leaky_relu", "tanh": "tanh", "sigmoid": "sigmoid", "identity": "linear"}
+__all__ = ["accessor", "for_layer", "init_call"]
+
+# the family theory.recommend judges by -> the scheme fix draws and the finding's call text shows
+_BY_FAMILY = {Family.HE: Scheme.HE_NORMAL, Family.XAVIER: Scheme.XAVIER_UNIFORM, Family.LECUN: Scheme.LECUN_NORMAL,
+              Family.ORTHOGONAL: Scheme.ORTHOGONAL, Family.EMBEDDING: Scheme.EMBEDDING}
 
 
-def accessor(qualname: str, root: str = "model") -> str:
-    """"encoder.0.weight" -> 'model.encoder[0].weight'."""
-    out = root
-    for part in qualname.split("."):
-        out += f"[{part}]" if re.fullmatch(r"\d+", part) else f".{part}"
-    return out
+def for_layer(lf: LayerFacts, scheme: Scheme | None = None) -> tuple[Scheme, Init]:
+    """The scheme that gives this weight its recommended std (or `scheme`, forced) and its Init."""
+    blocks = max(lf.shape[0] // max(lf.fan_out, 1), 1) if lf.shape and lf.layout == "packed" else 1
+    if lf.role == "recurrent" and lf.shape:
+        blocks = max(lf.shape[0] // max(lf.fan_out, 1), 1)
+    init = Init(lf.fan_in, lf.fan_out, gain=lf.gain, blocks=blocks, std=lf.recommended_std,
+                nonlinearity=lf.activation, slope=lf.activation_param)
+    if scheme is not None:
+        return scheme, init
+    chosen = _BY_FAMILY.get(lf.scheme, Scheme.NORMAL)
+    if lf.role == "embedding":
+        return Scheme.EMBEDDING, init
+    if chosen != Scheme.ORTHOGONAL and (blocks > 1 or math.isnan(lf.recommended_std)):
+        return Scheme.NORMAL, init  # packed q/k/v: one block's fans, torch's helpers see the stack
+    if chosen == Scheme.ORTHOGONAL:
+        return chosen, Init(lf.fan_in, lf.fan_out, gain=1.0, blocks=blocks)
+    return chosen, init
 
 
 def init_call(lf: LayerFacts, root: str = "model") -> str:
     """One line of Python that reinitializes this weight by its recommended scheme."""
-    w = accessor(lf.qualname, root)
-    std = lf.recommended_std
-    torch_fan = theory.torch_fans(lf.shape)
-    if lf.role == "embedding":
-        return f"nn.init.normal_({w}, std=1.0)"
-    if lf.scheme == "orthogonal":
-        blocks = lf.shape[0] // max(lf.fan_out, 1)
-        return f"for block in {w}.data.chunk({blocks}): nn.init.orthogonal_(block)" if blocks > 1 else f"nn.init.orthogonal_({w})"
-    if lf.layout == "packed":
-        blocks = lf.shape[0] // max(lf.fan_out, 1)
-        return f"for block in {w}.data.chunk({blocks}): nn.init.normal_(block, std={std:.4g})"
-    fans_match = (torch_fan.fan_in, torch_fan.fan_out) == (lf.fan_in, lf.fan_out)
-    if lf.scheme == "he" and fans_match and lf.activation in ("relu", "leaky_relu"):
-        slope = f", a={lf.activation_param:g}" if lf.activation == "leaky_relu" and lf.activation_param is not None else ""
-        return f'nn.init.kaiming_normal_({w}{slope}, nonlinearity="{lf.activation}")'
-    if lf.scheme == "lecun" and fans_match:
-        return f'nn.init.kaiming_normal_({w}, nonlinearity="linear")'
-    if lf.scheme == "xavier" and fans_match:
-        if lf.activation in ("tanh", "sigmoid"):
-            return f'nn.init.xavier_uniform_({w}, gain=nn.init.calculate_gain("{lf.activation}"))'
-        if abs(lf.gain - 1.0) < 1e-9:
-            return f"nn.init.xavier_uniform_({w})"
-        return f"nn.init.xavier_uniform_({w}, gain={lf.gain:.4g})"
-    title = theory.SCHEME_TITLE.get(lf.scheme, lf.scheme)
-    return f"nn.init.normal_({w}, std={std:.4g})  # {title}, gain {lf.gain:.3g}, fan_in {lf.fan_in}"
+    scheme, init = for_layer(lf)
+    return call_text(scheme, accessor(lf.qualname, root), lf.shape, init)

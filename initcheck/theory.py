@@ -176,14 +176,6 @@ def fans(layout: Layout, shape: tuple[int, ...], groups: int = 1, stride: tuple[
     raise ValueError(f"unknown layout {layout!r}; expected one of out_in, in_out, conv, conv_transpose, bilinear, embedding, packed")
 
 
-def torch_fans(shape: tuple[int, ...]) -> Fans:
-    """torch.nn.init's shape rule, to know when its kaiming_/xavier_ helpers compute our fans."""
-    if len(shape) < 2:
-        return Fans(shape[0] if shape else 1, shape[0] if shape else 1)
-    rf = _prod(shape[2:])
-    return Fans(shape[1] * rf, shape[0] * rf)
-
-
 def _prod(xs: Iterable[int]) -> int:
     out = 1
     for x in xs:
@@ -193,8 +185,8 @@ def _prod(xs: Iterable[int]) -> int:
 
 # --- Schemes ---------------------------------------------------------------------------------
 
-class Scheme(str, enum.Enum):
-    """The family of init a weight is judged against."""
+class Family(str, enum.Enum):
+    """The family of init a weight is judged against (schemes.Scheme is the exact draw that fix uses)."""
 
     HE = "he"
     XAVIER = "xavier"
@@ -206,18 +198,18 @@ class Scheme(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Recommendation:
-    scheme: Scheme
+    scheme: Family
     gain: float
     std: float
 
 
 SCHEME_TITLE = {
-    Scheme.HE: "He",
-    Scheme.XAVIER: "Xavier",
-    Scheme.LECUN: "LeCun",
-    Scheme.ORTHOGONAL: "orthogonal",
-    Scheme.EMBEDDING: "embedding N(0,1)",
-    Scheme.UNKNOWN: "unknown",
+    Family.HE: "He",
+    Family.XAVIER: "Xavier",
+    Family.LECUN: "LeCun",
+    Family.ORTHOGONAL: "orthogonal",
+    Family.EMBEDDING: "embedding N(0,1)",
+    Family.UNKNOWN: "unknown",
 }
 
 
@@ -230,15 +222,15 @@ def recommend(
     custom_gain: the numeric gain of an `unknown:<name>` activation, measured from the function itself.
     """
     if role is WeightRole.EMBEDDING:
-        return Recommendation(Scheme.EMBEDDING, 1.0, 1.0)
+        return Recommendation(Family.EMBEDDING, 1.0, 1.0)
     if role is WeightRole.RECURRENT:
-        return Recommendation(Scheme.ORTHOGONAL, 1.0, 1.0 / math.sqrt(fan.fan_in))
+        return Recommendation(Family.ORTHOGONAL, 1.0, 1.0 / math.sqrt(fan.fan_in))
     g = gain(activation, param) if activation in KNOWN else (custom_gain or 1.0)
     if activation == "selu":
-        return Recommendation(Scheme.LECUN, 1.0, 1.0 / math.sqrt(fan.fan_in))
+        return Recommendation(Family.LECUN, 1.0, 1.0 / math.sqrt(fan.fan_in))
     if activation in RELU_FAMILY or activation in PERIODIC or (activation.startswith("unknown:") and g != 1.0):
-        return Recommendation(Scheme.HE, g, g / math.sqrt(fan.fan_in))
-    return Recommendation(Scheme.XAVIER, g, g * math.sqrt(2.0 / (fan.fan_in + fan.fan_out)))
+        return Recommendation(Family.HE, g, g / math.sqrt(fan.fan_in))
+    return Recommendation(Family.XAVIER, g, g * math.sqrt(2.0 / (fan.fan_in + fan.fan_out)))
 
 
 def torch_default_std(fan_in: int) -> float:

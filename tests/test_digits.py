@@ -35,3 +35,17 @@ def test_bad_inits_do_not_learn_and_fixed_ones_train_like_he(data):
     for cls in (S.Zeros, S.Ones, S.Uniform01):
         assert accuracy(cls, data, fixed=False) < 20
         assert accuracy(cls, data, fixed=True) > he - 3
+
+
+def test_a_deep_tanh_mlp_trains_after_the_fix_and_not_before(data):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import deep_digits as B
+
+    results = {}
+    for name in ("PyTorch default", "initcheck data-driven fix"):
+        torch.manual_seed(0)
+        model = B.tanh_mlp(30)
+        B.INITS[name](model, data[0][:256], 0)
+        results[name] = B.train(model, data, 0, steps=200)[2]
+    assert results["PyTorch default"] < 0.35, results  # ten classes: chance is 0.1
+    assert results["initcheck data-driven fix"] > 0.6, results

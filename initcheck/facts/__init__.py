@@ -13,7 +13,7 @@ from .. import theory
 from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole, WeightUse, function_weight, get_path, module_weights
 from ..stats import TensorStats, tensor_stats
-from ..theory import Scheme
+from ..theory import Family
 from ..trace.index import GraphIndex
 from .follow import Follow, feeds_attention_scores, follow, meets_another_tensor
 
@@ -36,7 +36,7 @@ class LayerFacts:
     residual_end: bool
     is_output: bool
     in_residual_branch: bool  # on the branch side of a residual add (Fixup, GPT-2 blocks, ReZero)
-    scheme: Scheme
+    scheme: Family
     gain: float
     recommended_std: float
     stats: TensorStats | None
@@ -147,7 +147,7 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
     if use.role is WeightRole.EMBEDDING:
         rec = theory.recommend("identity", None, fan, role=WeightRole.EMBEDDING)
     elif fan.fan_in == 0:
-        rec = theory.Recommendation(Scheme.UNKNOWN, 1.0, math.nan)
+        rec = theory.Recommendation(Family.UNKNOWN, 1.0, math.nan)
     else:
         rec = theory.recommend(activation, f.param, fan, role=use.role, custom_gain=f.custom_gain)
         if f.pre_scale != 1.0 and activation != "identity":

@@ -103,7 +103,7 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
             like = looks_like(lf)
             like_text = f" ({like})" if like else ""
             title = theory.SCHEME_TITLE.get(lf.scheme, lf.scheme.value)
-            basis = (f"fan_in {lf.fan_in}" if lf.scheme is not theory.Scheme.XAVIER
+            basis = (f"fan_in {lf.fan_in}" if lf.scheme is not theory.Family.XAVIER
                      else f"fan_in + fan_out = {lf.fan_in} + {lf.fan_out}")
             yield finding("IC103", lf, f"{describe(lf)}: weight variance {lf.stats.second:.3g} (std {lf.stats.std:.4g}{like_text}) is {direction} "
                           f"the {lf.recommended_std ** 2:.3g} of {title} (std {lf.recommended_std:.4g}, {basis}); allowed band {band:g}x",
