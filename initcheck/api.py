@@ -243,7 +243,7 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
         out.append(LayerReport(
             name=lf.name, param=lf.param, kind=lf.kind, shape=lf.shape, fan_in=lf.fan_in, fan_out=lf.fan_out,
             activation=lf.activation, activation_param=lf.activation_param, normalized=lf.normalized,
-            residual_end=lf.residual_end, is_output=lf.is_output, scheme=lf.scheme, gain=lf.gain,
+            residual_end=lf.residual_end, is_output=lf.is_output, scheme=lf.scheme.value, gain=lf.gain,
             recommended_std=lf.recommended_std, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
             variance_ratio=lf.variance_ratio, predicted_rms=None if m is None or math.isnan(m.rms) else m.rms,
             aliases=lf.aliases, convention=lf.convention, verdict=verdict, source=sources.get(lf.qualname),

@@ -123,8 +123,9 @@ def rule(
     """Register the decorated check as rule `code`."""
 
     def register(fn: Callable[[Any], Iterable[Finding]]) -> Callable[[Any], Iterable[Finding]]:
-        if code in RULES:
-            raise ValueError(f"rule {code} is registered twice")
+        old = RULES.get(code)
+        if old is not None and (old.check.__module__, old.check.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"rule {code} is registered twice")  # a reimported module re-registers its own rule
         RULES[code] = Rule(code, name, severity, summary, why, fn, example, fix, settings)
         ordered = sorted(RULES.items())  # the registry lists codes in order, whichever module registered first
         RULES.clear()

@@ -19,7 +19,7 @@ from torch import nn
 from .errors import InputSpecError, InputTooLarge, TargetSyntaxError, UsageError
 from .expected import INPUT_SEED, Inputs, candidates, describe, first_accepted, generator, proposals
 
-__all__ = ["DTYPES", "INPUT_SEED", "InputSpec", "Inputs", "build", "candidates", "check_memory", "default_limit",
+__all__ = ["ArgsKwargs", "DTYPES", "INPUT_SEED", "InputSpec", "Inputs", "build", "candidates", "check_memory", "default_limit",
            "describe", "estimate_bytes", "first_accepted", "from_shape", "guess", "load_hook", "map_tensors",
            "normalize", "parse_spec", "parse_specs", "proposals"]
 
@@ -115,6 +115,14 @@ def guess(model: nn.Module, first: str | None = None, batch: int = 2) -> Inputs:
     raise ValueError("cannot guess an input from the model's first layer")
 
 
+@dataclass(frozen=True)
+class ArgsKwargs:
+    """Positional and keyword example inputs together (a model with `forward(mel, tokens=...)`)."""
+
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
 def normalize(example_inputs: Any, model: nn.Module | None = None) -> Inputs | None:
     """Whatever the user passes as example inputs -> (args, kwargs).
 
@@ -124,6 +132,8 @@ def normalize(example_inputs: Any, model: nn.Module | None = None) -> Inputs | N
     model: its fields as positional inputs, as before)."""
     if example_inputs is None:
         return None
+    if isinstance(example_inputs, ArgsKwargs):
+        return tuple(example_inputs.args), dict(example_inputs.kwargs)
     if isinstance(example_inputs, Mapping):
         return (), {str(k): v for k, v in example_inputs.items()}
     fields = _fields(example_inputs)

@@ -1,15 +1,11 @@
-"""Example inputs named on the command line: `--input [name=]d0,d1,...[:dtype]` specs (parsed and
-checked without torch, for options.py) and the tensors they describe, or the `--inputs file.py:fn` hook.
-A stand-in: the lead swaps in the inputs helper's parser at merge."""
+"""Example inputs named on the command line: `--input [name=]d0,d1,...[:dtype]` specs checked without
+torch (options.py validates them before anything heavy is imported), and the tensors they describe
+or the `--inputs file.py:fn` hook, built by inputs.py."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-from .errors import UsageError
 
 if TYPE_CHECKING:
     from .options import Settings
@@ -21,7 +17,7 @@ _DIMS = re.compile(r"^[0-9]+(?:[,x][0-9]+)*$")
 
 def parse_input(spec: str) -> tuple[str | None, tuple[int, ...], str | None]:
     """'[name=]d0,d1,...[:dtype]' -> (name, shape, dtype). A ValueError for `1,,3`, a zero or
-    negative size, or an unknown dtype. (A stand-in: the lead swaps in the inputs helper's parser.)"""
+    negative size, or an unknown dtype (inputs.parse_spec reads the same syntax into tensors' specs)."""
     text = spec.strip()
     name = None
     if "=" in text:
@@ -40,45 +36,18 @@ def parse_input(spec: str) -> tuple[str | None, tuple[int, ...], str | None]:
 
 
 def example_inputs(settings: Settings, model: Any) -> Any:
-    """The example inputs the options describe: None (guessed from the model), one tensor, a tuple
-    of positional ones or a dict of keyword ones, or what the --inputs function returns."""
+    """The example inputs the options describe: None (guessed from the model), or the positional
+    and keyword tensors of the --input specs (inputs.build), or what the --inputs function returns
+    (inputs.load_hook); both as inputs.ArgsKwargs, which every entry point accepts."""
     if settings.inputs_hook:
-        return _call_hook(settings.inputs_hook, model)
+        from .inputs import ArgsKwargs, load_hook
+
+        return ArgsKwargs(*load_hook(settings.inputs_hook, model))
     if not settings.inputs:
         return None
     import torch
 
-    from .inputs import from_shape
+    from .inputs import DTYPES, ArgsKwargs, build, parse_specs
 
-    parsed = [parse_input(spec) for spec in settings.inputs]
-    aliases = {"float": "float32", "long": "int64"}
-    tensors = [(name, from_shape(shape, getattr(torch, aliases.get(d := dtype or settings.input_dtype, d)), model))
-               for name, shape, dtype in parsed]
-    named = [name is not None for name, _ in tensors]
-    if any(named) and not all(named):
-        raise UsageError("--input", "give every input a name (tokens=1,16) or none")
-    if all(named):
-        return {name: t for name, t in tensors}
-    return tensors[0][1] if len(tensors) == 1 else tuple(t for _, t in tensors)
-
-
-def _call_hook(spec: str, model: Any) -> Any:
-    """--inputs file.py:function: the function is called with the model when it takes an argument."""
-    import importlib.util
-    import inspect
-
-    path, _, name = spec.rpartition(":")
-    if not os.path.isfile(path):
-        raise UsageError(f"--inputs {spec}", f"no such file: {path}")
-    module_spec = importlib.util.spec_from_file_location(f"_initcheck_inputs_{abs(hash(path))}", path)
-    if module_spec is None or module_spec.loader is None:
-        raise UsageError(f"--inputs {spec}", "cannot import this file")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as e:
-        raise UsageError(f"--inputs {spec}", f"importing it raised {type(e).__name__}: {e}") from e
-    fn: Callable[..., Any] | None = getattr(module, name, None)
-    if not callable(fn):
-        raise UsageError(f"--inputs {spec}", f"{path} has no function {name!r}")
-    return fn(model) if inspect.signature(fn).parameters else fn()
+    dtype = DTYPES.get(settings.input_dtype or "float32", torch.float32)
+    return ArgsKwargs(*build(parse_specs(settings.inputs, dtype), model))
