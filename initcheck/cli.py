@@ -11,6 +11,7 @@ import functools
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from fnmatch import fnmatchcase
@@ -152,7 +153,31 @@ def _given(ctx: click.Context) -> dict[str, Any]:
 
 
 def check(settings: Settings, verbose: bool = False, plot: str | None = None) -> int:
-    """Run every target and print the report; returns the exit code."""
+    """Run every target and print the report; returns the exit code. Python warnings raised on the
+    way (torch's own at import, the model's) never reach stderr raw: the model's become notes in its
+    report, torch's internals are dropped (--verbose prints them)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = _check(settings, verbose, plot)
+    if verbose:
+        for w in caught:
+            click.echo(f"initcheck: python warning: {w.category.__name__}: {w.message} ({w.filename}:{w.lineno})", err=True)
+    return code
+
+
+def _warning_notes(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:
+    """The warnings the user's code raised while it was checked (torch's internals left out), once each."""
+    import torch
+
+    internal = (os.path.dirname(torch.__file__), os.path.dirname(__file__))
+    seen: dict[str, None] = {}
+    for w in caught:
+        if not w.filename.startswith(internal):
+            seen.setdefault(f"warning at {w.filename}:{w.lineno}: {w.category.__name__}: {str(w.message).splitlines()[0][:200]}")
+    return tuple(seen)[:5]
+
+
+def _check(settings: Settings, verbose: bool, plot: str | None) -> int:
     import torch
 
     fix_output, do_fix = settings.fix_output, settings.fix
@@ -161,6 +186,8 @@ def check(settings: Settings, verbose: bool = False, plot: str | None = None) ->
         _fail(UsageError("--fix", "needs --fix-output FILE for the fixed state_dict (your source is never changed)"), verbose)
     if fix_output and not do_fix:
         _fail(UsageError("--fix-output", "is only used with --fix"), verbose)
+    if settings.data_driven and not do_fix:
+        _fail(UsageError("--data-driven", "is only used with --fix (it scales the weights the fix writes)"), verbose)
     if fix_output:
         try:  # early, before any work; checked again, atomically, when the file is committed
             resolve_output(fix_output, settings.force)
@@ -184,7 +211,10 @@ def check(settings: Settings, verbose: bool = False, plot: str | None = None) ->
         if _excluded(target, settings.exclude):
             continue
         torch.manual_seed(settings.seed)  # the models' own random init: the same report on every run
-        result = load_all(target, exclude=settings.exclude)
+        with warnings.catch_warnings(record=True) as built:
+            warnings.simplefilter("always")
+            result = load_all(target, exclude=settings.exclude)
+        build_notes = _warning_notes(built)
         for error in result.failed:  # one failing class never hides the others
             _report_error(error, verbose)
             failures.append(Failure(error.target, f"{error.detail} ({error.hint})" if error.hint else error.detail))
@@ -203,10 +233,13 @@ def check(settings: Settings, verbose: bool = False, plot: str | None = None) ->
             if progress:
                 click.echo(f"initcheck: checking {loaded.target} ...", err=True)
             try:
-                with stdout_to_stderr():  # the model's own prints never reach the report on stdout
+                with stdout_to_stderr(), warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")  # the model's own prints never reach the report on stdout
                     inputs = example_inputs(settings, loaded.model)
                     report = _run_one(loaded, inputs, settings, do_fix, settings.data_driven, fix_output,
                                       settings.probe, settings.device, settings.seed)
+                if notes := tuple(dict.fromkeys(build_notes + _warning_notes(caught))):
+                    report = replace(report, notes=report.notes + notes)
             except InitcheckError as e:
                 _report_error(e, verbose)
                 failures.append(Failure(loaded.target, f"{e.detail} ({e.hint})" if e.hint else e.detail))
@@ -291,11 +324,14 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
         bars = Bars(sys.stderr)
         try:
             fixed = fix(model, inputs, device=device, generator=generator, data_driven=data_driven or None,
-                        progress=bars, target=loaded.target)
+                        progress=bars, target=loaded.target, selection=settings.selection)
         finally:
             bars.close()
         assert fix_output is not None  # checked before any work
         fix_output = save(model.state_dict(), fix_output, force=settings.force)  # a symlink's target when forced
+        draw = fixed.extra.get("draw") or {}
+        if draw.get("reason"):
+            click.echo(f"{loaded.target}: {draw['reason']}", err=True)
         click.echo(f"{loaded.target}: wrote the fixed state_dict to {fix_output} ({_fix_summary(fixed)}); "
                    f"load it with model.load_state_dict(torch.load({fix_output!r}))", err=True)
     if do_probe:
