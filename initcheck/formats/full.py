@@ -127,7 +127,10 @@ def format_text(report: Report, color: bool = False) -> str:
         for p in others:
             kinds[p.kind] = kinds.get(p.kind, 0) + 1
         flagged = [p.name for p in others if p.verdict != "ok"]
-        listing = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        plural = {"bias": "biases", "norm-weight": "norm scales", "norm-bias": "norm shifts", "token": "tokens",
+                  "position": "position tables", "scale": "scales", "parametrized": "parametrization originals",
+                  "unused-weight": "unused weights", "other": "others"}
+        listing = ", ".join(f"{n} {plural.get(k, k) if n != 1 else k}" for k, n in sorted(kinds.items()))
         tail = f"; with findings: {', '.join(flagged[:4])}{', ...' if len(flagged) > 4 else ''}" if flagged else ": all ok"
         parts.append(f"other parameters ({listing}){tail} (--output-format json lists each)")
     if report.probe:
