@@ -235,7 +235,7 @@ def _check(settings: Settings, verbose: bool, plot: str | None) -> int:
             try:
                 with stdout_to_stderr(), warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")  # the model's own prints never reach the report on stdout
-                    inputs = example_inputs(settings, loaded.model)
+                    inputs = example_inputs(settings.inputs, settings.inputs_hook, settings.input_dtype, loaded.model)
                     report = _run_one(loaded, inputs, settings, do_fix, settings.data_driven, fix_output,
                                       settings.probe, settings.device, settings.seed)
                 if notes := tuple(dict.fromkeys(build_notes + _warning_notes(caught))):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class InitcheckError(Exception):
     """Base class: `str(err)` is the one line the CLI prints (exit code 2)."""
@@ -76,3 +79,15 @@ class InputTooLarge(InitcheckError):
     """An example input (or the run built on it) estimated not to fit memory, refused before allocation."""
 
     hint = "pass a smaller --input"
+
+
+class MissingExtra(InitcheckError):
+    """An optional dependency is not installed; `str(err)` is one line with the pip command."""
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import `module`, or raise MissingExtra naming `pip install initcheck[extra]`."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtra("initcheck", f"{module} is not installed: pip install initcheck[{extra}]") from e

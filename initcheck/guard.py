@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from .findings import Severity
-from .report import Report
+
+if TYPE_CHECKING:
+    from .records import ReportData as Report  # the records alone: report.Report imports this module
 
 FAIL_ON = ("info", "warning", "error", "never")
 

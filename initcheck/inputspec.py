@@ -5,10 +5,7 @@ or the `--inputs file.py:fn` hook, built by inputs.py."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .options import Settings
+from typing import Any
 
 DTYPE_NAMES = ("bfloat16", "float", "float16", "float32", "float64", "int32", "int64", "long")
 
@@ -35,19 +32,18 @@ def parse_input(spec: str) -> tuple[str | None, tuple[int, ...], str | None]:
     return name, shape, dtype or None
 
 
-def example_inputs(settings: Settings, model: Any) -> Any:
+def example_inputs(inputs: tuple[str, ...], hook: str | None, dtype: str | None, model: Any) -> Any:
     """The example inputs the options describe: None (guessed from the model), or the positional
     and keyword tensors of the --input specs (inputs.build), or what the --inputs function returns
     (inputs.load_hook); both as inputs.ArgsKwargs, which every entry point accepts."""
-    if settings.inputs_hook:
+    if hook:
         from .inputs import ArgsKwargs, load_hook
 
-        return ArgsKwargs(*load_hook(settings.inputs_hook, model))
-    if not settings.inputs:
+        return ArgsKwargs(*load_hook(hook, model))
+    if not inputs:
         return None
     import torch
 
     from .inputs import DTYPES, ArgsKwargs, build, parse_specs
 
-    dtype = DTYPES.get(settings.input_dtype or "float32", torch.float32)
-    return ArgsKwargs(*build(parse_specs(settings.inputs, dtype), model))
+    return ArgsKwargs(*build(parse_specs(inputs, DTYPES.get(dtype or "float32", torch.float32)), model))

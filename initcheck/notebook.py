@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import math
 from html import escape
+from typing import TYPE_CHECKING
 
 from .findings import Finding, Severity
-from .report import LayerReport, Report
+
+if TYPE_CHECKING:
+    from .records import LayerReport
+    from .records import ReportData as Report  # the records alone: report.Report imports this module
 
 COLORS = {Severity.ERROR: "#c62828", Severity.WARNING: "#e65100", Severity.INFO: "#1565c0"}
 OK_COLOR = "#2e7d32"

@@ -1,106 +1,38 @@
-"""The report types: one model's layers and findings. Writing them is initcheck.formats' job."""
+"""Report: the report's records (records.py) with the methods a user calls on it: print it, turn it
+into JSON, show it in a notebook, draw it. Those delegate to formats/, notebook.py and plots.py, which
+read the records alone."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .findings import Finding, Severity
+from .formats.full import format_text
+from .formats.json_report import report_dict
+from .notebook import report_html, report_repr
+from .records import LayerReport, ParamReport, ReportData
+
+__all__ = ["LayerReport", "ParamReport", "Report", "ReportData"]
 
 
-@dataclass(frozen=True)
-class LayerReport:
-    name: str
-    param: str
-    kind: str
-    shape: tuple[int, ...]
-    fan_in: int
-    fan_out: int
-    activation: str
-    activation_param: float | None
-    normalized: bool
-    residual_end: bool
-    is_output: bool
-    scheme: str
-    gain: float
-    recommended_std: float
-    actual_std: float | None
-    actual_mean: float | None
-    variance_ratio: float | None
-    predicted_rms: float | None  # pre-activation rms predicted from unit-variance inputs
-    aliases: tuple[str, ...] = ()
-    convention: str | None = None
-    verdict: str = "ok"
-    source: str | None = None  # "path:line" that last wrote it, when initcheck built the model
-    driven_rms: float | None = None  # the input-driven part of predicted_rms (biases aside)
-    reference_rms: float | None = None  # predicted_rms under the recommended schemes
-    grad_rms: float | None = None  # predicted gradient rms at the layer's output (output gradient 1)
-    reference_grad_rms: float | None = None  # the same under the recommended schemes
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.name}.{self.param}" if self.name else self.param
-
-
-@dataclass(frozen=True)
-class ParamReport:
-    """Every parameter of the model: what kind it is, its statistics, and how it was judged."""
-
-    name: str
-    kind: str  # facts.params.ParamKind's value: weight, norm-weight, norm-bias, bias, token, position, ...
-    shape: tuple[int, ...]
-    std: float | None
-    mean: float | None
-    max_abs: float | None
-    note: str  # how it is judged, or why it is not
-    verdict: str = "ok"
-
-
-@dataclass(frozen=True)
-class Report:
-    target: str
-    tracer: str
-    layers: tuple[LayerReport, ...]
-    findings: tuple[Finding, ...]
-    notes: tuple[str, ...] = ()
-    probe: tuple[Any, ...] = ()  # probe.ProbeLayer, one per weight module, when a real batch was run
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-    params: tuple[ParamReport, ...] = ()  # every parameter (tied ones once), fan weights included
-    suppressed: tuple[tuple[Finding, str], ...] = ()  # findings an `# initcheck: ignore` comment dropped, with its reason
-
-    @property
-    def ok(self) -> bool:
-        """No error finding."""
-        return not any(f.severity == "error" for f in self.findings)
-
-    def fails(self, fail_on: str) -> bool:
-        """Whether a finding at or above `fail_on` exists ("never" never fails)."""
-        if fail_on == "never":
-            return False
-        floor = Severity.parse(fail_on)
-        return any(f.severity >= floor for f in self.findings)
-
+@dataclass(frozen=True, repr=False)
+class Report(ReportData):
     def to_dict(self) -> dict[str, Any]:
         """This report as the JSON format writes it (plain types, NaN as None)."""
-        from .formats.json_report import report_dict  # formats import this module
-
         return report_dict(self)
 
     def __str__(self) -> str:
         """The table and the findings, as the `full` format prints them."""
-        from .formats.full import format_text
-
         return format_text(self)
 
     def __repr__(self) -> str:
-        from .notebook import report_repr
         return report_repr(self)
 
     def _repr_html_(self) -> str:
-        from .notebook import report_html
         return report_html(self)
 
     def plot(self, path: Any = None) -> Any:
         """The signal picture (initcheck.plots.signal_plot), saved to `path` (.png/.svg/.pdf) when given."""
-        from .plots import signal_plot
+        from .plots.signal import signal_plot  # draws from the records alone: no model is run
+
         return signal_plot(self, path)

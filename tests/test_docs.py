@@ -71,5 +71,7 @@ def test_readme_commands_match_ci():
         readme = fh.read()
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as fh:
         ci = fh.read()
-    test_cmd = 'pip install -q -e ".[test]" && python -m pytest -q'
+    test_cmd = 'pip install -q torch==2.13.0 -e ".[test]" && python -m pytest -q'
     assert test_cmd in readme and test_cmd in ci
+    slow_step = "python -m pytest -q -m slow"
+    assert slow_step in readme and slow_step in ci

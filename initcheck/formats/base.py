@@ -7,9 +7,12 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from ..findings import Finding
-from ..report import Report
+
+if TYPE_CHECKING:
+    from ..records import ReportData as Report  # the records alone: report.Report imports this module
 
 HOME = "https://github.com/initcheck/initcheck"
 DOCS = f"{HOME}/blob/main/docs/rules"

@@ -4,12 +4,16 @@ findings with their fixes (long runs of one code collapsed) and a summary line."
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
 from ..findings import Finding, Severity, summary
-from ..report import LayerReport, Report
 from .base import Run, suppressed
+
+if TYPE_CHECKING:
+    from ..records import LayerReport
+    from ..records import ReportData as Report  # the records alone: report.Report imports this module
 
 COLLAPSE_AFTER = 3  # a run of one code longer than this prints its first findings and a count
 _COLORS = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}

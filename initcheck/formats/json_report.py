@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..report import Report
 from .base import Run, location, rule_url, versions
+
+if TYPE_CHECKING:
+    from ..records import ReportData as Report  # the records alone: report.Report imports this module
 
 JSON_VERSION = 1
 

@@ -3,31 +3,20 @@ error that says which extra to install when one is missing; what the training ca
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from ..errors import InitcheckError
+from ..errors import MissingExtra as MissingExtra  # re-exported: the callbacks and their tests name them here
+from ..errors import require as require
 from ..findings import summary
 from ..guard import FAIL_ON
-from ..report import Report
+
+if TYPE_CHECKING:
+    from ..records import ReportData as Report  # the records alone: report.Report imports this module
 
 # extra name in pyproject.toml -> the module it provides
 EXTRAS = {"plot": "matplotlib", "lightning": "lightning", "hf": "transformers"}
-
-
-class MissingExtra(InitcheckError):
-    """An optional dependency is not installed; `str(err)` is one line with the pip command."""
-
-
-def require(module: str, extra: str) -> ModuleType:
-    """Import `module`, or raise MissingExtra naming `pip install initcheck[extra]`."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise MissingExtra("initcheck", f"{module} is not installed: pip install initcheck[{extra}]") from e
 
 
 def validate(fail_on: str) -> str:
