@@ -11,4 +11,18 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 @pytest.fixture(autouse=True)
 def _seed():
+    """Every test starts from seed 0, and leaves the global RNG and the rule registry as it found
+    them (a test that registers a rule or draws numbers cannot leak into the next)."""
+    from initcheck.findings import RULES, SETTINGS
+    from initcheck.options import load_rules
+
+    load_rules()  # every built-in rule registered before the snapshot, so none is lost at the restore
+    rng = torch.random.get_rng_state()
+    rules, settings = dict(RULES), dict(SETTINGS)
     torch.manual_seed(0)
+    yield
+    torch.random.set_rng_state(rng)
+    RULES.clear()
+    RULES.update(rules)
+    SETTINGS.clear()
+    SETTINGS.update(settings)

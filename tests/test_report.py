@@ -5,10 +5,13 @@ import seeds
 from initcheck import diagnose
 from initcheck.formats.json_report import to_json
 
+# The JSON contract, written out: a field added or dropped must show up here (and in the README).
 LAYER_FIELDS = {"name", "param", "kind", "shape", "fan_in", "fan_out", "activation", "activation_param",
-                "normalized", "residual_end", "scheme", "gain", "recommended_std", "actual_std", "actual_mean",
-                "variance_ratio"}
-FINDING_FIELDS = {"code", "severity", "layer", "message", "fix"}
+                "normalized", "residual_end", "is_output", "scheme", "gain", "recommended_std", "actual_std",
+                "actual_mean", "variance_ratio", "predicted_rms", "aliases", "convention", "verdict", "source",
+                "driven_rms", "reference_rms", "grad_rms", "reference_grad_rms"}
+FINDING_FIELDS = {"code", "name", "severity", "layer", "message", "fix", "source", "path", "line", "url"}
+PARAM_FIELDS = {"name", "kind", "shape", "std", "mean", "max_abs", "note", "verdict"}
 
 
 def test_json_has_the_documented_fields():
@@ -18,11 +21,15 @@ def test_json_has_the_documented_fields():
     assert model["target"] == "m.py:Uniform01" and model["tracer"] == "fx"
     assert len(model["layers"]) == 3
     for layer in model["layers"]:
-        assert set(layer) >= LAYER_FIELDS
+        assert set(layer) == LAYER_FIELDS
     assert model["layers"][0]["name"] == "net.0" and model["layers"][0]["param"] == "weight"
     assert model["layers"][0]["shape"] == [256, 784]
+    assert model["findings"]
     for f in model["findings"]:
-        assert set(f) >= FINDING_FIELDS
+        assert set(f) == FINDING_FIELDS
+    assert {p["name"] for p in model["params"]} == {f"net.{i}.{w}" for i in (0, 2, 4) for w in ("weight", "bias")}
+    for p in model["params"]:
+        assert set(p) == PARAM_FIELDS
 
 
 def test_report_api():
