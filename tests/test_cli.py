@@ -8,7 +8,8 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-from initcheck.cli import Bars, main
+from initcheck.cli import main
+from initcheck.progress import Bars
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = os.path.join(ROOT, "examples", "seeds.py")

@@ -173,8 +173,8 @@ class Tty:
 def test_color_only_when_asked_and_never_with_no_color(project, monkeypatch):
     import sys
 
-    from initcheck.cli import _color
     from initcheck.options import settings_from
+    from initcheck.run import _color
 
     assert "\x1b[" not in cli("seeds.py:Zeros").output  # not a terminal
     assert "\x1b[31m" in cli("seeds.py:Zeros", "--color", "always").output  # errors in red
