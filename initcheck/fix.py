@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from . import devices
-from .api import Analysis, analyze, run_forward
+from .api import Analysis, analyze, reanalyze, run_forward
 from .facts import LayerFacts
 from .findings import Finding, Selection, Severity
 from .ops.layers import is_hf_conv1d
@@ -209,8 +209,8 @@ def fix(
             extra["data_driven"] = {"forward_passes": passes, "target_std": target_std, "worst_rel_error": worst,
                                     "layers": [asdict(s) for s in scaled]}
     extra["acted_on"] = acted.value if isinstance(acted, Severity) else None
-    after = analyze(model, example_inputs, target=target, select=sel.select + sel.extend_select,
-                    ignore=sel.ignore + sel.extend_ignore, per_layer_ignore=sel.per_layer_ignore).report
+    # the weights changed, the graph did not: the report after the fix reuses the trace and index
+    after = reanalyze(before, selection=sel).report
     note = f"fix drew replaced weights by {choice.reason}" if extra["reinitialized"] else None
     notes = after.notes + ((note,) if note else ())
     return Report(after.target, after.tracer, after.layers, after.findings, notes, after.probe, extra)

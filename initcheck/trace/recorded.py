@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch.overrides import TorchFunctionMode
 from ..devices import move
 from ..graph import Graph, Op, OpKind, canonical_name
 from ..ops.layers import is_leaf
+from ..preserve import preserved
 from .copying import meta_copy
 from .fx_trace import split_args
 
@@ -139,8 +141,11 @@ def trace_recorded(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
             handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
     if on_meta:
         args, kwargs = move(args, torch.device("meta")), move(kwargs, torch.device("meta"))
+    # on real tensors the copy shares the user's parameters: a forward that writes its own weights
+    # (in-place standardization) would write the user's; preserved() puts them back bit for bit
+    guard = nullcontext() if on_meta else preserved(model)
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with guard, torch.no_grad(), torch.random.fork_rng(devices=[]):
             for i, a in enumerate(args):
                 rec.add_input(str(i), a)
             for k, v in kwargs.items():
