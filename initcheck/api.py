@@ -15,6 +15,7 @@ from . import conventions, signal, suppressions
 from . import facts as facts_mod
 from . import inputs as inputs_mod
 from . import rules as rules_mod
+from . import stats as stats_mod
 from .errors import ForwardError, NotAModule
 from .facts.params import ParamFacts, classify
 from .findings import Finding, Selection, default_thresholds
@@ -182,6 +183,13 @@ def _stages(name: str, index: GraphIndex, model: nn.Module, selection: Selection
             probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
             sources: Mapping[str, str] | None) -> Analysis:
     """Everything after the trace: facts -> conventions -> signal -> rules -> report."""
+    with stats_mod.shared():  # each weight is read once, however many stages ask
+        return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources)
+
+
+def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
+                 probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
+                 sources: Mapping[str, str] | None) -> Analysis:
     collected = facts_mod.collect(index, model)
     layers = conventions.apply(collected.layers, model)
     params = classify(model, layers, unreached)
