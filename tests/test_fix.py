@@ -449,3 +449,19 @@ def test_fix_traces_once_and_probe_runs_the_pipeline_once(monkeypatch):
     collects.clear()
     probe(model)
     assert len(traces) == 1 and len(collects) == 1
+
+
+@pytest.mark.parametrize("cls", [seeds.Ones, seeds.DeepPyTorchDefault, seeds.TanhNormal1])
+def test_reanalyze_after_the_weights_change_matches_a_fresh_analysis(cls):
+    from initcheck.api import analyze, reanalyze
+
+    torch.manual_seed(0)
+    model = cls()
+    first = analyze(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.05)  # the weights change, the graph does not
+    again, fresh = reanalyze(first).report, analyze(model).report
+    assert [(f.code, f.layer, f.message) for f in again.findings] == [(f.code, f.layer, f.message) for f in fresh.findings]
+    assert [(lr.actual_std, lr.predicted_rms) for lr in again.layers] == [(lr.actual_std, lr.predicted_rms) for lr in fresh.layers]
+    assert again.findings != first.report.findings  # the change was seen, or this test could not fail
