@@ -124,6 +124,9 @@ def depth_sweep(depths: list[int], runs: int = 3) -> None:
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
 
+    # one call of each first: imports, lazily built tables and torch's first kernels are not the model's cost
+    warm = mlp(3)
+    floor(warm), diagnose(warm), fix(warm, generator=torch.Generator().manual_seed(0))
     rows, series = [], {"floor": [], "diagnose": [], "fix": []}
     for depth in depths:
         f = timed(floor, depth)
