@@ -250,6 +250,7 @@ def fix(
     ignore: tuple[str, ...] = (),
     per_layer_ignore: tuple[tuple[str, str], ...] = (),
     selection: Selection | None = None,
+    analysis: Analysis | None = None,
 ) -> Report:
     """Fix `model`'s initialization in place and return the report after the fix.
 
@@ -259,12 +260,15 @@ def fix(
     scheme: force the draw of the replaced weights ("orthogonal", a `schemes.Scheme`); by default
     `choose_draw` picks it from depth and activation, and says why in `report.extra["draw"]` and a note.
     select/ignore/per_layer_ignore (or `selection`): a weight whose finding the selection suppresses
-    is not touched, by either step. The model's train/eval mode, device and requires_grad flags are
+    is not touched, by either step. analysis: `api.analyze(model, ...)` already run on this model
+    as it is now (the command line diagnoses before fixing): reused, so the model is traced once. The model's train/eval mode, device and requires_grad flags are
     kept; no hook is left behind, even when its forward raises. Data-driven, it is all or nothing:
     when the forward raises (or the run is interrupted) every parameter gets its value back.
     """
     sel = selection or Selection(select=tuple(select), ignore=tuple(ignore), per_layer_ignore=tuple(per_layer_ignore))
-    before = analyze(model, example_inputs, target=target)
+    if analysis is not None and analysis.model is not model:
+        raise ValueError("analysis= must be an analysis of the model being fixed")
+    before = reanalyze(analysis, selection=Selection()) if analysis is not None else analyze(model, example_inputs, target=target)
     kept = suppressed(before.report.findings, sel)
     choice = choose_draw(before, scheme)
     dynamic = bool(data_driven or (data_driven is None and example_inputs is not None))

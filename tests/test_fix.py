@@ -465,3 +465,23 @@ def test_reanalyze_after_the_weights_change_matches_a_fresh_analysis(cls):
     assert [(f.code, f.layer, f.message) for f in again.findings] == [(f.code, f.layer, f.message) for f in fresh.findings]
     assert [(lr.actual_std, lr.predicted_rms) for lr in again.layers] == [(lr.actual_std, lr.predicted_rms) for lr in fresh.layers]
     assert again.findings != first.report.findings  # the change was seen, or this test could not fail
+
+
+def test_fix_reuses_a_given_analysis_and_does_not_trace_again(monkeypatch):
+    from initcheck import api
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    first = api.analyze(model)
+    traces = []
+    real = api.trace
+    monkeypatch.setattr(api, "trace", lambda *a, **k: traces.append(1) or real(*a, **k))
+    report = fix(model, generator=torch.Generator().manual_seed(0), analysis=first)
+    assert traces == [] and report.extra["reinitialized"]
+    # the same draws as a fix that analyses by itself
+    torch.manual_seed(0)
+    other = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    fix(other, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    with pytest.raises(ValueError, match="analysis"):
+        fix(other, analysis=first)
