@@ -2,7 +2,8 @@
 
 Floor: tracing the model (the same tracer diagnose uses) plus one read of every weight (a chunked
 sum). Peak memory: the process's peak RSS during the call, less its RSS before it, against the model's
-size. Each measurement is the median of 3 fresh subprocesses. Run: python benchmarks/diagnose_cost.py
+size. Each measurement is the median of 3 fresh subprocesses (--runs N). Run: python benchmarks/diagnose_cost.py
+[--cases gpt2,bert_base,gpt2_large,llama_7b_meta,llama_70b_meta] [--runs N] [--no-cli]
 
 `--depths 10,30,100,300,1000,3000`: instead, a ReLU MLP (width 64) at each depth, in this process
 (median of 3, or --runs N): floor, diagnose, static fix() and their ratios, and the depth exponent of each fitted
@@ -21,6 +22,8 @@ import time
 from tabulate import tabulate
 
 CASES = {
+    "GPT-2 small (124M, fp32, CPU)": "gpt2",
+    "BERT base (110M, fp32, CPU)": "bert_base",
     "GPT-2 large size (774M, fp32, CPU)": "gpt2_large",
     "LLaMA 7B config (meta device)": "llama_7b_meta",
     "LLaMA 70B config (meta device)": "llama_70b_meta",
@@ -39,7 +42,11 @@ def rss():
         for line in fh:
             if line.startswith("VmRSS"):
                 return int(line.split()[1]) * 1024
-if case == "gpt2_large":
+if case == "gpt2":
+    model = T.GPT2LMHeadModel(T.GPT2Config())
+elif case == "bert_base":
+    model = T.BertForMaskedLM(T.BertConfig())
+elif case == "gpt2_large":
     model = T.GPT2LMHeadModel(T.GPT2Config(n_embd=1280, n_layer=36, n_head=20))
 elif case == "llama_7b_meta":
     with torch.device("meta"):
@@ -117,6 +124,9 @@ def depth_sweep(depths: list[int], runs: int = 3) -> None:
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
 
+    # one call of each first: imports, lazily built tables and torch's first kernels are not the model's cost
+    warm = mlp(3)
+    floor(warm), diagnose(warm), fix(warm, generator=torch.Generator().manual_seed(0))
     rows, series = [], {"floor": [], "diagnose": [], "fix": []}
     for depth in depths:
         f = timed(floor, depth)
@@ -146,15 +156,21 @@ def main():
         runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 3
         depth_sweep([int(d) for d in sys.argv[sys.argv.index("--depths") + 1].split(",")], runs)
         return
+    runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 3
+    only = sys.argv[sys.argv.index("--cases") + 1].split(",") if "--cases" in sys.argv else list(CASES.values())
     rows = []
     for label, case in CASES.items():
-        d, f = measure(case, "diagnose"), measure(case, "floor")
+        if case not in only:
+            continue
+        d, f = measure(case, "diagnose", runs), measure(case, "floor", runs)
         size_gb = d["size"] / 1e9
         rows.append([label, f"{d['params'] / 1e9:.2f}B", f"{d['seconds']:.2f}", f"{f['seconds']:.2f}",
                      f"{d['seconds'] / f['seconds']:.2f}x", f"{size_gb:.2f}", f"{d['peak_extra'] / 1e9:.3f}",
                      f"{(d['size'] + d['peak_extra']) / max(d['size'], 1):.3f}x" if size_gb > 0 else "-"])
     print(tabulate(rows, headers=["model", "params", "diagnose s", "floor s", "vs floor", "model GB",
                                   "peak extra GB", "peak / model"], disable_numparse=True))
+    if "--no-cli" in sys.argv:
+        return
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     seeds = os.path.join(root, "examples", "seeds.py")
     torch_s = wall([sys.executable, "-c", "import torch"])

@@ -53,10 +53,12 @@ def transformer() -> nn.Module:
     return nn.Sequential(nn.Linear(32, 128), nn.TransformerEncoder(layer, 2, enable_nested_tensor=False), nn.Linear(128, 10))
 
 
-def cases():
-    for depth in (10, 30, 60):
+def cases(depths=(10, 30, 60), mlp_only=False):
+    for depth in depths:
         for act in (nn.Tanh, nn.ReLU):
             yield f"MLP depth {depth}, {act.__name__.lower()}", lambda d=depth, a=act: mlp(d, 512, a), (256, 512)
+    if mlp_only:
+        return
     yield "ResNet-style CNN, no BN", ResNetNoBN, (64, 3, 16, 16)
     yield "transformer encoder, 2 layers", transformer, (32, 16, 32)
     yield "call order (fc2 defined first)", M.CallOrder, (256, 32)
@@ -130,11 +132,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--depths", default="10,30,60", help="MLP depths, comma-separated")
+    ap.add_argument("--mlp-only", action="store_true", help="only the MLPs (e.g. --depths 30,100 --mlp-only)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = args.device
     rows = []
-    for name, build, shape in cases():
+    for name, build, shape in cases(tuple(int(d) for d in args.depths.split(",")), args.mlp_only):
         torch.manual_seed(0)
         base = build().to(dev)
         x = torch.randn(*shape, device=dev)

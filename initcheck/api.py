@@ -15,6 +15,7 @@ from . import conventions, signal, suppressions
 from . import facts as facts_mod
 from . import inputs as inputs_mod
 from . import rules as rules_mod
+from . import stats as stats_mod
 from .errors import ForwardError, NotAModule
 from .facts.params import ParamFacts, classify
 from .findings import Finding, Selection, default_thresholds
@@ -66,6 +67,11 @@ class Analysis:
     layers: tuple[facts_mod.LayerFacts, ...]
     context: Context
     model: nn.Module = field(repr=False, compare=False)
+    # what `reanalyze` needs to rerun the stages after the trace without tracing again
+    selection: Selection = field(default_factory=Selection, repr=False, compare=False)
+    sources: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+    notes: tuple[str, ...] = field(default=(), repr=False, compare=False)  # the tracer's notes
+    unreached: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def first_layer(self) -> str | None:
         """The weight module that reads a model input first, in execution order."""
@@ -147,18 +153,56 @@ def analyze(
     except TraceFailure as e:
         raise ForwardError(name, str(e)) from e
     index = index_graph(traced.graph, model)
+    return _stages(name, index, model, selection, limits, tuple(probed or ()), traced.notes, traced.unreached, sources)
+
+
+def reanalyze(analysis: Analysis, *, probed: tuple[Any, ...] | None = None, selection: Selection | None = None,
+              thresholds: Mapping[str, float] | None = None) -> Analysis:
+    """The analysis again after the model's weights changed (a fix), on the same trace and index:
+    facts, conventions, signal, rules and report are redone, the trace is not (the graph does not
+    depend on the weights). `probed`: measured probe layers for the IC3xx rules; `selection` and
+    `thresholds` replace the first analysis's."""
+    ctx = analysis.context
+    if not ctx.layers and ctx.lazy:
+        return analyze(analysis.model, target=analysis.report.target, selection=selection or analysis.selection,
+                       probed=probed, sources=analysis.sources, thresholds=thresholds)
+    limits = {**default_thresholds(), **thresholds} if thresholds is not None else dict(ctx.thresholds)
+    return _stages(analysis.report.target, ctx.index, analysis.model, selection or analysis.selection, limits,
+                   tuple(probed if probed is not None else ctx.probe), analysis.notes, analysis.unreached, analysis.sources)
+
+
+def with_probe(analysis: Analysis, probed: tuple[Any, ...]) -> Analysis:
+    """The same analysis with measured probe layers: only the rules and the report are redone
+    (the weights did not change, so neither did the facts nor the signal)."""
+    ctx = replace(analysis.context, probe=tuple(probed))
+    return _finish(analysis.report.target, analysis.report.tracer, ctx, analysis.selection, analysis.report.notes,
+                   analysis.sources, analysis.model, analysis.notes, analysis.unreached)
+
+
+def _stages(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
+            probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
+            sources: Mapping[str, str] | None) -> Analysis:
+    """Everything after the trace: facts -> conventions -> signal -> rules -> report."""
+    with stats_mod.shared():  # each weight is read once, however many stages ask
+        return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources)
+
+
+def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
+                 probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
+                 sources: Mapping[str, str] | None) -> Analysis:
     collected = facts_mod.collect(index, model)
     layers = conventions.apply(collected.layers, model)
-    params = classify(model, layers, traced.unreached)
-    ctx = _context(index, model, layers, collected.tied_uses, params, tuple(probed or ()), traced.unreached, limits)
-    notes = traced.notes
+    params = classify(model, layers, unreached)
+    ctx = _context(index, model, layers, collected.tied_uses, params, probed, unreached, limits)
+    notes = trace_notes
     if ctx.actual is not None and (note := signal.unhandled_note(ctx.actual, index, layers)):
         notes = (*notes, note)
-    return _finish(name, traced.graph.tracer, ctx, selection, notes, sources, model)
+    return _finish(name, index.graph.tracer, ctx, selection, notes, sources, model, trace_notes, unreached)
 
 
 def _finish(name: str, tracer: str, ctx: Context, selection: Selection, notes: tuple[str, ...],
-            sources: Mapping[str, str] | None, model: nn.Module) -> Analysis:
+            sources: Mapping[str, str] | None, model: nn.Module, trace_notes: tuple[str, ...] = (),
+            unreached: tuple[str, ...] = ()) -> Analysis:
     """Run the rules, keep the selected findings, attach their sources, order them and report."""
     findings = [f for f in rules_mod.run(ctx, selection) if selection.keeps(f)]
     suppressed: tuple[tuple[Finding, str], ...] = ()
@@ -172,7 +216,7 @@ def _finish(name: str, tracer: str, ctx: Context, selection: Selection, notes: t
     findings.sort(key=lambda f: (-f.severity.rank, f.code, order.get(f.layer, len(order))))
     report = Report(name, tracer, _layer_reports(ctx, findings, sources or {}), tuple(findings), notes,
                     probe=ctx.probe, params=_param_reports(ctx, findings), suppressed=suppressed)
-    return Analysis(report, ctx.layers, ctx, model)
+    return Analysis(report, ctx.layers, ctx, model, selection, sources, trace_notes, unreached)
 
 
 def _context(index: GraphIndex, model: nn.Module, layers: tuple[facts_mod.LayerFacts, ...],

@@ -28,10 +28,12 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrize import is_parametrized
 
 from . import devices
-from .api import Analysis, analyze, run_forward
+from .api import Analysis, analyze, reanalyze, run_forward
 from .facts import LayerFacts
+from .facts.params import ParamKind
 from .findings import Finding, Selection, Severity
 from .ops.layers import is_hf_conv1d
 from .remedy import for_layer
@@ -131,7 +133,8 @@ def to_reinit(analysis: Analysis, keep_intentional: bool = True, kept: frozenset
     rules fire, every mis-scaled layer they blame. keep_intentional=False also replaces the
     deliberate patterns (zero or scaled-down residual ends, a zero classifier). `kept`: weights
     whose findings the user's selection suppresses (never touched)."""
-    flagged = {f.layer for f in analysis.report.findings if f.code.startswith("IC1")}
+    # IC1xx judge the weight itself; IC206 a tied embedding whose output use gives huge logits
+    flagged = {f.layer for f in analysis.report.findings if f.code.startswith("IC1") or f.code == "IC206"}
     signal_problem = any(f.code.startswith("IC2") for f in analysis.report.findings)
 
     def off(lf: LayerFacts) -> bool:
@@ -142,6 +145,14 @@ def to_reinit(analysis: Analysis, keep_intentional: bool = True, kept: frozenset
 
     return [lf for lf in analysis.layers if lf.stats is not None and lf.shape and lf.qualname not in kept
             and (lf.qualname in flagged or ((signal_problem or not keep_intentional) and off(lf)))]
+
+
+def tied_scheme(lf: LayerFacts, analysis: Analysis) -> Scheme | None:
+    """An embedding that IC206 flags (tied to the output head, logits too large) is drawn from
+    N(0, 0.02), GPT-2's and BERT's choice for tied tables: N(0, 1) rows give logits of std sqrt(d)."""
+    if lf.role == "embedding" and any(f.code == "IC206" and f.layer == lf.qualname for f in analysis.report.findings):
+        return Scheme.EMBEDDING_SMALL
+    return None
 
 
 def layer_scheme(lf: LayerFacts, choice: DrawChoice) -> Scheme | None:
@@ -163,6 +174,65 @@ def reinit_(weight: torch.Tensor, lf: LayerFacts, generator: torch.Generator | N
     draw(chosen, weight.data, init, generator)
 
 
+def reinit_layer(model: nn.Module, lf: LayerFacts, generator: torch.Generator | None = None,
+                 scheme: Scheme | None = None) -> None:
+    """Redraw a layer's weight in the model. A parametrized weight (weight_norm, spectral_norm) is
+    computed from its originals at each access: draw the effective weight and assign it, so that the
+    parametrization's right_inverse sets the originals."""
+    owner, _, pname = lf.qualname.rpartition(".")
+    module = model.get_submodule(owner) if owner else model
+    if is_parametrized(module, pname):
+        new = torch.empty_like(getattr(module, pname).detach())
+        reinit_(new, lf, generator, scheme)
+        with torch.no_grad():
+            setattr(module, pname, new)
+        return
+    reinit_(model.get_parameter(lf.qualname), lf, generator, scheme)
+
+
+def residual_pass(model: nn.Module, analysis: Analysis, kept: frozenset[str] = frozenset()) -> list[str]:
+    """When the signal explodes (IC201) through a norm-free residual stack, scale each branch's
+    last layer by 1/sqrt(2N) for N branch ends (GPT-2's scaled projections, Fixup's idea): with
+    He branches each block doubles the stream's variance, 2^N in all; scaled ones add 1/(2N) of it
+    per block, e^(1/2) in all. Branch ends already scaled down or zero are left as they are."""
+    if not any(f.code == "IC201" for f in analysis.report.findings):
+        return []
+    ends = [lf for lf in analysis.layers if lf.residual_end and not lf.normalized and lf.role == "weight"
+            and lf.variance_ratio is not None and lf.variance_ratio > 0.5]  # not scaled down already
+    if not ends:
+        return []
+    factor = 1.0 / math.sqrt(2 * len(ends))
+    done = []
+    for lf in ends:
+        if lf.qualname in kept:
+            continue
+        with torch.no_grad():
+            model.get_parameter(lf.qualname).mul_(factor)
+        done.append(lf.qualname)
+    return done
+
+
+# Parameter findings the static fix acts on by giving the parameter its kind's neutral value
+# (non-finite, absurd or zero norm scales, absurd shifts and biases); weights are redrawn instead.
+PARAM_CODES = frozenset({"IC104", "IC105", "IC106", "IC107"})
+
+
+def param_pass(model: nn.Module, analysis: Analysis, kept: frozenset[str] = frozenset()) -> list[str]:
+    """Reset the non-weight parameters a parameter rule flags: a norm's scale to 1, a norm's shift
+    and a bias to 0 (the rules leave deliberate zeros, such as a zero scale ending a residual
+    branch, alone). Their names."""
+    flagged = {f.layer for f in analysis.report.findings if f.code in PARAM_CODES and f.layer not in kept}
+    done = []
+    for pf in analysis.context.params:
+        if pf.name not in flagged or pf.kind not in (ParamKind.NORM_WEIGHT, ParamKind.NORM_BIAS, ParamKind.BIAS):
+            continue
+        p = model.get_parameter(pf.name)
+        with torch.no_grad():
+            p.fill_(1.0) if pf.kind is ParamKind.NORM_WEIGHT else p.zero_()
+        done.append(pf.name)
+    return done
+
+
 def fix(
     model: nn.Module,
     example_inputs: Any = None,
@@ -180,6 +250,7 @@ def fix(
     ignore: tuple[str, ...] = (),
     per_layer_ignore: tuple[tuple[str, str], ...] = (),
     selection: Selection | None = None,
+    analysis: Analysis | None = None,
 ) -> Report:
     """Fix `model`'s initialization in place and return the report after the fix.
 
@@ -189,12 +260,15 @@ def fix(
     scheme: force the draw of the replaced weights ("orthogonal", a `schemes.Scheme`); by default
     `choose_draw` picks it from depth and activation, and says why in `report.extra["draw"]` and a note.
     select/ignore/per_layer_ignore (or `selection`): a weight whose finding the selection suppresses
-    is not touched, by either step. The model's train/eval mode, device and requires_grad flags are
+    is not touched, by either step. analysis: `api.analyze(model, ...)` already run on this model
+    as it is now (the command line diagnoses before fixing): reused, so the model is traced once. The model's train/eval mode, device and requires_grad flags are
     kept; no hook is left behind, even when its forward raises. Data-driven, it is all or nothing:
     when the forward raises (or the run is interrupted) every parameter gets its value back.
     """
     sel = selection or Selection(select=tuple(select), ignore=tuple(ignore), per_layer_ignore=tuple(per_layer_ignore))
-    before = analyze(model, example_inputs, target=target)
+    if analysis is not None and analysis.model is not model:
+        raise ValueError("analysis= must be an analysis of the model being fixed")
+    before = reanalyze(analysis, selection=Selection()) if analysis is not None else analyze(model, example_inputs, target=target)
     kept = suppressed(before.report.findings, sel)
     choice = choose_draw(before, scheme)
     dynamic = bool(data_driven or (data_driven is None and example_inputs is not None))
@@ -202,6 +276,8 @@ def fix(
     acted = max((f.severity for f in before.report.findings if f.layer not in kept), default=None)
     with _restored_on_failure(model) if dynamic else nullcontext():
         extra["reinitialized"] = static_pass(model, before, generator, keep_intentional, progress, choice=choice, kept=kept)
+        extra["reset"] = param_pass(model, before, kept)
+        extra["branches_scaled"] = residual_pass(model, before, kept)
         if dynamic:
             scaled, passes, worst = data_driven_pass(model, before, example_inputs, device=device, target_std=target_std,
                                                      keep_intentional=keep_intentional, verify=verify, progress=progress,
@@ -209,8 +285,8 @@ def fix(
             extra["data_driven"] = {"forward_passes": passes, "target_std": target_std, "worst_rel_error": worst,
                                     "layers": [asdict(s) for s in scaled]}
     extra["acted_on"] = acted.value if isinstance(acted, Severity) else None
-    after = analyze(model, example_inputs, target=target, select=sel.select + sel.extend_select,
-                    ignore=sel.ignore + sel.extend_ignore, per_layer_ignore=sel.per_layer_ignore).report
+    # the weights changed, the graph did not: the report after the fix reuses the trace and index
+    after = reanalyze(before, selection=sel).report
     note = f"fix drew replaced weights by {choice.reason}" if extra["reinitialized"] else None
     notes = after.notes + ((note,) if note else ())
     return Report(after.target, after.tracer, after.layers, after.findings, notes, after.probe, extra)
@@ -243,7 +319,7 @@ def static_pass(model: nn.Module, analysis: Analysis, generator: torch.Generator
         chosen += [lf for lf in analysis.layers if lf.qualname not in names and lf.qualname not in kept and lf.shape
                    and lf.role == "weight" and _scalable(lf, keep_intentional)]
     for i, lf in enumerate(chosen, 1):
-        reinit_(model.get_parameter(lf.qualname), lf, generator, layer_scheme(lf, choice))
+        reinit_layer(model, lf, generator, tied_scheme(lf, analysis) or layer_scheme(lf, choice))
         _zero_bias(model, lf)
         if progress:
             progress("reinitializing", i, len(chosen))

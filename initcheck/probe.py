@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import devices
-from .api import analyze, run_forward
+from .api import analyze, run_forward, with_probe
 from .ops.layers import module_weights
 from .report import Report
 from .trace import tensors_in
@@ -48,8 +48,10 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
           **rule_options: Any) -> Report:
     """diagnose() plus measured statistics and the probe findings (IC3xx).
 
-    rule_options: select, ignore and per_layer_ignore, as for diagnose()."""
-    first = analyze(model, example_inputs, target=target)
+    rule_options: select, ignore, per_layer_ignore, selection, thresholds and sources, as for
+    diagnose(). The pipeline runs once; the probe's forward runs on a copy of the model, and the
+    model itself comes out bit for bit as it went in (preserve.py), whatever its forward writes."""
+    first = analyze(model, example_inputs, target=target, **rule_options)
     args, kwargs = first.inputs(example_inputs, batch=PROBE_BATCH)
     dev = devices.resolve(device)
     predicted = {lr.qualname: lr.predicted_rms for lr in first.report.layers}
@@ -108,7 +110,8 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
                    v[4] / v[5] if v[5] > 0 else 0.0)
         for q, v in zip(order, values)
     )
-    return analyze(model, example_inputs, target=target, probed=layers, **rule_options).report
+    # the pipeline ran once: the probe's measurements only add the IC3xx rules' input
+    return with_probe(first, layers).report
 
 
 def _nan(v: float) -> float | None:

@@ -10,6 +10,8 @@ call diagnose() together, as for any collective.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -50,8 +52,45 @@ class StatsCache:
         return hit[1]
 
 
+# One memo per running analysis (`shared()`): the facts, the parameter classification and the
+# signal passes each ask for the same weights' statistics; a tensor is read once per analysis.
+_ACTIVE: list[dict[int, tuple[torch.Tensor, int, TensorStats | None]]] = []
+
+
+@contextmanager
+def shared() -> Iterator[None]:
+    """Within the block, each tensor's statistics are computed once (and again only when the tensor
+    is written: its version counter moves)."""
+    _ACTIVE.append({})
+    try:
+        yield
+    finally:
+        _ACTIVE.pop()
+
+
+def _version(t: torch.Tensor) -> int | None:
+    try:
+        return int(t._version)
+    except (RuntimeError, AttributeError):  # inference-mode tensors keep no version counter
+        return None
+
+
 def tensor_stats(t: torch.Tensor) -> TensorStats | None:
     """Statistics of a materialized tensor; None for meta tensors and uninitialized parameters."""
+    if _ACTIVE:
+        memo = _ACTIVE[-1]
+        version = _version(t)
+        hit = memo.get(id(t))
+        if hit is not None and hit[0] is t and version is not None and hit[1] == version:
+            return hit[2]
+        result = _compute(t)
+        if version is not None:
+            memo[id(t)] = (t, version, result)  # holding t keeps its id from being reused meanwhile
+        return result
+    return _compute(t)
+
+
+def _compute(t: torch.Tensor) -> TensorStats | None:
     if t.is_meta or isinstance(t, torch.nn.parameter.UninitializedParameter) or t.numel() == 0:
         return None
     if callable(getattr(t, "to_local", None)) and hasattr(t, "placements"):

@@ -41,12 +41,12 @@ DEFAULT_PARAM = {"leaky_relu": 0.01, "prelu": 0.25, "elu": 1.0, "celu": 1.0, "so
 def activation_fn(name: str, param: float | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The elementwise function behind a canonical activation name, or None when it is not elementwise."""
     p: float = DEFAULT_PARAM.get(name, 1.0) if param is None else param
+    if name in ("leaky_relu", "prelu"):
+        return _leaky(p)
     table: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "identity": lambda x: x,
+        "identity": identity,
         "relu": F.relu,
         "relu6": F.relu6,
-        "leaky_relu": lambda x: F.leaky_relu(x, p),
-        "prelu": lambda x: F.leaky_relu(x, p),
         "elu": lambda x: F.elu(x, p),
         "celu": lambda x: F.celu(x, p),
         "selu": F.selu,
@@ -94,8 +94,84 @@ class Moments:
     slope2: float
 
 
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+class _Leaky:
+    """leaky_relu with a fixed slope, as a callable the closed form below recognizes."""
+
+    def __init__(self, slope: float) -> None:
+        self.slope = slope
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x, self.slope)
+
+
+@functools.lru_cache(maxsize=64)
+def _leaky(slope: float) -> _Leaky:
+    return _Leaky(slope)
+
+
+def _phi(a: float) -> float:
+    return math.exp(-0.5 * a * a) / math.sqrt(2.0 * math.pi)
+
+
+def _big_phi(a: float) -> float:
+    return 0.5 * math.erfc(-a / math.sqrt(2.0))
+
+
+def leaky_moments(slope: float, mean: float, var: float) -> Moments:
+    """Closed form for f(x) = x (x > 0), slope * x (x <= 0), x ~ N(mean, var); ReLU is slope 0.
+    With a = mean/sd: E[relu] = mean Phi(a) + sd phi(a), E[relu^2] = (mean^2 + var) Phi(a) + mean sd phi(a),
+    and f = slope x + (1 - slope) relu(x), f^2 = relu^2 + slope^2 (x^2 - relu^2)."""
+    sd = math.sqrt(max(var, 0.0))
+    if sd == 0.0:
+        y = mean if mean > 0 else slope * mean
+        return Moments(y, y * y, 1.0 if mean > 0 else slope * slope)
+    a = mean / sd
+    cdf, pdf = _big_phi(a), _phi(a)
+    r1 = mean * cdf + sd * pdf
+    r2 = (mean * mean + var) * cdf + mean * sd * pdf
+    second = r2 + slope * slope * (mean * mean + var - r2)
+    return Moments(slope * mean + (1.0 - slope) * r1, second, cdf + slope * slope * (1.0 - cdf))
+
+
+def _closed_form(fn: Callable[[torch.Tensor], torch.Tensor], mean: float, var: float) -> Moments | None:
+    if fn is identity:
+        return Moments(mean, mean * mean + max(var, 0.0), 1.0)
+    if fn is F.relu:
+        return leaky_moments(0.0, mean, var)
+    if isinstance(fn, _Leaky):
+        return leaky_moments(fn.slope, mean, var)
+    return None
+
+
+def _key(x: float) -> float:
+    """8 significant digits: a depth sweep's variances differ in the last bits, not in meaning."""
+    return float(f"{x:.8g}") if math.isfinite(x) else x
+
+
 def gaussian_moments(fn: Callable[[torch.Tensor], torch.Tensor], mean: float, var: float) -> Moments:
-    """Push N(mean, var) through an elementwise `fn`: the moments the signal model needs."""
+    """Push N(mean, var) through an elementwise `fn`: the moments the signal model needs. Identity,
+    ReLU and leaky ReLU have closed forms; other functions are integrated on the grid, once per
+    (function, mean, var) to 8 significant digits."""
+    closed = _closed_form(fn, mean, var)
+    if closed is not None:
+        return closed
+    if isinstance(fn, torch.nn.Module) or getattr(fn, "__closure__", None) is not None:
+        # a user's module or a closure: a global cache would keep it alive (and a closure is new
+        # at each call, so it would never hit)
+        return _grid_moments(fn, mean, var)
+    return _grid_moments_cached(fn, _key(mean), _key(var))
+
+
+@functools.lru_cache(maxsize=8192)
+def _grid_moments_cached(fn: Callable[[torch.Tensor], torch.Tensor], mean: float, var: float) -> Moments:
+    return _grid_moments(fn, mean, var)
+
+
+def _grid_moments(fn: Callable[[torch.Tensor], torch.Tensor], mean: float, var: float) -> Moments:
     z, w = normal_grid()
     x = (mean + math.sqrt(max(var, 0.0)) * z).detach().requires_grad_(True)
     with torch.enable_grad():

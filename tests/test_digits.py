@@ -49,3 +49,19 @@ def test_a_deep_tanh_mlp_trains_after_the_fix_and_not_before(data):
         results[name] = B.train(model, data, 0, steps=200)[2]
     assert results["PyTorch default"] < 0.35, results  # ten classes: chance is 0.1
     assert results["initcheck data-driven fix"] > 0.6, results
+
+
+@pytest.mark.parametrize("fixed", ["static", "data-driven"])
+def test_every_tutorial_seed_trains_within_3_points_of_he_after_the_fix(data, fixed):
+    def after(cls):
+        torch.manual_seed(0)
+        model = cls(in_features=64)
+        inputs = data[0][:256] if fixed == "data-driven" else None
+        initcheck.fix(model, inputs, generator=torch.Generator().manual_seed(0))
+        return D.train(model, data, 0, epochs=2)
+
+    he = after(S.He)
+    assert he > 85
+    tutorial = (S.Zeros, S.Ones, S.Uniform01, D.Normal1, D.Normal001, S.InvSqrtN, S.TruncNormal01, S.XavierReLU)
+    scores = {cls.__name__: after(cls) for cls in tutorial}
+    assert all(v > he - 3 for v in scores.values()), (he, scores)

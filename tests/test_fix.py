@@ -373,3 +373,115 @@ def test_a_data_driven_fix_of_a_transformer_encoder_adds_no_warning():
     fix(model, x)
     found = diagnose(model, x).findings
     assert not found, [f.message for f in found]
+
+
+def _bug_cases():
+    import cases as C
+
+    for name in ("NaNWeight", "InfNormWeight", "ToEmptyNeverInitialized", "ZeroLayerNorm", "SwappedLayerNorm",
+                 "ZeroBatchNormPlainCNN", "TiedUnitEmbedding", "SharedTanhUnitNormal", "AdaLNZeroBlock", "WeightNormed"):
+        yield pytest.param(getattr(C, name), id=name)
+    yield pytest.param(C.NormFreeResidual, id="NormFreeResidual", marks=pytest.mark.xfail(
+        strict=True, reason="signal.effective_weights puts deliberately small residual ends back at their scheme, "
+                            "so IC201 still reads the depth-scaled branches as He ones (the lead's file)"))
+
+
+@pytest.mark.parametrize("cls", list(_bug_cases()))
+def test_the_static_fix_of_a_bug_case_leaves_nothing_at_the_severity_it_acted_on(cls):
+    torch.manual_seed(0)
+    model = cls()
+    before = diagnose(model).findings
+    acted = max(f.severity for f in before)
+    fix(model, generator=torch.Generator().manual_seed(0))
+    after = [f for f in diagnose(model).findings if f.severity >= acted]
+    assert not after, [f.message for f in after]
+    assert all(torch.isfinite(p).all() and p.abs().max() < 1e6 for p in model.parameters())
+
+
+def test_norm_scales_are_reset_to_one_and_shifts_to_zero_but_a_zero_residual_end_stays():
+    import cases as C
+
+    model = C.SwappedLayerNorm()  # weight 0, bias 2
+    report = fix(model, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.ln.weight, torch.ones(32)) and torch.equal(model.ln.bias, torch.zeros(32))
+    assert set(report.extra["reset"]) >= {"ln.weight", "ln.bias"}
+    resnet = C.ZeroInitResidualBN()  # zero gamma ending each residual branch: a convention
+    zeros = {n: p.detach().clone() for n, p in resnet.named_parameters() if p.dim() == 1 and not p.any()}
+    assert zeros, "the case must have zero norm scales, or this test could not fail"
+    fix(resnet, generator=torch.Generator().manual_seed(0))
+    params = dict(resnet.named_parameters())
+    assert all(torch.equal(params[n], v) for n, v in zeros.items())
+
+
+def test_a_tied_unit_embedding_is_redrawn_at_gpt2s_scale_and_stays_tied():
+    import cases as C
+
+    model = C.TiedUnitEmbedding()
+    fix(model, generator=torch.Generator().manual_seed(0))
+    assert model.head.weight is model.emb.weight
+    assert float(model.emb.weight.detach().std()) == pytest.approx(0.02, rel=0.05)
+
+
+def test_a_weight_normed_layer_is_redrawn_through_its_parametrization():
+    import cases as C
+
+    torch.manual_seed(0)
+    model = C.WeightNormed()
+    fix(model, generator=torch.Generator().manual_seed(0))
+    # He for a ReLU layer with fan_in 32: std sqrt(2/32) = 0.25, measured on the effective weight
+    assert float(model.fc1.weight.detach().std()) == pytest.approx(0.25, rel=0.1)
+    assert torch.nn.utils.parametrize.is_parametrized(model.fc1, "weight")
+
+
+def test_fix_traces_once_and_probe_runs_the_pipeline_once(monkeypatch):
+    from initcheck import api, facts
+    from initcheck.probe import probe
+
+    traces, collects = [], []
+    real_trace, real_collect = api.trace, facts.collect
+    monkeypatch.setattr(api, "trace", lambda *a, **k: traces.append(1) or real_trace(*a, **k))
+    monkeypatch.setattr(api.facts_mod, "collect", lambda *a, **k: collects.append(1) or real_collect(*a, **k))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))  # PyTorch's default: the fix acts
+    fix(model, generator=torch.Generator().manual_seed(0))
+    assert len(traces) == 1 and len(collects) == 2  # facts before and after the fix, one trace
+    traces.clear()
+    collects.clear()
+    probe(model)
+    assert len(traces) == 1 and len(collects) == 1
+
+
+@pytest.mark.parametrize("cls", [seeds.Ones, seeds.DeepPyTorchDefault, seeds.TanhNormal1])
+def test_reanalyze_after_the_weights_change_matches_a_fresh_analysis(cls):
+    from initcheck.api import analyze, reanalyze
+
+    torch.manual_seed(0)
+    model = cls()
+    first = analyze(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.05)  # the weights change, the graph does not
+    again, fresh = reanalyze(first).report, analyze(model).report
+    assert [(f.code, f.layer, f.message) for f in again.findings] == [(f.code, f.layer, f.message) for f in fresh.findings]
+    assert [(lr.actual_std, lr.predicted_rms) for lr in again.layers] == [(lr.actual_std, lr.predicted_rms) for lr in fresh.layers]
+    assert again.findings != first.report.findings  # the change was seen, or this test could not fail
+
+
+def test_fix_reuses_a_given_analysis_and_does_not_trace_again(monkeypatch):
+    from initcheck import api
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    first = api.analyze(model)
+    traces = []
+    real = api.trace
+    monkeypatch.setattr(api, "trace", lambda *a, **k: traces.append(1) or real(*a, **k))
+    report = fix(model, generator=torch.Generator().manual_seed(0), analysis=first)
+    assert traces == [] and report.extra["reinitialized"]
+    # the same draws as a fix that analyses by itself
+    torch.manual_seed(0)
+    other = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    fix(other, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    with pytest.raises(ValueError, match="analysis"):
+        fix(other, analysis=first)

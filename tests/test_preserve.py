@@ -126,7 +126,6 @@ def test_wrapping_diagnose_in_preserved_keeps_the_model():
     assert _bits(model.state_dict()) == before
 
 
-@pytest.mark.xfail(strict=True, reason="needs the lead's wiring: preserved() around trace_recorded / probe's forward")
 @pytest.mark.parametrize("entry", ["diagnose", "probe"])
 def test_diagnose_and_probe_never_change_a_model_that_writes_its_weights(entry):
     import initcheck

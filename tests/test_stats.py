@@ -47,3 +47,22 @@ def test_cache_computes_each_tensor_once(monkeypatch):
 def test_constant_and_meta():
     assert stats.tensor_stats(torch.zeros(5, 5)).constant
     assert stats.tensor_stats(torch.empty(5, 5, device="meta")) is None
+
+
+def test_shared_reads_a_tensor_once_and_again_after_a_write(monkeypatch):
+    from initcheck import stats
+
+    reads = []
+    real = stats._compute
+    monkeypatch.setattr(stats, "_compute", lambda t: reads.append(1) or real(t))
+    w = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    with stats.shared():
+        first = stats.tensor_stats(w)
+        assert stats.tensor_stats(w) is first and len(reads) == 1
+        with torch.no_grad():
+            w.mul_(3.0)  # written: its version counter moves, so it is read again
+        again = stats.tensor_stats(w)
+    assert len(reads) == 2
+    assert again.std == pytest.approx(float(w.std(correction=0)), rel=1e-6)
+    stats.tensor_stats(w)  # outside the block nothing is memoized
+    assert len(reads) == 3

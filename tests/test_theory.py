@@ -105,3 +105,41 @@ def test_gaussian_moments_of_tanh_match_sampling():
     m = theory.gaussian_moments(torch.tanh, 0.5, 4.0)
     assert m.second == pytest.approx(float((torch.tanh(z) ** 2).mean()), rel=2e-3)
     assert m.slope2 == pytest.approx(float(((1 - torch.tanh(z) ** 2) ** 2).mean()), rel=5e-3)
+
+
+@pytest.mark.parametrize("name,param", [("identity", None), ("relu", None), ("leaky_relu", 0.2), ("prelu", None)])
+@pytest.mark.parametrize("mean,var", [(0.0, 1.0), (0.7, 0.3), (-1.2, 2.5), (0.3, 0.0)])
+def test_closed_form_moments_match_sampling_through_torch(name, param, mean, var):
+    from initcheck.theory import activation_fn, gaussian_moments
+
+    fn = activation_fn(name, param)
+    g = torch.Generator().manual_seed(0)
+    x = (mean + math.sqrt(var) * torch.randn(2_000_000, generator=g, dtype=torch.float64)).requires_grad_(True)
+    y = fn(x)
+    (dy,) = torch.autograd.grad(y.sum(), x)
+    y = y.detach()
+    m = gaussian_moments(fn, mean, var)
+    assert m.mean == pytest.approx(float(y.mean()), abs=3e-3)
+    assert m.second == pytest.approx(float((y * y).mean()), rel=3e-3, abs=1e-9)
+    assert m.slope2 == pytest.approx(float((dy * dy).mean()), abs=3e-3)
+
+
+def test_grid_moments_are_computed_once_per_rounded_mean_and_variance(monkeypatch):
+    from initcheck import theory
+
+    calls = []
+    real = theory._grid_moments
+
+    def counting(fn, mean, var):
+        calls.append((mean, var))
+        return real(fn, mean, var)
+
+    monkeypatch.setattr(theory, "_grid_moments", counting)
+    theory._grid_moments_cached.cache_clear()
+    a = theory.gaussian_moments(torch.tanh, 0.1, 0.5)
+    b = theory.gaussian_moments(torch.tanh, 0.1, 0.5 * (1 + 1e-12))  # the same to 8 digits
+    theory._grid_moments_cached.cache_clear()
+    assert len(calls) == 1 and a == b
+    # the grid is the integral: E[tanh(x)^2] against sampling
+    x = 0.1 + math.sqrt(0.5) * torch.randn(2_000_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert a.second == pytest.approx(float(torch.tanh(x).pow(2).mean()), rel=3e-3)

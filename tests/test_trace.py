@@ -119,3 +119,40 @@ def test_weight_params_lists_custom_and_packed_weights():
 def test_dict_inputs_and_outputs():
     r = diagnose(M.DictInput(), ({"x": torch.randn(2, 8), "y": torch.randn(2, 4)},))
     assert {lr.qualname for lr in r.layers} == {"a.weight", "b.weight", "head.weight"}
+
+
+class _WritesOneWeightThroughAView(nn.Module):
+    """fx cannot trace it (data-dependent branch), so a real forward runs; it writes one row of fc1's
+    weight through a view, with an out= call into fc2's bias, and leaves fc3 alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(x.sum()) > -1e30:
+            with torch.no_grad():
+                self.fc1.weight[0].mul_(3.0)
+                torch.add(self.fc2.bias, 1.0, out=self.fc2.bias)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def test_a_real_recorded_pass_puts_back_exactly_the_parameters_it_wrote(monkeypatch):
+    from initcheck import diagnose
+    from initcheck.trace import recorded
+
+    saved = []
+    real = recorded._CopyOnWrite.before
+
+    def spy(self, name, args, kwargs):
+        real(self, name, args, kwargs)
+        saved.append(len(self._saved))
+
+    monkeypatch.setattr(recorded._CopyOnWrite, "before", spy)
+    torch.manual_seed(0)
+    model = _WritesOneWeightThroughAView()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = diagnose(model, torch.randn(4, 8))
+    assert report.tracer == "recorded"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert max(saved) == 2  # fc1.weight and fc2.bias were copied; nothing else was

@@ -23,6 +23,48 @@ class TraceFailure(Exception):
     """The recorded forward pass raised: the message says in which layer."""
 
 
+# In-place operator methods that a TorchFunctionMode sees by name (methods ending in "_", such as
+# mul_ or copy_, are recognized by their suffix).
+_INPLACE_DUNDER = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
+                             "__imod__", "__ipow__", "__iand__", "__ior__", "__ixor__", "__ilshift__", "__irshift__",
+                             "__imatmul__"})
+
+
+def _storage(t: torch.Tensor) -> int:
+    return int(t.untyped_storage().data_ptr())
+
+
+class _CopyOnWrite:
+    """On real tensors the traced copy shares the user's parameters: the first time the forward
+    writes one in place (weight standardization, a norm clamping its own scale), a copy of its value
+    is saved, and `restore` puts it back. What preserve.preserved() guarantees, for the price of the
+    parameters actually written instead of a copy of all of them."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        self._by_storage = {_storage(p): p for p in params if p.numel()}
+        self._saved: dict[int, tuple[torch.Tensor, torch.Tensor, bool]] = {}
+
+    def before(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        targets = list(tensors_in(kwargs.get("out")))
+        if args and isinstance(args[0], torch.Tensor) and (name in _INPLACE_DUNDER or (name.endswith("_") and not name.endswith("__"))):
+            targets.append(args[0])
+        for t in targets:
+            p = self._by_storage.get(_storage(t)) if not t.is_meta else None
+            if p is not None and id(p) not in self._saved:
+                self._saved[id(p)] = (p, p.detach().clone(), p.requires_grad)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, value, requires_grad in self._saved.values():
+                if p.shape == value.shape and p.dtype == value.dtype:
+                    p.copy_(value)
+                else:
+                    p.data = value
+                if p.is_leaf:
+                    p.requires_grad_(requires_grad)
+        self._saved.clear()
+
+
 class _Recorder(TorchFunctionMode):
     """Records every torch function call made outside leaf modules, and every leaf module call.
 
@@ -40,6 +82,7 @@ class _Recorder(TorchFunctionMode):
         self.current: list[str] = []  # leaf modules being run, for error messages
         self.answer_meta = False
         self.guesses = 0
+        self.cow: _CopyOnWrite | None = None
 
     def lookup(self, value: Any) -> int | None:
         if not isinstance(value, torch.Tensor):
@@ -81,6 +124,8 @@ class _Recorder(TorchFunctionMode):
         if self.answer_meta and name in self._DEFAULTS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
             self.guesses += 1
             return self._DEFAULTS[name](args[0])
+        if self.cow is not None:
+            self.cow.before(name, args, kwargs)
         out = func(*args, **kwargs)
         if self.depth == 0 and any(True for _ in tensors_in(out)):
             raw = getattr(func, "__name__", str(func))
@@ -139,6 +184,10 @@ def trace_recorded(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
             handles.append(module.register_forward_hook(post_hook, with_kwargs=True))
     if on_meta:
         args, kwargs = move(args, torch.device("meta")), move(kwargs, torch.device("meta"))
+    # on real tensors the copy shares the user's parameters: a forward that writes its own weights
+    # (in-place standardization) would write the user's; the written ones are saved and put back
+    if not on_meta:
+        rec.cow = _CopyOnWrite(list(root.parameters()))
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             for i, a in enumerate(args):
@@ -153,6 +202,8 @@ def trace_recorded(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
     finally:
         for h in handles:
             h.remove()
+        if rec.cow is not None:
+            rec.cow.restore()
     operands, _ = split_args((out,), {}, rec.lookup)
     rec._new(kind=OpKind.OUTPUT, target="output", operands=operands)
     graph = Graph.build("recorded", rec.ops)
