@@ -25,7 +25,7 @@ from .handlers import Pass, handler_for, scalar_arg
 from .moments import UNIT, Moment, Signal, activation_moments
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
-           "unhandled_note"]
+           "unhandled_note", "raw_rms"]
 
 
 def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], weights: Mapping[str, TensorStats],
@@ -248,3 +248,27 @@ def unhandled_note(signal: Signal, index: GraphIndex, layers: tuple[LayerFacts, 
     return (f"the signal model has no handler for {names}: passed through as identity, so the predictions "
             f"of {len(hit)} layer(s) after it are approximate ({shown})")
 
+
+
+def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, w: TensorStats | None = None) -> float | None:
+    """The predicted rms of the weight op's raw output, bias aside and before any norm: what a
+    forward hook measures on the layer with its bias subtracted. `w`: the weight's statistics
+    (the layer's actual ones by default). None for ops whose output is not one weighted sum (RNNs,
+    attention modules)."""
+    w = w or lf.stats
+    if w is None:
+        return None
+    op = index.ops[lf.op]
+    mod = index.module(op) if op.kind is OpKind.MODULE else None
+    if isinstance(mod, (nn.RNNBase, nn.MultiheadAttention)):
+        return None
+    if lf.role is WeightRole.EMBEDDING:
+        return math.sqrt(w.second)
+    data = index.data_operands(op)
+    x = sig.forward[data[0]] if data else None
+    x = x or UNIT
+    n = max(lf.fan_in, 1)
+    second = n * w.second * x.second + n * (n - 1) * w.mean * w.mean * x.mean * x.mean
+    if lf.layout is Layout.BILINEAR and len(data) > 1 and (x2 := sig.forward[data[1]]) is not None:
+        second *= x2.second
+    return math.sqrt(max(second, 0.0))
