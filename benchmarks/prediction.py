@@ -86,7 +86,7 @@ def compare(name: str, make: Callable[[], nn.Module], verbose: bool) -> list[tup
         args, kwargs = (torch.randn(64, 3, 32, 32),), {}
     predicted = {}
     for lf in a.layers:
-        r = raw_rms(a.context.actual, a.context.index, lf) if a.context.actual else None
+        r = raw_rms(a.context.actual, a.context.index, lf, model) if a.context.actual else None
         if r is not None and lf.name not in predicted:
             predicted[lf.name] = r
     got = measured(model, set(predicted), args, kwargs)
