@@ -95,3 +95,15 @@ def test_the_mean_term_uses_the_actual_row_sums():
         model[3].weight[:4] += 0.05  # four rows with a large sum
     pred, got = predicted_and_measured(model, torch.randn(4096, 64), "3")
     assert pred == pytest.approx(got, rel=0.05)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batch_norm_normalizes_in_training_and_uses_running_statistics_in_eval(train):
+    """Fresh running statistics (0, 1) make an eval-mode BatchNorm the identity: the scale of the
+    conv before it (x20 here) reaches the next conv; in training it is normalized away."""
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
+    with torch.no_grad():
+        model[0].weight.mul_(20.0)
+    model.train(train)
+    pred, got = predicted_and_measured(model, torch.randn(128, 3, 12, 12), "3")
+    assert pred == pytest.approx(got, rel=0.15)

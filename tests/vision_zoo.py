@@ -675,3 +675,25 @@ def build(name: str, seed: int = 0) -> nn.Module:
         return ZOO[name]()
     finally:
         torch.random.set_rng_state(state)
+
+
+def table() -> str:
+    """The zoo table for docs/zoo.md: per model, parameters reported, fan weights judged, findings."""
+    from collections import Counter
+
+    from initcheck import diagnose
+
+    rows = ["| model | tracer | parameters reported | weight layers judged | errors | warnings |", "|---|---|---|---|---|---|"]
+    for name in ZOO:
+        model = build(name)
+        r = diagnose(model)
+        count = Counter((f.severity.value, f.code) for f in r.findings)
+        errors = ", ".join(f"{n} {c}" for (s, c), n in sorted(count.items()) if s == "error") or "none"
+        warnings = ", ".join(f"{n} {c}" for (s, c), n in sorted(count.items()) if s == "warning") or "none"
+        total = sum(1 for _ in model.parameters())
+        rows.append(f"| {name} | {r.tracer} | {len(r.params)} of {total} | {len(r.layers)} | {errors} | {warnings} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(table())

@@ -70,8 +70,27 @@ def _activation(p: Pass, op: Op, x: Moment) -> Moment:
 
 def _norm(p: Pass, op: Op, x: Moment) -> Moment:
     gamma, beta = _norm_affine(p, op)
+    mod = p.index.module(op)
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training and mod.running_var is not None:
+        return _batch_norm_eval(p, op, mod, x, gamma, beta)
     p.norm_gain[op.index] = gamma.second / max(x.var, 1e-12)
     return Moment(beta.mean, gamma.second + beta.second, gamma.second * min(1.0, x.signal / max(x.var, 1e-30)))
+
+
+def _batch_norm_eval(p: Pass, op: Op, mod: nn.modules.batchnorm._BatchNorm, x: Moment, gamma: TensorStats,
+                     beta: TensorStats) -> Moment:
+    """BatchNorm in eval mode normalizes with its running statistics, not the batch's: fresh ones
+    (mean 0, var 1) make it the identity, whatever the scale of its input."""
+    var = mod.running_var
+    rm = p.tensor(mod.running_mean)
+    assert var is not None
+    inv = float((1.0 / (var.double() + mod.eps)).mean())
+    rm_mean, rm_second = (rm.mean, rm.second) if rm is not None else (0.0, 0.0)
+    centered = max(x.second - 2.0 * x.mean * rm_mean + rm_second, 0.0)
+    shift = gamma.mean * (x.mean - rm_mean) * math.sqrt(inv)
+    p.norm_gain[op.index] = gamma.second * inv
+    second = gamma.second * centered * inv + beta.second + 2.0 * beta.mean * shift
+    return Moment(shift + beta.mean, second, gamma.second * x.signal * inv)
 
 
 def _norm_affine(p: Pass, op: Op) -> tuple[TensorStats, TensorStats]:
