@@ -15,11 +15,11 @@ from torch import nn
 from .facts import LayerFacts
 from .ops.layers import Layout, WeightRole
 
-CLOSE = 0.1  # std within 10% of the convention's
+CLOSE = 0.03  # std within 3% of the convention's (truncation, uniform vs normal), plus sampling error
 
 
 def _close(a: float, b: float, n: int = 1 << 30) -> bool:
-    """Within 10%, plus three standard errors of a std measured on n values (small tensors)."""
+    """Within 3%, plus three standard errors of a std measured on n values (small tensors)."""
     return b > 0 and abs(a / b - 1.0) < CLOSE + 3.0 / math.sqrt(2.0 * n)
 
 
@@ -84,8 +84,19 @@ def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
         # He in fan_out mode preserves the backward signal (He et al. 2015 show both modes work):
         # torchvision's fan_out counts out*k*k, Google's (timm's EfficientNets) divides by the groups
         fan_out_torch = lf.shape[0] * math.prod(lf.shape[2:])
+        # where several candidates fit a small tensor, the label goes to the closest: a fan_in He
+        # or PyTorch default that happens to be near fan_out He is not fan_out He
+        fan_in_torch = math.prod(lf.shape[1:])
+        rivals = (math.sqrt(2.0 / fan_in_torch), 1.0 / math.sqrt(3.0 * fan_in_torch))
         for fan in {fan_out_torch, lf.fan_out}:
-            if _close(std, math.sqrt(2.0 / fan), s.count):
+            if fan != lf.fan_out and not lf.normalized:
+                # torch's fan_out of a grouped/depthwise conv counts every group's outputs: C times
+                # too small a variance for what each output sums. Harmless only when a norm follows.
+                continue
+            if not _close(std, math.sqrt(2.0 / fan), s.count):
+                continue
+            mine = abs(math.log(std / math.sqrt(2.0 / fan)))
+            if all(abs(math.log(std / r)) >= mine for r in rivals if not _close(math.sqrt(2.0 / fan), r)):
                 lib = "torchvision " if module_path.startswith("torchvision") else ""
                 return f"{lib}kaiming_normal(mode='fan_out')"
     if _close(std, 0.02, s.count) and (lf.in_residual_branch or lf.role is WeightRole.EMBEDDING):

@@ -134,6 +134,25 @@ class NormFreeResidual(nn.Module):
         return self.out(x)
 
 
+class DepthwiseFanOutNoNorm(nn.Module):
+    """torchvision's kaiming_normal(mode='fan_out') on a depthwise 3x3 conv with no norm after it:
+    torch's fan_out counts all 64 channels (576), while each output sums 9 inputs, so the variance
+    is 64x below He's and the signal after it shrinks 8x in rms. Not a convention here: IC103 on
+    dw.weight (a warning at least)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Conv2d(3, 64, 1)
+        self.dw = nn.Conv2d(64, 64, 3, padding=1, groups=64)
+        self.pw = nn.Conv2d(64, 10, 1)
+        for m in (self.inp, self.dw, self.pw):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(F.relu(self.dw(F.relu(self.inp(x)))))
+
+
 class SharedTanhUnitNormal(nn.Module):
     """One tanh Linear (width 256) with N(0, 1) weights called 4 times: its pre-activation rms is
     sqrt(256) = 16 at the first call, far past tanh's knee. IC203 on shared.weight."""

@@ -17,6 +17,7 @@ BUGS = [
     (C.TiedUnitEmbedding, (torch.randint(0, 1000, (2, 8)),), {("IC206", "emb.weight")}),
     (C.NormFreeResidual, None, {("IC201", None)}),
     (C.SharedTanhUnitNormal, None, {("IC203", "shared.weight")}),
+    (C.DepthwiseFanOutNoNorm, None, {("IC103", "dw.weight")}),
 ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 
 from ..facts import LayerFacts
@@ -25,7 +26,7 @@ from .handlers import Pass, handler_for, scalar_arg
 from .moments import UNIT, Moment, Signal, activation_moments
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
-           "unhandled_note"]
+           "unhandled_note", "raw_rms"]
 
 
 def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], weights: Mapping[str, TensorStats],
@@ -53,7 +54,7 @@ def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...
         if op.kind in (OpKind.BUFFER, OpKind.OUTPUT):
             continue
         data = [i for i in index.data_operands(op) if fwd[i] is not None]
-        x = fwd[data[0]] if data else None
+        x = fwd[data[0]] if data else _param_expression(p, op)
         first = by_op.get(op.index)
         if first is not None:
             lf = first
@@ -79,6 +80,18 @@ def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...
         fwd[op.index] = out
     bwd = _backward(index, fwd, p.slope2, p.norm_gain, weight_n)
     return Signal(tuple(fwd), tuple(bwd), tuple((name, tuple(at)) for name, at in unhandled.items()), gates)
+
+
+def _param_expression(p: Pass, op: Op) -> Moment | None:
+    """An op on parameters alone (`0.2 * skipinit_gain`, `gamma.exp()`): it scales the signal
+    later, so it carries the parameter's moments rather than nothing; weight rebuilds are left
+    to the layer that reads them."""
+    if p.index.is_weight_op(op):
+        return None
+    for i in op.inputs:
+        if p.index.ops[i].kind is OpKind.PARAM and (m := p.fwd[i]) is not None:
+            return m
+    return None
 
 
 def _through_rnn(p: Pass, mod: nn.RNNBase, weights: Mapping[str, TensorStats], lf: LayerFacts,
@@ -138,12 +151,37 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
         q2 = x2.second if x2 else 1.0
         return Moment(0.0, n * w.second * x.second * q2, n * w.second * x.signal * q2)
     mean = n * w.mean * x.mean
-    second = n * w.second * x.second + n * (n - 1) * w.mean * w.mean * x.mean * x.mean
+    rows = _row_sums(p, lf, w)
+    second = _weighted_sum_second(n, w, x, rows)
+    # the spread of channel means: m * (row sum) differs per output channel, and so does the bias
+    between = x.mean * x.mean * float(rows.var(unbiased=False)) if rows is not None else 0.0
     b = _bias(p, mod, op)
     if b is not None:
         second += b.second + 2 * mean * b.mean
         mean += b.mean
-    return Moment(mean, second, n * w.second * x.signal)
+        between += b.std * b.std
+    return Moment(mean, second, n * w.second * x.signal, min(between, max(second - mean * mean, 0.0)))
+
+
+def _weighted_sum_second(n: int, w: TensorStats, x: Moment, rows: torch.Tensor | None) -> float:
+    """E[y^2] of y_j = sum_i w_ji x_i, bias aside, inputs iid with mean m and variance v:
+    mean_j (sum_i w_ji)^2 m^2 + n E[w^2] v. The row sums are the actual weight's when known; else
+    their expectation n E[w^2] + n(n-1) E[w]^2."""
+    row2 = float(rows.pow(2).mean()) if rows is not None else n * w.second + n * (n - 1) * w.mean * w.mean
+    return row2 * x.mean * x.mean + n * w.second * x.var
+
+
+def _row_sums(p: Pass, lf: LayerFacts, w: TensorStats) -> torch.Tensor | None:
+    """Per output unit, the sum of its weights, from the actual tensor (when `w` is its statistics)."""
+    if w is not lf.stats or lf.layout not in (Layout.OUT_IN, Layout.CONV, Layout.IN_OUT):
+        return None
+    try:
+        t: torch.Tensor = p.model.get_parameter(lf.qualname).detach().double()
+    except AttributeError:
+        return None
+    if lf.layout is Layout.IN_OUT:
+        t = t.reshape(t.shape[0], -1).t() if t.ndim == 2 else t
+    return t.reshape(t.shape[0], -1).sum(1) if t.ndim >= 2 else None
 
 
 def _bias(p: Pass, mod: nn.Module | None, op: Op) -> TensorStats | None:
@@ -248,3 +286,28 @@ def unhandled_note(signal: Signal, index: GraphIndex, layers: tuple[LayerFacts, 
     return (f"the signal model has no handler for {names}: passed through as identity, so the predictions "
             f"of {len(hit)} layer(s) after it are approximate ({shown})")
 
+
+
+def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w: TensorStats | None = None) -> float | None:
+    """The predicted rms of the weight op's raw output, bias aside and before any norm: what a
+    forward hook measures on the layer with its bias subtracted. `w`: the weight's statistics
+    (the layer's actual ones by default). None for ops whose output is not one weighted sum (RNNs,
+    attention modules)."""
+    w = w or lf.stats
+    if w is None:
+        return None
+    op = index.ops[lf.op]
+    mod = index.module(op) if op.kind is OpKind.MODULE else None
+    if isinstance(mod, (nn.RNNBase, nn.MultiheadAttention)):
+        return None
+    if lf.role is WeightRole.EMBEDDING:
+        return math.sqrt(w.second)
+    rows = _row_sums(Pass(index, model, StatsCache(), []), lf, w)
+    data = index.data_operands(op)
+    x = sig.forward[data[0]] if data else None
+    x = x or UNIT
+    n = max(lf.fan_in, 1)
+    second = _weighted_sum_second(n, w, x, rows)
+    if lf.layout is Layout.BILINEAR and len(data) > 1 and (x2 := sig.forward[data[1]]) is not None:
+        second *= x2.second
+    return math.sqrt(max(second, 0.0))

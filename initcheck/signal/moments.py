@@ -21,6 +21,7 @@ class Moment:
     mean: float
     second: float
     signal: float = 0.0
+    between: float = 0.0  # the variance of the per-channel means across channels (a weight layer's rows differ)
 
     @property
     def var(self) -> float:

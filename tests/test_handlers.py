@@ -1,0 +1,109 @@
+"""The signal model's op handlers, one by one, against a measured forward (torch is the oracle):
+the predicted raw output rms of the weight layer after the op (signal.raw_rms: bias aside, before
+any norm) beside the one a forward hook measures, in train mode, on a unit-variance batch."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initcheck.api import analyze
+from initcheck.signal import raw_rms
+
+
+def predicted_and_measured(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[float, float]:
+    a = analyze(model, x)
+    lf = next(lf for lf in a.layers if lf.name == layer)
+    pred = raw_rms(a.context.actual, a.context.index, lf, model)
+    mod = model.get_submodule(layer)
+    got: list[float] = []
+
+    def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+        if m.bias is not None:
+            shape = [1] * y.ndim
+            shape[1 if isinstance(m, nn.Conv2d) else -1] = -1
+            y = y - m.bias.view(shape)
+        got.append(float(y.pow(2).mean().sqrt()))
+
+    h = mod.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    assert pred is not None
+    return pred, got[0]
+
+
+def test_dropout_in_training_scales_the_second_moment_by_one_over_keep():
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 256))
+    model.train()
+    pred, got = predicted_and_measured(model, torch.randn(4096, 64), "3")
+    assert pred == pytest.approx(got, rel=0.1)
+    model.eval()  # dropout is the identity in eval mode: the prediction drops by sqrt(2)
+    pred_eval, got_eval = predicted_and_measured(model, torch.randn(4096, 64), "3")
+    assert pred_eval == pytest.approx(got_eval, rel=0.1)
+    assert pred / pred_eval == pytest.approx(math.sqrt(2.0), rel=0.05)
+
+
+def test_global_average_keeps_the_mean_and_shrinks_the_fluctuation():
+    """After BN + ReLU every channel has mean E[relu(z)] = 0.399; the spatial mean keeps it."""
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 64))
+    pred, got = predicted_and_measured(model, torch.randn(256, 3, 8, 8), "5")
+    assert pred == pytest.approx(got, rel=0.2)
+
+
+def test_max_pool_after_relu_takes_the_max_of_the_window():
+    """No norm: the window's values share their channel's mean; the max acts on the rest."""
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 32, 3, padding=1))
+    for m in model:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    pred, got = predicted_and_measured(model, torch.randn(256, 3, 16, 16), "3")
+    assert pred == pytest.approx(got, rel=0.2)
+
+
+class SkipInit(nn.Module):
+    """x + alpha * f(x) with alpha = 0: the branch adds nothing at init."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.branch, self.out = nn.Linear(32, 64), nn.Linear(64, 64), nn.Linear(64, 64)
+        self.alpha = nn.Parameter(torch.zeros(()))
+        nn.init.normal_(self.branch.weight, 0.0, 1.0)  # a huge branch, silenced by alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        return self.out(h + 0.2 * self.alpha * F.relu(self.branch(h)))
+
+
+def test_a_gate_made_of_parameters_scales_the_branch():
+    pred, got = predicted_and_measured(SkipInit(), torch.randn(2048, 32), "out")
+    assert pred == pytest.approx(got, rel=0.1)
+
+
+def test_the_mean_term_uses_the_actual_row_sums():
+    """Inputs after a ReLU have mean 0.4: a layer whose rows happen to sum far from zero gets
+    m^2 (sum_i w_ji)^2 on top of n E[w^2] v."""
+    model = nn.Sequential(nn.Linear(64, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Linear(128, 8))
+    with torch.no_grad():
+        model[3].weight.normal_(0.0, 0.02)
+        model[3].weight[:4] += 0.05  # four rows with a large sum
+    pred, got = predicted_and_measured(model, torch.randn(4096, 64), "3")
+    assert pred == pytest.approx(got, rel=0.05)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batch_norm_normalizes_in_training_and_uses_running_statistics_in_eval(train):
+    """Fresh running statistics (0, 1) make an eval-mode BatchNorm the identity: the scale of the
+    conv before it (x20 here) reaches the next conv; in training it is normalized away."""
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1))
+    with torch.no_grad():
+        model[0].weight.mul_(20.0)
+    model.train(train)
+    pred, got = predicted_and_measured(model, torch.randn(128, 3, 12, 12), "3")
+    assert pred == pytest.approx(got, rel=0.15)
