@@ -21,7 +21,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .ops.activations import DEFAULT_PARAM, Leaky, activation_fn, identity
 from .ops.layers import Layout, WeightRole
+
+__all__ = ["DEFAULT_PARAM", "activation_fn", "identity"]  # defined with the op roles; kept here for the maths that uses them
 
 # Activations grouped by the scheme that preserves their signal.
 SATURATING = frozenset({"tanh", "sigmoid", "softsign", "hardtanh", "hardsigmoid"})
@@ -33,38 +36,6 @@ LINEAR_LIKE = frozenset({"identity", "softmax", "log_softmax"})
 PERIODIC = frozenset({"sin", "cos"})
 BOUNDED = SATURATING | PERIODIC
 KNOWN = SATURATING | RELU_FAMILY | LINEAR_LIKE | PERIODIC | {"selu"}
-
-# Default parameter of each parametrized activation (torch's defaults).
-DEFAULT_PARAM = {"leaky_relu": 0.01, "prelu": 0.25, "elu": 1.0, "celu": 1.0, "softplus": 1.0}
-
-
-def activation_fn(name: str, param: float | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The elementwise function behind a canonical activation name, or None when it is not elementwise."""
-    p: float = DEFAULT_PARAM.get(name, 1.0) if param is None else param
-    if name in ("leaky_relu", "prelu"):
-        return _leaky(p)
-    table: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "identity": identity,
-        "relu": F.relu,
-        "relu6": F.relu6,
-        "elu": lambda x: F.elu(x, p),
-        "celu": lambda x: F.celu(x, p),
-        "selu": F.selu,
-        "gelu": F.gelu,
-        "silu": F.silu,
-        "mish": F.mish,
-        "softplus": lambda x: F.softplus(x, p),
-        "hardswish": F.hardswish,
-        "hardsigmoid": F.hardsigmoid,
-        "hardtanh": F.hardtanh,
-        "tanh": torch.tanh,
-        "sigmoid": torch.sigmoid,
-        "softsign": F.softsign,
-        "sin": torch.sin,
-        "cos": torch.cos,
-    }
-    return table.get(name)
-
 
 # --- Gaussian expectations -------------------------------------------------------------------
 
@@ -92,25 +63,6 @@ class Moments:
     mean: float
     second: float
     slope2: float
-
-
-def identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-class _Leaky:
-    """leaky_relu with a fixed slope, as a callable the closed form below recognizes."""
-
-    def __init__(self, slope: float) -> None:
-        self.slope = slope
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x, self.slope)
-
-
-@functools.lru_cache(maxsize=64)
-def _leaky(slope: float) -> _Leaky:
-    return _Leaky(slope)
 
 
 def _phi(a: float) -> float:
@@ -142,7 +94,7 @@ def _closed_form(fn: Callable[[torch.Tensor], torch.Tensor], mean: float, var: f
         return Moments(mean, mean * mean + max(var, 0.0), 1.0)
     if fn is F.relu:
         return leaky_moments(0.0, mean, var)
-    if isinstance(fn, _Leaky):
+    if isinstance(fn, Leaky):
         return leaky_moments(fn.slope, mean, var)
     return None
 

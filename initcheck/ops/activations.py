@@ -8,11 +8,13 @@ function table below serves both.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..graph import Op
@@ -96,6 +98,58 @@ NORM_MODULES: tuple[type, ...] = (
 )
 
 
+# Default parameter of each parametrized activation (torch's defaults).
+DEFAULT_PARAM = {"leaky_relu": 0.01, "prelu": 0.25, "elu": 1.0, "celu": 1.0, "softplus": 1.0}
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """The identity, as one named function (theory.gaussian_moments knows it in closed form)."""
+    return x
+
+
+class Leaky:
+    """leaky_relu with a fixed slope, as a callable the closed form below recognizes."""
+
+    def __init__(self, slope: float) -> None:
+        self.slope = slope
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x, self.slope)
+
+
+@functools.lru_cache(maxsize=64)
+def _leaky(slope: float) -> Leaky:
+    return Leaky(slope)
+
+
+def activation_fn(name: str, param: float | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The elementwise function behind a canonical activation name, or None when it is not elementwise."""
+    p: float = DEFAULT_PARAM.get(name, 1.0) if param is None else param
+    if name in ("leaky_relu", "prelu"):
+        return _leaky(p)
+    table: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "identity": identity,
+        "relu": F.relu,
+        "relu6": F.relu6,
+        "elu": lambda x: F.elu(x, p),
+        "celu": lambda x: F.celu(x, p),
+        "selu": F.selu,
+        "gelu": F.gelu,
+        "silu": F.silu,
+        "mish": F.mish,
+        "softplus": lambda x: F.softplus(x, p),
+        "hardswish": F.hardswish,
+        "hardsigmoid": F.hardsigmoid,
+        "hardtanh": F.hardtanh,
+        "tanh": torch.tanh,
+        "sigmoid": torch.sigmoid,
+        "softsign": F.softsign,
+        "sin": torch.sin,
+        "cos": torch.cos,
+    }
+    return table.get(name)
+
+
 def is_norm_module(module: nn.Module) -> bool:
     """torch's norm layers, and library ones by name (LlamaRMSNorm, T5LayerNorm, ...); a module
     that holds a weight layer (timm's LinearNorm: a Linear and a BatchNorm) is not one."""
@@ -173,8 +227,6 @@ def match_elementwise(fn: Callable[[torch.Tensor], Any], atol: float = 2e-3) -> 
     Used for library and hand-written activation modules (HF's GELUActivation, a user's Swish):
     they are judged by what they compute, not by their names.
     """
-    from ..theory import activation_fn
-
     x = torch.linspace(-8.0, 8.0, 321)  # past 6, where relu and relu6 part
     try:
         with torch.no_grad():
