@@ -381,9 +381,7 @@ def _bug_cases():
     for name in ("NaNWeight", "InfNormWeight", "ToEmptyNeverInitialized", "ZeroLayerNorm", "SwappedLayerNorm",
                  "ZeroBatchNormPlainCNN", "TiedUnitEmbedding", "SharedTanhUnitNormal", "AdaLNZeroBlock", "WeightNormed"):
         yield pytest.param(getattr(C, name), id=name)
-    yield pytest.param(C.NormFreeResidual, id="NormFreeResidual", marks=pytest.mark.xfail(
-        strict=True, reason="signal.effective_weights puts deliberately small residual ends back at their scheme, "
-                            "so IC201 still reads the depth-scaled branches as He ones (the lead's file)"))
+    yield pytest.param(C.NormFreeResidual, id="NormFreeResidual")
 
 
 @pytest.mark.parametrize("cls", list(_bug_cases()))

@@ -258,7 +258,11 @@ def effective_weights(layers: tuple[LayerFacts, ...], thresholds: Mapping[str, f
         if lf.stats is None:
             continue
         broken = not lf.stats.finite or lf.stats.max_abs > absurd
-        if (broken or lf.stats.constant or lf.intentionally_small or lf.normalized) and not math.isnan(lf.recommended_std):
+        # a residual branch's end that is zero or scaled down is a design (Fixup, SkipInit, GPT-2's
+        # 1/sqrt(2L)): at its scheme the stream would grow block by block, an explosion that is not there
+        deliberate_end = lf.residual_end and lf.intentionally_small
+        if (broken or ((lf.stats.constant or lf.intentionally_small) and not deliberate_end) or lf.normalized) \
+                and not math.isnan(lf.recommended_std):
             out[lf.qualname] = TensorStats(1, 0.0, lf.recommended_std, False)
         else:
             out[lf.qualname] = lf.stats
