@@ -83,3 +83,25 @@ def test_normalization_and_residual_marks():
     assert conv2.normalized and conv2.residual_end and conv2.activation == "relu"  # the post-add ReLU
     assert layers["blocks.0.conv1.weight"].normalized and not layers["blocks.0.conv1.weight"].residual_end
     assert layers["fc.weight"].is_output
+
+
+class _GCN(nn.Module):
+    """pygcn's layer: relu(adj @ (x @ W)), the adjacency a buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(32, 64))
+        self.w2 = nn.Parameter(torch.empty(64, 7))
+        nn.init.xavier_uniform_(self.w1)
+        nn.init.xavier_uniform_(self.w2)
+        self.register_buffer("adj", torch.eye(10))
+
+    def forward(self, x):
+        h = torch.relu(torch.spmm(self.adj, x @ self.w1))
+        return torch.spmm(self.adj, h @ self.w2)
+
+
+def test_an_activation_after_a_graph_aggregation_is_the_layers():
+    layers = {lr.qualname: lr for lr in diagnose(_GCN(), (torch.randn(10, 32),)).layers}
+    assert layers["w1"].activation == "relu" and layers["w1"].scheme == "he"
+    assert layers["w2"].activation == "identity" and layers["w2"].is_output

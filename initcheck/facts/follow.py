@@ -66,6 +66,12 @@ def follow(view: GraphIndex, start: int) -> Follow:
                     chain.add(u)  # an opaque helper (a reshape, a transpose): look through it
                     nxt.append(u)
                     continue
+                if op.target in _AGGREGATIONS and len(data) == 1:
+                    # a fixed matrix (a graph's normalized adjacency, a buffer) times the layer's output:
+                    # it mixes rows, the activation after it is still this layer's (pygcn: relu(adj @ (x W)))
+                    chain.add(u)
+                    nxt.append(u)
+                    continue
                 if merged and role.kind in (RoleKind.NORM, RoleKind.ADD, RoleKind.SCALE):
                     continue  # past a merge only a directly following activation (ResNet's ReLU) counts
                 if role.kind is RoleKind.NORM:
@@ -124,6 +130,10 @@ def meets_another_tensor(view: GraphIndex, start: int, limit: int = 64) -> bool:
                     nxt.append(u)
         frontier = nxt
     return False
+
+
+# products whose other operand is not data (a buffer, a constant matrix): sparse or dense aggregation
+_AGGREGATIONS = frozenset({"matmul", "spmm", "sparse_mm"})
 
 
 def _scalar_factor(op: Op) -> float:
