@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,6 +27,8 @@ from .stats import StatsCache
 from .trace import TraceFailure, accepts, trace
 from .trace.index import GraphIndex, index_graph
 
+if TYPE_CHECKING:
+    from .options import Settings
 
 def diagnose(
     model: nn.Module,
@@ -39,6 +41,7 @@ def diagnose(
     sources: Mapping[str, str] | None = None,
     selection: Selection | None = None,
     thresholds: Mapping[str, float] | None = None,
+    settings: Settings | None = None,
 ) -> Report:
     """Judge the initialization of every weight of `model`, without training and without data.
 
@@ -49,14 +52,15 @@ def diagnose(
     sources: parameter name -> "path:line" where it was last written (`initcheck.provenance.recorded`
     while building the model gives it); findings and layers then carry it.
     selection: a findings.Selection (select, ignore, extend-select/ignore, per-layer ignores); it
-    replaces select/ignore/per_layer_ignore when given. thresholds: rule settings by name
+    replaces select/ignore/per_layer_ignore when given. settings: an options.Settings (what the
+    command line builds from the config and its flags): its selection and thresholds. thresholds: rule settings by name
     (findings.SETTINGS; `initcheck rule CODE` lists a rule's), defaults for the rest.
 
     The model is not changed: not its weights, mode, device, gradients, nor the global RNG.
     """
     return analyze(model, example_inputs, target=target, select=select, ignore=ignore,
                    per_layer_ignore=per_layer_ignore, sources=sources, selection=selection,
-                   thresholds=thresholds).report
+                   thresholds=thresholds, settings=settings).report
 
 
 @dataclass(frozen=True)
@@ -129,12 +133,15 @@ def analyze(
     sources: Mapping[str, str] | None = None,
     selection: Selection | None = None,
     thresholds: Mapping[str, float] | None = None,
+    settings: Settings | None = None,
 ) -> Analysis:
     """diagnose(), keeping the intermediate stages: trace -> index -> facts -> conventions ->
     signal -> rules -> report."""
     if not isinstance(model, nn.Module):
         raise NotAModule(target or type(model).__name__, f"got a {type(model).__name__}, not an nn.Module")
     name = target or type(model).__name__
+    if settings is not None:  # the one validated object the command line builds (options.settings_from)
+        selection, thresholds = selection or settings.selection, thresholds or settings.thresholds
     selection = selection or Selection(select, ignore, per_layer_ignore=per_layer_ignore)
     limits = {**default_thresholds(), **(thresholds or {})}
     lazy = tuple(n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter))

@@ -233,3 +233,14 @@ def test_named_inputs_reach_the_forward(project):
 def test_input_shape_is_the_first_input(cli_args, expected):
     s = settings_from(Config("p.toml", {"inputs": ["7,7"]}), cli_args)
     assert s.inputs == expected and s.origins["inputs"] == "command line"
+
+
+def test_the_api_takes_the_same_settings_as_the_command_line():
+    import seeds
+
+    from initcheck import diagnose
+    from initcheck.options import settings_from
+
+    settings = settings_from(None, {"ignore": ("IC103",)})
+    codes = {f.code for f in diagnose(seeds.PyTorchDefault(), settings=settings).findings}
+    assert "IC103" not in codes and "IC103" in {f.code for f in diagnose(seeds.PyTorchDefault()).findings}
