@@ -23,6 +23,7 @@ from .graph import Graph, OpKind
 from .ops.layers import WeightRole
 from .report import LayerReport, ParamReport, Report
 from .rules import Context
+from .signal import Moment
 from .stats import StatsCache
 from .trace import TraceFailure, accepts, trace
 from .trace.index import GraphIndex, index_graph
@@ -221,7 +222,7 @@ def _finish(name: str, tracer: str, ctx: Context, selection: Selection, notes: t
         suppressed = tuple((f, s.reason) for f, s in result.suppressed)
     order = {lf.qualname: i for i, lf in enumerate(ctx.layers)}
     findings.sort(key=lambda f: (-f.severity.rank, f.code, order.get(f.layer, len(order))))
-    report = Report(name, tracer, _layer_reports(ctx, findings, sources or {}), tuple(findings), notes,
+    report = Report(name, tracer, _layer_reports(ctx, findings, sources or {}, model), tuple(findings), notes,
                     probe=ctx.probe, params=_param_reports(ctx, findings), suppressed=suppressed)
     return Analysis(report, ctx.layers, ctx, model, selection, sources, trace_notes, unreached)
 
@@ -274,11 +275,24 @@ def _param_reports(ctx: Context, findings: list[Finding]) -> tuple[ParamReport, 
     return tuple(out)
 
 
+def _raw(ctx: Context, lf: facts_mod.LayerFacts, preact: Moment | None, model: nn.Module) -> float | None:
+    """The predicted rms of the layer's raw output, bias aside and before any norm (what --probe
+    measures); for RNNs and attention modules, whose output is not one weighted sum, the activation's
+    input."""
+    if ctx.actual is None:
+        return None
+    raw = signal.raw_rms(ctx.actual, ctx.index, lf, model)
+    if raw is None and preact is not None:
+        raw = preact.rms
+    return None if raw is None else _finite(raw)
+
+
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, str]) -> tuple[LayerReport, ...]:
+def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, str],
+                   model: nn.Module) -> tuple[LayerReport, ...]:
     by_layer: dict[str, list[Finding]] = {}
     for f in findings:
         by_layer.setdefault(f.layer, []).append(f)
@@ -296,11 +310,12 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
             activation=lf.activation, activation_param=lf.activation_param, normalized=lf.normalized,
             residual_end=lf.residual_end, is_output=lf.is_output, scheme=lf.scheme.value, gain=lf.gain,
             recommended_std=lf.recommended_std, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
-            variance_ratio=lf.variance_ratio, predicted_rms=None if m is None or math.isnan(m.rms) else m.rms,
+            variance_ratio=lf.variance_ratio, predicted_rms=_raw(ctx, lf, m, model),
             aliases=lf.aliases, convention=lf.convention, verdict=verdict, source=sources.get(lf.qualname),
             driven_rms=_finite(math.sqrt(max(m.signal, 0.0))) if m is not None else None,
             reference_rms=_finite(ref.rms) if ref is not None else None,
             grad_rms=_finite(math.sqrt(max(ctx.actual.backward[lf.op], 0.0))) if ctx.actual else None,
+            preact_rms=None if m is None else _finite(m.rms),
             reference_grad_rms=_finite(math.sqrt(max(ctx.reference.backward[lf.op], 0.0))) if ctx.reference else None,
         ))
     return tuple(out)

@@ -37,11 +37,12 @@ class ProbeLayer:
     activation: str
     mean: float  # pre-activation mean on the batch
     std: float  # pre-activation std on the batch
-    predicted_rms: float | None  # the static prediction, for unit-variance inputs
+    predicted_rms: float | None  # the static prediction of measured_rms, for unit-variance inputs
     dead_fraction: float | None  # ReLU family: units never positive on the batch
     saturated_fraction: float | None  # saturating activations: pre-activations past the knee
     grad_norm: float  # ||dL/dW|| for L = mean of squared outputs
     grad_ratio: float  # ||dL/dW|| / ||W||
+    measured_rms: float | None = None  # rms of the layer's raw output on the batch, bias aside
 
 
 def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto", target: str | None = None,
@@ -81,7 +82,8 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
         dead = (flat <= DEAD_BELOW[act]).all(0).float().mean() if judged else torch.tensor(float("nan"), device=z.device)
         knee = SATURATION.get(act)
         sat = (z.abs() > knee).float().mean() if knee else torch.tensor(float("nan"), device=z.device)
-        records[name] = torch.stack([z.mean(), z.std(), dead, sat])
+        raw = _without_bias(module, z)
+        records[name] = torch.stack([z.mean(), z.std(), dead, sat, raw.pow(2).mean().sqrt()])
 
     names = {}
     handles = []
@@ -106,8 +108,8 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
         rows.append(torch.cat([records[q], torch.stack([g.float().norm(), w.detach().float().norm()])]))
     values = torch.stack(rows).cpu().tolist() if rows else []  # the one host transfer
     layers = tuple(
-        ProbeLayer(q, acts.get(q, "identity"), v[0], v[1], predicted.get(q), _nan(v[2]), _nan(v[3]), v[4],
-                   v[4] / v[5] if v[5] > 0 else 0.0)
+        ProbeLayer(q, acts.get(q, "identity"), v[0], v[1], predicted.get(q), _nan(v[2]), _nan(v[3]), v[5],
+                   v[5] / v[6] if v[6] > 0 else 0.0, v[4])
         for q, v in zip(order, values)
     )
     # the pipeline ran once: the probe's measurements only add the IC3xx rules' input
@@ -116,3 +118,17 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
 
 def _nan(v: float) -> float | None:
     return None if math.isnan(v) else v
+
+
+def _without_bias(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The layer's output less its bias (on the channel dimension for convolutions, the last for
+    the rest): the raw weighted sum that the static prediction describes."""
+    bias = getattr(module, "bias", None)
+    if not isinstance(bias, torch.Tensor) or bias.dim() != 1 or z.dim() < 1:
+        return z
+    b = bias.detach().float()
+    if isinstance(module, nn.modules.conv._ConvNd) and z.dim() >= 2 and z.shape[1] == b.numel():
+        return z - b.reshape(1, -1, *([1] * (z.dim() - 2)))
+    if z.shape[-1] == b.numel():
+        return z - b
+    return z

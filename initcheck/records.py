@@ -29,7 +29,8 @@ class LayerReport:
     actual_std: float | None
     actual_mean: float | None
     variance_ratio: float | None
-    predicted_rms: float | None  # pre-activation rms predicted from unit-variance inputs
+    predicted_rms: float | None  # rms of the weight op's raw output (bias aside, before any norm) predicted
+    # from unit-variance inputs: what --probe measures
     aliases: tuple[str, ...] = ()
     convention: str | None = None
     verdict: str = "ok"
@@ -38,6 +39,7 @@ class LayerReport:
     reference_rms: float | None = None  # predicted_rms under the recommended schemes
     grad_rms: float | None = None  # predicted gradient rms at the layer's output (output gradient 1)
     reference_grad_rms: float | None = None  # the same under the recommended schemes
+    preact_rms: float | None = None  # rms of what the activation receives (after a norm, bias included)
 
     @property
     def qualname(self) -> str:

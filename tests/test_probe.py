@@ -9,7 +9,7 @@ def test_probe_measures_what_the_static_model_predicts():
     r = probe(seeds.He(), torch.randn(512, 784))
     assert [p.name for p in r.probe] == ["net.0.weight", "net.2.weight", "net.4.weight"]
     for p in r.probe:
-        assert p.std == pytest.approx(p.predicted_rms, rel=0.15)
+        assert p.measured_rms == pytest.approx(p.predicted_rms, rel=0.15)
         assert p.grad_norm > 0
 
 
@@ -42,7 +42,7 @@ def test_probe_leaves_the_model_alone():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_probe_on_cuda():
     r = probe(seeds.He(), torch.randn(512, 784), device="cuda")
-    assert r.probe[0].std == pytest.approx(r.probe[0].predicted_rms, rel=0.15)
+    assert r.probe[0].measured_rms == pytest.approx(r.probe[0].predicted_rms, rel=0.15)
 
 
 def test_dead_units_need_enough_samples_to_be_judged():

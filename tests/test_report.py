@@ -9,7 +9,7 @@ from initcheck.formats.json_report import to_json
 LAYER_FIELDS = {"name", "param", "kind", "shape", "fan_in", "fan_out", "activation", "activation_param",
                 "normalized", "residual_end", "is_output", "scheme", "gain", "recommended_std", "actual_std",
                 "actual_mean", "variance_ratio", "predicted_rms", "aliases", "convention", "verdict", "source",
-                "driven_rms", "reference_rms", "grad_rms", "reference_grad_rms"}
+                "driven_rms", "reference_rms", "grad_rms", "reference_grad_rms", "preact_rms"}
 FINDING_FIELDS = {"code", "name", "severity", "layer", "message", "fix", "source", "path", "line", "url"}
 PARAM_FIELDS = {"name", "kind", "shape", "std", "mean", "max_abs", "note", "verdict"}
 

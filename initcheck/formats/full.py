@@ -74,11 +74,12 @@ def format_table(report: Report) -> str:
 
 
 def format_probe(report: Report) -> str:
-    rows = [[p.name, p.activation, _num(p.predicted_rms), _num(p.std), _num(p.mean),
+    rows = [[p.name, p.activation, _num(p.predicted_rms), _num(p.measured_rms), _num(p.std), _num(p.mean),
              "-" if p.dead_fraction is None else f"{p.dead_fraction:.0%}",
              "-" if p.saturated_fraction is None else f"{p.saturated_fraction:.0%}",
              _num(p.grad_norm), _num(p.grad_ratio)] for p in report.probe]
-    headers = ["layer", "activation", "predicted rms", "measured std", "mean", "dead", "saturated", "grad norm", "grad/weight"]
+    headers = ["layer", "activation", "predicted rms", "measured rms", "measured std", "mean", "dead", "saturated",
+               "grad norm", "grad/weight"]
     return str(tabulate(rows, headers=headers, disable_numparse=True))
 
 
