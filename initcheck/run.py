@@ -184,7 +184,7 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
              do_probe: bool, device: str, seed: int) -> Report:
     import torch
 
-    from .api import diagnose
+    from .api import analyze, diagnose
     from .fix import fix
     from .probe import probe
     from .safe_write import save
@@ -192,14 +192,14 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
     kw: dict[str, Any] = dict(selection=settings.selection, thresholds=settings.thresholds, sources=loaded.sources)
     model = loaded.model
     if do_fix:
-        before = diagnose(model, inputs, target=loaded.target, **kw)
-        click.echo(f"{loaded.target}: before the fix: {_summary(before)}", err=True)
+        first = analyze(model, inputs, target=loaded.target, **kw)  # traced once: fix reuses it
+        click.echo(f"{loaded.target}: before the fix: {_summary(first.report)}", err=True)
         generator = torch.Generator().manual_seed(seed)
         say(f"fixing {loaded.target} ...")
         bars = Bars(sys.stderr)
         try:
             fixed = fix(model, inputs, device=device, generator=generator, data_driven=data_driven or None,
-                        progress=bars, target=loaded.target, selection=settings.selection)
+                        progress=bars, target=loaded.target, selection=settings.selection, analysis=first)
         finally:
             bars.close()
         assert fix_output is not None  # checked before any work
@@ -212,6 +212,8 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
     if do_probe:
         say(f"probing {loaded.target} on {device} ...")
         return probe(model, inputs, device=device, target=loaded.target, **kw)
+    if do_fix:
+        return fixed  # the report after the fix, on the same trace
     return diagnose(model, inputs, target=loaded.target, **kw)
 
 

@@ -21,7 +21,7 @@ Matas, 2016) without its one-pass-per-layer cost and without its defects (docs/f
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
@@ -103,7 +103,7 @@ def fix(
     after = reanalyze(before, selection=sel).report
     note = f"fix drew replaced weights by {choice.reason}" if extra["reinitialized"] else None
     notes = after.notes + ((note,) if note else ())
-    return Report(after.target, after.tracer, after.layers, after.findings, notes, after.probe, extra)
+    return replace(after, notes=notes, extra={**after.extra, **extra})
 
 
 __all__ = ["DrawChoice", "Progress", "Scaled", "choose_draw", "data_driven_pass", "fix", "static_pass", "targets", "to_reinit"]
