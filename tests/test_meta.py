@@ -1,6 +1,5 @@
 """Models that do not fit one machine: meta-device configs, the init plan, lazy and odd models."""
 
-import time
 import warnings
 
 import models as M
@@ -22,19 +21,16 @@ def llama(**cfg):
 
 
 @pytest.mark.zoo
-def test_a_70b_llama_config_on_the_meta_device_gets_a_static_report_in_seconds():
+def test_a_70b_llama_config_on_the_meta_device_gets_a_static_report():
     model = llama(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
                   num_key_value_heads=8, vocab_size=32000)
-    start = time.perf_counter()
     report = diagnose(model)
-    elapsed = time.perf_counter() - start
     assert len(report.layers) == 80 * 7 + 2 and report.ok
     q = report.layers[1]
     assert (q.qualname, q.fan_in, q.fan_out, q.scheme) == ("model.layers.0.self_attn.q_proj.weight", 8192, 8192, "xavier")
     assert q.actual_std is None and q.predicted_rms is None  # nothing was materialized
     assert any("meta device" in n for n in report.notes)
     assert all(p.is_meta for p in model.parameters())
-    assert elapsed < 60  # seconds, on the slowest machine this runs on; typically ~3 s
 
 
 def test_init_plan_applies_after_to_empty():
