@@ -99,7 +99,9 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
         if lf.kind in ("LSTM", "GRU", "RNN") and _gates_in_range(ctx, lf):
             continue  # an RNN's gates see a sound pre-activation (PyTorch's U(±1/sqrt(H)) default does)
         if ratio > band or ratio < 1.0 / band:
-            direction = f"{ratio:.2g}x above" if ratio > 1 else f"{1 / ratio:.2g}x below"
+            times = ratio if ratio > 1 else 1 / ratio
+            direction = f"{times:.2g}x" if times < 100 else f"{times:.0f}x"
+            direction += " above" if ratio > 1 else " below"
             like = looks_like(lf)
             like_text = f" ({like})" if like else ""
             title = theory.SCHEME_TITLE.get(lf.scheme, lf.scheme.value)
