@@ -8,7 +8,7 @@ IC2xx the signal through the graph, IC3xx what a real batch measured (--probe).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -190,11 +190,3 @@ def summary(findings: Iterable[Finding]) -> str:
     """'1 error, 2 warnings, 0 infos'."""
     c = counts(findings)
     return ", ".join(f"{c[s]} {s.label}{'s' if c[s] != 1 else ''}" for s in sorted(Severity, reverse=True))
-
-
-def worst(findings: Iterable[Finding]) -> Severity | None:
-    return max((f.severity for f in findings), default=None)
-
-
-def iter_rules(codes: Mapping[str, Rule] | None = None) -> Iterator[Rule]:
-    yield from (codes or RULES).values()

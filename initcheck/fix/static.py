@@ -19,7 +19,6 @@ from ..facts.params import ParamKind
 from ..findings import Finding, Selection
 from ..ops.layers import is_hf_conv1d
 from ..remedy import for_layer
-from ..rules import intentional_small, mis_scaled
 from ..schemes import Scheme, draw
 
 Progress = Callable[[str, int, int], None]
@@ -120,7 +119,7 @@ def to_reinit(analysis: Analysis, keep_intentional: bool = True, kept: frozenset
 
     def off(lf: LayerFacts) -> bool:
         if keep_intentional:
-            return mis_scaled(lf)
+            return lf.mis_scaled
         r = lf.variance_ratio
         return r is not None and not lf.normalized and lf.role != "embedding" and not 0.5 <= r <= 2.0
 
@@ -281,4 +280,4 @@ def _scalable(lf: LayerFacts, keep_intentional: bool = True) -> bool:
         return False  # a deliberate zero (fix would have replaced any other constant)
     # a scaled-down residual end (GPT-2's c_proj, Fixup) is a design; a small but nonzero
     # classifier is a default, not a design: scale it
-    return not (lf.residual_end and intentional_small(lf))
+    return not (lf.residual_end and lf.intentionally_small)

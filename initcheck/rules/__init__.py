@@ -4,12 +4,11 @@ check; docs/rules.md is generated from that registry, so the two cannot drift.""
 
 from __future__ import annotations
 
-from ..facts import LayerFacts
 from ..findings import RULES, Finding, Selection
 from . import params, probe, signal, unjudged, weights  # noqa: F401  (importing registers the rules)
 from .context import Context
 
-__all__ = ["Context", "run", "mis_scaled", "intentional_small"]
+__all__ = ["Context", "run"]
 
 
 def run(ctx: Context, selection: Selection | None = None) -> tuple[Finding, ...]:
@@ -20,11 +19,3 @@ def run(ctx: Context, selection: Selection | None = None) -> tuple[Finding, ...]
         if selection.selects(code):
             out.extend(r.check(ctx))
     return tuple(out)
-
-
-def mis_scaled(lf: LayerFacts) -> bool:
-    return lf.mis_scaled
-
-
-def intentional_small(lf: LayerFacts) -> bool:
-    return lf.intentionally_small

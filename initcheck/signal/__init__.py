@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..facts import LayerFacts
+from ..findings import default_thresholds
 from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole
 from ..stats import StatsCache, TensorStats
@@ -224,7 +225,7 @@ def _backward(index: GraphIndex, fwd: list[Moment | None], slope2: dict[int, flo
             g[data[1]] += gi * (a.second if a else 1.0)
         elif op.kind is OpKind.FUNCTION and op.target in ("mul", "div"):
             others = [m for i in op.inputs if i != data[0] and (m := fwd[i]) is not None]
-            c = others[0].second if others else _scalar_of(op) ** 2
+            c = others[0].second if others else scalar_arg(op, 1.0) ** 2
             if op.target == "div":
                 c = 1.0 / c if c else 1.0
             g[data[0]] += c * gi
@@ -232,10 +233,6 @@ def _backward(index: GraphIndex, fwd: list[Moment | None], slope2: dict[int, flo
             for i in dict.fromkeys(data):
                 g[i] += gi
     return g
-
-
-def _scalar_of(op: Op) -> float:
-    return scalar_arg(op, 1.0)
 
 
 def actual_weights(layers: tuple[LayerFacts, ...]) -> dict[str, TensorStats]:
@@ -252,7 +249,7 @@ def effective_weights(layers: tuple[LayerFacts, ...], thresholds: Mapping[str, f
     layers followed by a normalization (their scale is normalized away), which take their
     scheme's: the signal rules then judge everything else, so that one cause gives one finding.
     Non-finite or absurd weights (IC104/IC105 blame them) take their scheme's too."""
-    absurd = (thresholds or {}).get("absurd-value", 1e6)
+    absurd = (thresholds or default_thresholds())["absurd-value"]  # the IC105 setting: one source
     out: dict[str, TensorStats] = {}
     for lf in layers:
         if lf.stats is None:
