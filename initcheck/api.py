@@ -21,6 +21,7 @@ from .facts.params import ParamFacts, classify
 from .findings import Finding, Selection, default_thresholds
 from .graph import Graph, OpKind
 from .ops.layers import WeightRole
+from .records import site_of
 from .report import LayerReport, ParamReport, Report
 from .rules import Context
 from .signal import Moment
@@ -306,10 +307,7 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
         m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
         ref = ctx.reference.preact(lf.op, lf.preact_op) if ctx.reference else None
         out.append(LayerReport(
-            name=lf.name, param=lf.param, kind=lf.kind, shape=lf.shape, fan_in=lf.fan_in, fan_out=lf.fan_out,
-            activation=lf.activation, activation_param=lf.activation_param, normalized=lf.normalized,
-            residual_end=lf.residual_end, is_output=lf.is_output, scheme=lf.scheme.value, gain=lf.gain,
-            recommended_std=lf.recommended_std, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
+            **site_of(lf), scheme=lf.scheme.value, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
             variance_ratio=lf.variance_ratio, predicted_rms=_raw(ctx, lf, m, model),
             aliases=lf.aliases, convention=lf.convention, verdict=verdict, source=sources.get(lf.qualname),
             driven_rms=_finite(math.sqrt(max(m.signal, 0.0))) if m is not None else None,

@@ -108,7 +108,7 @@ def report_html(report: Report) -> str:
     if more:
         findings += f"<li>... and {more} more (print(report) lists them all)</li>"
     summary = escape(report_repr(report)[1:-1])
-    fixed = report.extra.get("reinitialized")
+    fixed = report.fix.reinitialized if report.fix else ()
     fixed_line = (f'<p class="fixed">reinitialized by fix(): {escape(", ".join(map(str, fixed)))}</p>' if fixed else "")
     return (f'<div class="initcheck-report"><p><b>{summary}</b> <small>(traced with {escape(report.tracer)})</small></p>'
             f"{fixed_line}{sparkline([lr.predicted_rms for lr in report.layers])}"

@@ -4,17 +4,20 @@ that call them, so the dependency runs one way."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .findings import Finding, Severity
 
 
 @dataclass(frozen=True)
-class LayerReport:
-    name: str
-    param: str
-    kind: str
+class WeightSite:
+    """What a weight tensor is and where it sits: the fields facts.LayerFacts (the analysis) and
+    LayerReport (the report) share, declared once here so that neither retypes the other."""
+
+    name: str  # qualified module name as in named_modules() ("" for the root)
+    param: str  # the parameter's path inside that module ("weight", "in_proj_weight")
+    kind: str  # module class ("Linear") or function ("linear"): an open set, kept as text
     shape: tuple[int, ...]
     fan_in: int
     fan_out: int
@@ -23,14 +26,24 @@ class LayerReport:
     normalized: bool
     residual_end: bool
     is_output: bool
-    scheme: str
     gain: float
     recommended_std: float
-    actual_std: float | None
-    actual_mean: float | None
-    variance_ratio: float | None
-    predicted_rms: float | None  # rms of the weight op's raw output (bias aside, before any norm) predicted
-    # from unit-variance inputs: what --probe measures
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.name}.{self.param}" if self.name else self.param
+
+
+@dataclass(frozen=True)
+class LayerReport(WeightSite):
+    """One weight as reported: its site, how it was judged, and the predicted signal around it."""
+
+    scheme: str = ""  # theory.Family's value
+    actual_std: float | None = None
+    actual_mean: float | None = None
+    variance_ratio: float | None = None
+    predicted_rms: float | None = None  # rms of the weight op's raw output (bias aside, before any norm)
+    # predicted from unit-variance inputs: what --probe measures
     aliases: tuple[str, ...] = ()
     convention: str | None = None
     verdict: str = "ok"
@@ -41,9 +54,10 @@ class LayerReport:
     reference_grad_rms: float | None = None  # the same under the recommended schemes
     preact_rms: float | None = None  # rms of what the activation receives (after a norm, bias included)
 
-    @property
-    def qualname(self) -> str:
-        return f"{self.name}.{self.param}" if self.name else self.param
+
+def site_of(site: WeightSite) -> dict[str, Any]:
+    """The WeightSite fields of `site` (a LayerFacts, say), to build a LayerReport from."""
+    return {f.name: getattr(site, f.name) for f in fields(WeightSite)}
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,55 @@ class ParamReport:
 
 
 @dataclass(frozen=True)
+class FixDraw:
+    """How fix's static step drew the weights it replaced, and why (fix.static.choose_draw)."""
+
+    scheme: str | None  # schemes.Scheme's value; None: each layer's recommended Gaussian/uniform scheme
+    forced: bool  # the caller asked for it (scheme=)
+    depth: int  # weight layers on the longest path
+    near_linear: bool  # the trunk's activations are near-linear at 0
+    reason: str
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """One parameter of the data-driven pass: its target, its std at its first use before and
+    after, the factor applied, and the std at every use after the fix (the verifying pass)."""
+
+    name: str  # the module that uses it first
+    param: str  # the parameter's qualified name
+    target: float
+    before: float
+    after: float
+    factor: float
+    uses: tuple[float, ...] = ()  # std / target at every use, measured after the fix
+
+
+@dataclass(frozen=True)
+class DataDriven:
+    """The data-driven pass: how many forward passes, what it aimed at, the worst error measured
+    after it over every use of every parameter, and each parameter scaled."""
+
+    forward_passes: int
+    target_std: float | None  # None: each parameter's own target
+    worst_rel_error: float  # max |std/target - 1| over every use, measured after the fix
+    layers: tuple[Scaled, ...]
+
+
+@dataclass(frozen=True)
+class FixResult:
+    """What fix() did: the draw, the weights reinitialized, the parameters reset, the residual
+    branches scaled, the data-driven pass when it ran, and the severity it acted on."""
+
+    draw: FixDraw
+    reinitialized: tuple[str, ...] = ()
+    reset: tuple[str, ...] = ()  # norm scales set to 1, shifts and biases to 0, tied embeddings redrawn
+    branches_scaled: tuple[str, ...] = ()
+    data_driven: DataDriven | None = None
+    acted_on: Severity | None = None  # the worst severity among the findings it acted on
+
+
+@dataclass(frozen=True)
 class ReportData:
     target: str
     tracer: str
@@ -68,7 +131,7 @@ class ReportData:
     findings: tuple[Finding, ...]
     notes: tuple[str, ...] = ()
     probe: tuple[Any, ...] = ()  # probe.ProbeLayer, one per weight module, when a real batch was run
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    fix: FixResult | None = None  # what fix() did, on the report it returns
     params: tuple[ParamReport, ...] = ()  # every parameter (tied ones once), fan weights included
     suppressed: tuple[tuple[Finding, str], ...] = ()  # findings an `# initcheck: ignore` comment dropped, with its reason
 

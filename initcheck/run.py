@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from .errors import InitcheckError, OutputError, UsageError
-from .findings import Finding
 from .formats import Failure, Run, statistics, write
 from .inputspec import example_inputs
 from .options import Settings
@@ -134,9 +133,6 @@ def _check(settings: Settings, verbose: bool, plot: str | None) -> int:
                 except InitcheckError as e:
                     report_error(e, verbose)
                     exit_code = 2
-            if settings.show_suppressed and report.suppressed:
-                report = replace(report, extra={**report.extra, "suppressed": [
-                    _suppressed_dict(f, reason) for f, reason in report.suppressed]})
             reports.append(report)
             if report.fails(settings.fail_on):
                 exit_code = max(exit_code, 1)
@@ -204,9 +200,8 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
             bars.close()
         assert fix_output is not None  # checked before any work
         fix_output = save(model.state_dict(), fix_output, force=settings.force)  # a symlink's target when forced
-        draw = fixed.extra.get("draw") or {}
-        if draw.get("reason"):
-            click.echo(f"{loaded.target}: {draw['reason']}", err=True)
+        if fixed.fix is not None and fixed.fix.draw.reason:
+            click.echo(f"{loaded.target}: {fixed.fix.draw.reason}", err=True)
         click.echo(f"{loaded.target}: wrote the fixed state_dict to {fix_output} ({_fix_summary(fixed)}); "
                    f"load it with model.load_state_dict(torch.load({fix_output!r}))", err=True)
     if do_probe:
@@ -217,11 +212,6 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
     return diagnose(model, inputs, target=loaded.target, **kw)
 
 
-def _suppressed_dict(f: Finding, reason: str) -> dict[str, Any]:
-    return {"code": f.code, "severity": f.severity.value, "layer": f.layer, "message": f.message,
-            "source": f.source, "reason": reason}
-
-
 def _summary(report: Report) -> str:
     from .findings import summary
 
@@ -229,12 +219,13 @@ def _summary(report: Report) -> str:
 
 
 def _fix_summary(report: Report) -> str:
-    n = len(report.extra.get("reinitialized", []))
+    result = report.fix
+    n = 0 if result is None else len(result.reinitialized)
     text = f"{n} weight{'s' if n != 1 else ''} reinitialized"
-    dd = report.extra.get("data_driven")
+    dd = None if result is None else result.data_driven
     if dd:
-        text += (f", {len(dd['layers'])} layers scaled in {dd['forward_passes']} forward passes, "
-                 f"worst |std/target - 1| {dd['worst_rel_error']:.2g}")
+        text += (f", {len(dd.layers)} layers scaled in {dd.forward_passes} forward passes, "
+                 f"worst |std/target - 1| {dd.worst_rel_error:.2g}")
     return text
 
 

@@ -61,10 +61,10 @@ def test_data_driven_fix_takes_one_pass_plus_one_to_verify():
     diagnose(model, x)  # fx: no forward call
     before = model.calls
     report = fix(model, x)
-    dd = report.extra["data_driven"]
+    dd = report.fix.data_driven
     assert model.calls - before == 2  # the model's own forward: one pass to scale, one to verify
-    assert dd["forward_passes"] == 2
-    assert dd["worst_rel_error"] < 0.05
+    assert dd.forward_passes == 2
+    assert dd.worst_rel_error < 0.05
     assert report.ok
 
 
@@ -74,8 +74,8 @@ def test_data_driven_fix_meets_every_target_and_respects_call_order():
     nn.init.uniform_(model.fc2.weight, -1, 1)
     x = torch.randn(128, 32)
     report = fix(model, x, target_std=1.0)
-    dd = report.extra["data_driven"]
-    assert [layer["name"] for layer in dd["layers"]] == ["fc1", "fc2"]  # execution order
+    dd = report.fix.data_driven
+    assert [layer.name for layer in dd.layers] == ["fc1", "fc2"]  # execution order
     with torch.no_grad():
         h = model.fc1(x)
         assert float((h - model.fc1.bias).std()) == pytest.approx(1.0, abs=0.05)
@@ -101,15 +101,15 @@ def test_a_shared_layer_is_one_entry_and_every_use_ends_near_its_target():
     nn.init.normal_(model.shared.weight, 0, 1.0)
     x = torch.randn(128, 16)
     report = fix(model, x, target_std=1.0)
-    dd = report.extra["data_driven"]
-    assert [layer["name"] for layer in dd["layers"]].count("shared") == 1
+    dd = report.fix.data_driven
+    assert [layer.name for layer in dd.layers].count("shared") == 1
     assert torch.isfinite(model.shared.weight).all()
     uses = [std for m, std in _every_use(model, x, [model.shared])]
     assert len(uses) == 3
     assert all(abs(u - 1.0) <= 0.35 for u in uses), uses
     # the reported worst error is the worst over every use of every parameter, measured after the fix
     every = [abs(std - 1.0) for _, std in _every_use(model, x, [model.inp, model.shared, model.out])]
-    assert dd["worst_rel_error"] == pytest.approx(max(every), abs=1e-4)
+    assert dd.worst_rel_error == pytest.approx(max(every), abs=1e-4)
 
 
 class SharedTanh(nn.Module):
@@ -134,11 +134,11 @@ def test_a_layer_shared_by_four_calls_compromises_across_them():
     nn.init.normal_(model.shared.weight, 0, 0.5)
     x = torch.randn(256, 16)
     report = fix(model, x)
-    layer = next(d for d in report.extra["data_driven"]["layers"] if d["param"] == "shared.weight")
+    layer = next(d for d in report.fix.data_driven.layers if d.param == "shared.weight")
     uses = [std for _, std in _every_use(model, x, [model.shared])]
-    assert len(uses) == 4 and len(layer["uses"]) == 4
-    assert max(abs(u / layer["target"] - 1.0) for u in uses) <= 0.35, (uses, layer["target"])
-    assert layer["uses"] == pytest.approx(uses, rel=1e-4)
+    assert len(uses) == 4 and len(layer.uses) == 4
+    assert max(abs(u / layer.target - 1.0) for u in uses) <= 0.35, (uses, layer.target)
+    assert layer.uses == pytest.approx(uses, rel=1e-4)
 
 
 def test_mode_and_hooks_are_restored_even_when_forward_raises():
@@ -195,7 +195,7 @@ def test_cuda_fix_of_a_cpu_model_writes_back_and_stays_on_cpu():
     model = seeds.UniformMinus1To1()
     report = fix(model, torch.randn(256, 784), device="cuda")
     assert next(model.parameters()).device.type == "cpu"
-    assert report.ok and report.extra["data_driven"]["worst_rel_error"] < 0.05
+    assert report.ok and report.fix.data_driven.worst_rel_error < 0.05
 
 
 @pytest.mark.cuda
@@ -212,13 +212,13 @@ def test_data_driven_fix_covers_embeddings_and_recurrent_layers():
     nn.init.uniform_(model.lstm.weight_ih_l0, -2, 2)
     idx = torch.randint(0, 50, (32, 7))
     report = fix(model, idx, target_std=1.0)
-    layers = {d["name"]: d for d in report.extra["data_driven"]["layers"]}
+    layers = {d.name: d for d in report.fix.data_driven.layers}
     assert {"emb", "lstm", "gru"} <= set(layers)
     for name in ("emb", "lstm", "gru"):
-        assert layers[name]["after"] == pytest.approx(1.0, abs=0.05), (name, layers[name])
+        assert layers[name].after == pytest.approx(1.0, abs=0.05), (name, layers[name])
     with torch.no_grad():
         assert float(model.emb(idx).std()) == pytest.approx(1.0, abs=0.05)
-    assert report.extra["data_driven"]["forward_passes"] == 2
+    assert report.fix.data_driven.forward_passes == 2
 
 
 def test_progress_is_told_every_stage_in_order_and_each_reaches_its_total():
@@ -248,8 +248,8 @@ def test_a_deep_tanh_stack_is_drawn_orthogonal_and_the_fix_says_why():
     torch.manual_seed(0)
     model = _deep(nn.Tanh)  # PyTorch's default: 8x too small a variance before tanh, all flagged
     report = fix(model, generator=torch.Generator().manual_seed(0))
-    draw = report.extra["draw"]
-    assert draw["scheme"] == "orthogonal" and not draw["forced"] and draw["depth"] == 20
+    draw = report.fix.draw
+    assert draw.scheme == "orthogonal" and not draw.forced and draw.depth == 20
     assert any("orthogonal" in n and "20 weight layers" in n for n in report.notes)
     gain = nn.init.calculate_gain("tanh")
     hidden = [m.weight.detach() for m in model if isinstance(m, nn.Linear)][1:-1]
@@ -264,7 +264,7 @@ def test_a_deep_relu_stack_keeps_gaussian_draws_and_says_why():
         if isinstance(m, nn.Linear):
             nn.init.uniform_(m.weight, -1.0, 1.0)
     report = fix(model, generator=torch.Generator().manual_seed(0))
-    assert report.extra["draw"]["scheme"] is None
+    assert report.fix.draw.scheme is None
     assert any("ReLU-family" in n for n in report.notes)
     w = model[2].weight.detach()
     assert not _orthogonal(w / w.norm(dim=1).mean(), 1.0)
@@ -289,7 +289,7 @@ def test_a_deep_plain_conv_stack_gets_delta_orthogonal_kernels():
 def test_a_forced_scheme_redraws_every_weight_layer_by_it():
     model = seeds.He()  # sound: nothing would be redrawn
     report = fix(model, scheme="orthogonal", generator=torch.Generator().manual_seed(0))
-    assert report.extra["draw"]["forced"] and report.extra["draw"]["scheme"] == "orthogonal"
+    assert report.fix.draw.forced and report.fix.draw.scheme == "orthogonal"
     w = model.net[2].weight.detach()  # 128 x 256: orthonormal rows times the gain
     assert _orthogonal(w, 2 ** 0.5)
     with pytest.raises(ValueError, match="orthogonal"):
@@ -305,8 +305,8 @@ def test_a_weight_whose_finding_the_selection_suppresses_is_not_touched(data_dri
     x = torch.randn(64, 784) if data_driven else None
     report = fix(model, x, per_layer_ignore=(("IC", "net.0.weight"),), generator=torch.Generator().manual_seed(0))
     assert torch.equal(model.net[0].weight, kept)
-    assert "net.0.weight" not in report.extra["reinitialized"]
-    assert "net.2.weight" in report.extra["reinitialized"]
+    assert "net.0.weight" not in report.fix.reinitialized
+    assert "net.2.weight" in report.fix.reinitialized
     model = seeds.Uniform01()
     kept = {n: p.detach().clone() for n, p in model.named_parameters()}
     fix(model, x, selection=Selection(ignore=("IC",)))  # every finding ignored: nothing is touched
@@ -332,7 +332,7 @@ def test_each_recurrent_parameter_reaches_its_own_target_in_a_measured_forward()
         gru_pre = torch.nn.functional.linear(h, model.gru.weight_ih_l0)
     assert float(lstm_pre.std()) == pytest.approx(goal["lstm.weight_ih_l0"], rel=0.05)
     assert float(gru_pre.std()) == pytest.approx(goal["gru.weight_ih_l0"], rel=0.05)
-    assert report.extra["data_driven"]["worst_rel_error"] < 0.05
+    assert report.fix.data_driven.worst_rel_error < 0.05
 
 
 def _zoo():
@@ -402,7 +402,7 @@ def test_norm_scales_are_reset_to_one_and_shifts_to_zero_but_a_zero_residual_end
     model = C.SwappedLayerNorm()  # weight 0, bias 2
     report = fix(model, generator=torch.Generator().manual_seed(0))
     assert torch.equal(model.ln.weight, torch.ones(32)) and torch.equal(model.ln.bias, torch.zeros(32))
-    assert set(report.extra["reset"]) >= {"ln.weight", "ln.bias"}
+    assert set(report.fix.reset) >= {"ln.weight", "ln.bias"}
     resnet = C.ZeroInitResidualBN()  # zero gamma ending each residual branch: a convention
     zeros = {n: p.detach().clone() for n, p in resnet.named_parameters() if p.dim() == 1 and not p.any()}
     assert zeros, "the case must have zero norm scales, or this test could not fail"
@@ -475,7 +475,7 @@ def test_fix_reuses_a_given_analysis_and_does_not_trace_again(monkeypatch):
     real = api.trace
     monkeypatch.setattr(api, "trace", lambda *a, **k: traces.append(1) or real(*a, **k))
     report = fix(model, generator=torch.Generator().manual_seed(0), analysis=first)
-    assert traces == [] and report.extra["reinitialized"]
+    assert traces == [] and report.fix.reinitialized
     # the same draws as a fix that analyses by itself
     torch.manual_seed(0)
     other = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 from initcheck import notebook
 from initcheck.findings import Finding, Severity
 from initcheck.probe import ProbeLayer
+from initcheck.records import FixDraw, FixResult
 from initcheck.report import LayerReport, Report
 
 
@@ -121,7 +122,8 @@ def test_probe_table_when_probed():
 
 
 def test_fix_report_names_the_reinitialized_weights():
-    report = Report("Net", "fx", (layer("a"),), (), extra={"reinitialized": ["a.weight", "b.weight"]})
+    fixed = FixResult(FixDraw(None, False, 1, False, "why"), reinitialized=("a.weight", "b.weight"))
+    report = Report("Net", "fx", (layer("a"),), (), fix=fixed)
     tree = parse(notebook.report_html(report))
     (p,) = tree.find("p", **{"class": "fixed"})
     assert "".join(p[2]) == "reinitialized by fix(): a.weight, b.weight"

@@ -111,17 +111,17 @@ def test_data_driven_fix_scales_gpt2s_conv1d_layers():
     model = build("gpt2")
     report = fix(model, data_driven=True, keep_intentional=False, target_std=1.0,
                  generator=torch.Generator().manual_seed(0))
-    scaled = {layer["name"] for layer in report.extra["data_driven"]["layers"]}
+    scaled = {layer.name for layer in report.fix.data_driven.layers}
     for part in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
         assert f"transformer.h.0.{part}" in scaled, scaled
-    layers = report.extra["data_driven"]["layers"]
+    layers = report.fix.data_driven.layers
     # every untied weight meets its target at its one use; the tied wte (a lookup of std 1 and the
     # output head, whose logits are sqrt(d) larger) cannot meet both, and the worst error says so
-    untied = [abs(u - 1.0) for layer in layers if len(layer["uses"]) == 1 for u in layer["uses"]]
+    untied = [abs(u - 1.0) for layer in layers if len(layer.uses) == 1 for u in layer.uses]
     assert max(untied) < 0.05
-    tied = next(layer for layer in layers if layer["param"] == "transformer.wte.weight")
-    assert len(tied["uses"]) == 2
-    assert report.extra["data_driven"]["worst_rel_error"] == pytest.approx(max(abs(u - 1.0) for u in tied["uses"]), rel=1e-6)
+    tied = next(layer for layer in layers if layer.param == "transformer.wte.weight")
+    assert len(tied.uses) == 2
+    assert report.fix.data_driven.worst_rel_error == pytest.approx(max(abs(u - 1.0) for u in tied.uses), rel=1e-6)
 
 
 GRID = [(arch, d, layers) for arch in ("gpt2", "bert", "llama") for d in (64, 128) for layers in (4, 8)]

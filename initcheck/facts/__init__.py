@@ -12,6 +12,7 @@ from torch import nn
 from .. import theory
 from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole, WeightUse, function_weight, get_path, module_weights
+from ..records import WeightSite
 from ..stats import TensorStats, tensor_stats
 from ..theory import Family
 from ..trace.index import GraphIndex
@@ -21,24 +22,14 @@ __all__ = ["LayerFacts", "collect"]
 
 
 @dataclass(frozen=True)
-class LayerFacts:
-    name: str  # qualified module name as in named_modules() ("" for the root)
-    param: str  # the parameter's path inside that module ("weight", "in_proj_weight")
-    kind: str  # module class ("Linear") or function ("linear")
-    shape: tuple[int, ...]
+class LayerFacts(WeightSite):
+    """One use of a weight tensor: its site (records.WeightSite: name, fans, activation, norm and
+    residual flags, gain, recommended std) and what the later stages need besides."""
+
     layout: Layout
     role: WeightRole
-    fan_in: int
-    fan_out: int
-    activation: str
-    activation_param: float | None
-    normalized: bool
-    residual_end: bool
-    is_output: bool
     in_residual_branch: bool  # on the branch side of a residual add (Fixup, GPT-2 blocks, ReZero)
     scheme: Family
-    gain: float
-    recommended_std: float
     stats: TensorStats | None
     aliases: tuple[str, ...]
     op: int  # graph op that reads the weight
@@ -50,10 +41,6 @@ class LayerFacts:
     # recommended std is divided by it
     gated: bool = False  # the output gates or modulates another tensor (adaLN, SE, GLU)
     reads_input: bool = False  # its data operand is a model input (the first layer)
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.name}.{self.param}" if self.name else self.param
 
     @property
     def actual_std(self) -> float | None:

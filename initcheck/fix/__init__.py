@@ -21,21 +21,21 @@ Matas, 2016) without its one-pass-per-layer cost and without its defects (docs/f
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..api import Analysis, analyze, reanalyze
-from ..findings import Selection, Severity
+from ..findings import Selection
+from ..records import DataDriven, FixResult, Scaled
 from ..report import Report
 from ..schemes import Scheme
 from .scaling import data_driven_pass, targets
 from .static import (
     DrawChoice,
     Progress,
-    Scaled,
     _restored_on_failure,
     choose_draw,
     param_pass,
@@ -72,7 +72,7 @@ def fix(
     built from the model). target_std: None aims each parameter at the pre-activation std its
     recommended scheme gives on unit-variance inputs; a number aims every layer at it (LSUV's 1.0).
     scheme: force the draw of the replaced weights ("orthogonal", a `schemes.Scheme`); by default
-    `choose_draw` picks it from depth and activation, and says why in `report.extra["draw"]` and a note.
+    `choose_draw` picks it from depth and activation, and says why in `report.fix.draw` and a note.
     select/ignore/per_layer_ignore (or `selection`): a weight whose finding the selection suppresses
     is not touched, by either step. analysis: `api.analyze(model, ...)` already run on this model
     as it is now (the command line diagnoses before fixing): reused, so the model is traced once. The model's train/eval mode, device and requires_grad flags are
@@ -86,24 +86,21 @@ def fix(
     kept = suppressed(before.report.findings, sel)
     choice = choose_draw(before, scheme)
     dynamic = bool(data_driven or (data_driven is None and example_inputs is not None))
-    extra: dict[str, Any] = {"draw": asdict(choice)}
     acted = max((f.severity for f in before.report.findings if f.layer not in kept), default=None)
+    dd: DataDriven | None = None
     with _restored_on_failure(model) if dynamic else nullcontext():
-        extra["reinitialized"] = static_pass(model, before, generator, keep_intentional, progress, choice=choice, kept=kept)
-        extra["reset"] = param_pass(model, before, kept)
-        extra["branches_scaled"] = residual_pass(model, before, kept)
+        reinitialized = static_pass(model, before, generator, keep_intentional, progress, choice=choice, kept=kept)
+        reset = param_pass(model, before, kept)
+        branches = residual_pass(model, before, kept)
         if dynamic:
             scaled, passes, worst = data_driven_pass(model, before, example_inputs, device=device, target_std=target_std,
                                                      keep_intentional=keep_intentional, verify=verify, progress=progress,
                                                      kept=kept, unit=unit_targets(before, choice))
-            extra["data_driven"] = {"forward_passes": passes, "target_std": target_std, "worst_rel_error": worst,
-                                    "layers": [asdict(s) for s in scaled]}
-    extra["acted_on"] = acted.value if isinstance(acted, Severity) else None
+            dd = DataDriven(passes, target_std, worst, tuple(scaled))
+    result = FixResult(choice.record(), tuple(reinitialized), tuple(reset), tuple(branches), dd, acted)
     # the weights changed, the graph did not: the report after the fix reuses the trace and index
     after = reanalyze(before, selection=sel).report
-    note = f"fix drew replaced weights by {choice.reason}" if extra["reinitialized"] else None
-    notes = after.notes + ((note,) if note else ())
-    return replace(after, notes=notes, extra={**after.extra, **extra})
-
+    note = f"fix drew replaced weights by {choice.reason}" if reinitialized else None
+    return replace(after, notes=after.notes + ((note,) if note else ()), fix=result)
 
 __all__ = ["DrawChoice", "Progress", "Scaled", "choose_draw", "data_driven_pass", "fix", "static_pass", "targets", "to_reinit"]

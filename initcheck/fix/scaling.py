@@ -12,7 +12,8 @@ from torch import nn
 
 from .. import devices
 from ..api import Analysis, run_forward
-from .static import COMPROMISE_PASSES, Progress, Scaled, _scalable, scaled_here, scaled_param
+from ..records import Scaled
+from .static import COMPROMISE_PASSES, Progress, _scalable, scaled_here, scaled_param
 
 
 def targets(analysis: Analysis) -> dict[str, float]:

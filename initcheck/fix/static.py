@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -18,6 +18,7 @@ from ..facts import LayerFacts
 from ..facts.params import ParamKind
 from ..findings import Finding, Selection
 from ..ops.layers import is_hf_conv1d
+from ..records import FixDraw
 from ..remedy import for_layer
 from ..schemes import Scheme, draw
 
@@ -64,19 +65,10 @@ class DrawChoice:
     near_linear: bool  # the trunk's activations are near-linear at 0
     reason: str
 
-
-@dataclass(frozen=True)
-class Scaled:
-    """One parameter of the data-driven pass: its target, its std at its first use before and
-    after, the factor applied, and the std at every use after the fix (the verifying pass)."""
-
-    name: str  # the module that uses it first
-    param: str  # the parameter's qualified name
-    target: float
-    before: float
-    after: float
-    factor: float
-    uses: tuple[float, ...] = field(default=())
+    def record(self) -> FixDraw:
+        """The plain record the report carries."""
+        return FixDraw(None if self.scheme is None else self.scheme.value, self.forced, self.depth, self.near_linear,
+                       self.reason)
 
 
 def choose_draw(analysis: Analysis, scheme: Scheme | str | None = None) -> DrawChoice:

@@ -93,7 +93,8 @@ def findings(run: Run) -> Iterator[tuple[Report, Finding]]:
             yield report, f
 
 
-def suppressed(report: Report) -> list[dict[str, str]]:
-    """The suppressed findings the CLI stored on the report (--show-suppressed)."""
-    return list(report.extra.get("suppressed", []))
+def suppressed(report: Report) -> list[dict[str, str | None]]:
+    """The findings an inline comment suppressed, with its reason (--show-suppressed)."""
+    return [{"code": f.code, "severity": f.severity.value, "layer": f.layer, "message": f.message,
+             "source": f.source, "reason": reason} for f, reason in report.suppressed]
 

@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from .base import Run, location, rule_url, versions
+from .base import Run, location, rule_url, suppressed, versions
 
 if TYPE_CHECKING:
     from ..records import ReportData as Report  # the records alone: report.Report imports this module
@@ -22,8 +22,9 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def report_dict(report: Report) -> dict[str, Any]:
-    """One model's report as plain JSON types (NaN and inf become null)."""
+def report_dict(report: Report, show_suppressed: bool = False) -> dict[str, Any]:
+    """One model's report as plain JSON types (NaN and inf become null); what fix() did, at the top
+    level of the model's entry, when the report is fix's; the suppressed findings on request."""
     layers = []
     for lr in report.layers:
         d = asdict(lr)
@@ -44,8 +45,17 @@ def report_dict(report: Report) -> dict[str, Any]:
         "probe": [asdict(p) for p in report.probe],
         "params": [{k: _clean(v) for k, v in {**asdict(pr), "shape": list(pr.shape)}.items()} for pr in report.params],
         "findings": findings,
-        **report.extra,
+        **_fix_dict(report),
+        **({"suppressed": suppressed(report)} if show_suppressed and report.suppressed else {}),
     }
+
+
+def _fix_dict(report: Report) -> dict[str, Any]:
+    if report.fix is None:
+        return {}
+    d = asdict(report.fix)
+    d["acted_on"] = None if report.fix.acted_on is None else report.fix.acted_on.value
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
 def to_json(reports: list[Report]) -> str:
@@ -57,7 +67,7 @@ def write(run: Run) -> str:
     payload = {
         "version": JSON_VERSION,
         "tool": run.versions or versions(),
-        "models": [report_dict(r) for r in run.reports],
+        "models": [report_dict(r, run.show_suppressed) for r in run.reports],
         "failed": [{"target": f.target, "reason": f.reason} for f in run.failures],
     }
     return json.dumps(payload, indent=2) + "\n"

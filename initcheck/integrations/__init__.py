@@ -36,7 +36,7 @@ def judge(model: nn.Module, example_inputs: Any, fail_on: str, fix: bool, target
     lines = [f"initcheck: {target}: {summary(report.findings)}"]
     if fix and report.fails(fail_on):
         after = fix_model(model, target=target)
-        changed = after.extra.get("reinitialized", [])
+        changed = after.fix.reinitialized if after.fix else ()
         lines.append(f"initcheck: reinitialized {len(changed)} weight(s) ({', '.join(changed[:5])}"
                      f"{', ...' if len(changed) > 5 else ''}); now {summary(after.findings)}")
         report = after
