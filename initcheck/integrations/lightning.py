@@ -31,6 +31,11 @@ class InitCheck(_callback_base()):  # type: ignore[misc]
     with `fix=True`, reinitializes the mis-scaled weights in place first and raises only if
     findings remain. The model's `example_input_array` is used when it has one.
 
+    Sharded models (ModelParallelStrategy with FSDP2's fully_shard, DTensor parameters): every rank
+    judges the whole weights (their statistics are all-reduced, never gathered), only rank 0 logs,
+    and every rank raises, so no rank is left waiting. `fix=True` does not repair sharded
+    weights: call initcheck.fix in configure_model before sharding.
+
     After the check, `self.report` holds the Report."""
 
     def __init__(self, fail_on: str = "error", fix: bool = False, example_inputs: Any = None):
@@ -44,9 +49,18 @@ class InitCheck(_callback_base()):  # type: ignore[misc]
         from lightning_utilities.core.rank_zero import rank_zero_info
 
         inputs = self.example_inputs if self.example_inputs is not None else getattr(pl_module, "example_input_array", None)
+        # every rank judges: the statistics of sharded parameters are reduced over the ranks inside
         self.report, lines = judge(pl_module, inputs, self.fail_on, self.fix, type(pl_module).__name__)
-        for line in lines:
-            rank_zero_info(line)
-        for logger in getattr(trainer, "loggers", None) or []:
-            logger.log_metrics(counts(self.report), step=0)
-        check(self.report, self.fail_on)  # raising here stops fit() before the first step
+        if getattr(trainer, "is_global_zero", True):
+            for line in lines:
+                rank_zero_info(line)
+            for logger in getattr(trainer, "loggers", None) or []:
+                logger.log_metrics(counts(self.report), step=0)
+        failed = self.report.fails(self.fail_on)
+        # one decision for every rank: a rank that went on alone would wait forever in the first
+        # step's collective. The reports agree by construction; this holds even if they did not.
+        strategy = getattr(trainer, "strategy", None)
+        if strategy is not None and strategy.reduce_boolean_decision(failed, all=False) and not failed:
+            raise RuntimeError(f"initcheck: {self.report.target}: another rank found findings at or above "
+                               f"{self.fail_on}; this one did not")
+        check(self.report, self.fail_on)  # raising here, on every rank, stops fit() before the first step
