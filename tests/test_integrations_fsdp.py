@@ -10,6 +10,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from torch import nn
+
+from initcheck.guard import InitError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,3 +65,33 @@ def test_sharded_good_init_trains_on_every_rank(tmp_path):
         assert not [f for f in seen["report"]["findings"] if f["severity"] == "error"]
         same_weights(seen["report"], seen["twin"])
     assert logs.count("initcheck: Module: 0 errors") == 1
+
+
+@pytest.mark.slow  # importing Lightning alone takes seconds here
+def test_fsdp1_wrapping_is_skipped_not_misjudged(caplog):
+    # Lightning runs FSDPStrategy (FSDP1) on GPUs only, and FSDP1 needs an accelerator: a wrapper is
+    # stood in by an uninitialized FullyShardedDataParallel, which is all the detection looks at
+    pytest.importorskip("lightning.pytorch")
+    from types import SimpleNamespace
+
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    from initcheck.integrations.lightning import InitCheck
+
+    def bad() -> nn.Sequential:
+        model = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 2))
+        with torch.no_grad():
+            model[0].weight.normal_(0.0, 1.0)  # pre-activation rms 4: saturated tanh, an error
+        return model
+
+    trainer = SimpleNamespace(strategy=None, is_global_zero=True, loggers=[])
+    with pytest.raises(InitError):
+        InitCheck().on_fit_start(trainer, bad())  # unwrapped: judged, and it fails
+    wrapped = bad()
+    stand_in = FullyShardedDataParallel.__new__(FullyShardedDataParallel)
+    nn.Module.__init__(stand_in)
+    wrapped.add_module("fsdp", stand_in)
+    check = InitCheck()
+    with caplog.at_level("INFO"):
+        check.on_fit_start(trainer, wrapped)
+    assert check.report is None and "FSDPStrategy (FSDP1) holds flattened shards" in caplog.text

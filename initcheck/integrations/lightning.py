@@ -34,7 +34,9 @@ class InitCheck(_callback_base()):  # type: ignore[misc]
     Sharded models (ModelParallelStrategy with FSDP2's fully_shard, DTensor parameters): every rank
     judges the whole weights (their statistics are all-reduced, never gathered), only rank 0 logs,
     and every rank raises, so no rank is left waiting. `fix=True` does not repair sharded
-    weights: call initcheck.fix in configure_model before sharding.
+    weights: call initcheck.fix in configure_model before sharding. FSDPStrategy (FSDP1) leaves
+    each rank a flattened slice of its flat parameter in place of every weight: the check is
+    skipped with a log line rather than judging slices (Lightning runs FSDP1 on GPUs only; untested).
 
     After the check, `self.report` holds the Report."""
 
@@ -48,6 +50,11 @@ class InitCheck(_callback_base()):  # type: ignore[misc]
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         from lightning_utilities.core.rank_zero import rank_zero_info
 
+        if flattened(trainer, pl_module):  # every rank sees the same wrapping: every rank skips
+            rank_zero_info(f"initcheck: {type(pl_module).__name__}: not judged: FSDPStrategy (FSDP1) holds flattened "
+                           "shards, not the weights; use ModelParallelStrategy (FSDP2), or call initcheck.guard(module) "
+                           "in configure_model, before the strategy wraps it")
+            return
         inputs = self.example_inputs if self.example_inputs is not None else getattr(pl_module, "example_input_array", None)
         # every rank judges: the statistics of sharded parameters are reduced over the ranks inside
         self.report, lines = judge(pl_module, inputs, self.fail_on, self.fix, type(pl_module).__name__)
@@ -64,3 +71,15 @@ class InitCheck(_callback_base()):  # type: ignore[misc]
             raise RuntimeError(f"initcheck: {self.report.target}: another rank found findings at or above "
                                f"{self.fail_on}; this one did not")
         check(self.report, self.fail_on)  # raising here, on every rank, stops fit() before the first step
+
+
+def flattened(trainer: Any, pl_module: Any) -> bool:
+    """Whether FSDP1 (FullyShardedDataParallel) wraps the module: its parameters are then views of
+    flat shards, whose shapes and statistics are not the weights'."""
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+    except ImportError:
+        return False
+    root = getattr(getattr(trainer, "strategy", None), "model", None)
+    trees = [m for m in (root, pl_module) if m is not None]
+    return any(isinstance(m, FullyShardedDataParallel) for tree in trees for m in tree.modules())
