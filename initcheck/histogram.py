@@ -8,7 +8,9 @@ Two scales, both chosen so that panels of different layers can share one axis:
 - LOG10_ABS bins log10|x| in quarter decades over a window of DECADES decades that ends at the
   decade above max|x|: the edges fall on the same grid for every layer, so a gradient shrinking
   layer after layer moves left by decades instead of collapsing into one bin. Exact zeros (a ReLU's
-  inactive units, a saturated tanh's flat tail) have no logarithm and are counted apart.
+  inactive units, a saturated tanh's flat tail) have no logarithm, and values under the window (a
+  saturated tanh's slope reaches 1e-14) would pile up in its first bin as a false peak: both are
+  counted apart.
 
 Nothing here leaves the device: the probe transfers every layer's row to the host at once.
 """
@@ -23,9 +25,9 @@ import torch
 # small and fixed, so the JSON keeps a few dozen counts a histogram
 LINEAR_BINS = 33  # odd: 0 is a bin's center, so a collapsed layer is one spike, not two half ones
 DECADES = 8
-LOG_BINS = 32  # quarter decades over the window; anything smaller lands in the first bin
+LOG_BINS = 32  # quarter decades over the window
 PER_DECADE = LOG_BINS // DECADES
-HEADER = 4  # low, high, zeros, nonfinite: then the counts
+HEADER = 5  # low, high, zeros, below, nonfinite: then the counts
 
 
 class Scale(StrEnum):
@@ -35,15 +37,16 @@ class Scale(StrEnum):
 
 @dataclass(frozen=True)
 class Histogram:
-    """Counts over equal bins (LINEAR_BINS or LOG_BINS) from `low` to `high` (of x for LINEAR, of log10|x| for
-    LOG10_ABS); values outside the range sit in the edge bins. `zeros`: LOG10_ABS only, the exact
-    zeros, which are not in `counts`; `nonfinite`: inf and NaN values, never in `counts`."""
+    """Counts over equal bins (LINEAR_BINS or LOG_BINS) from `low` to `high` (of x for LINEAR, of
+    log10|x| for LOG10_ABS). LOG10_ABS only, not in `counts`: `zeros`, the exact zeros, and `below`,
+    the nonzero values under `low`. `nonfinite`: inf and NaN values, never in `counts`."""
 
     scale: Scale
     low: float
     high: float
     counts: tuple[int, ...]
     zeros: int = 0
+    below: int = 0
     nonfinite: int = 0
 
     @property
@@ -54,30 +57,34 @@ class Histogram:
     @property
     def total(self) -> int:
         """How many values were measured: every one is counted once, in a bin or apart."""
-        return sum(self.counts) + self.zeros + self.nonfinite
+        return sum(self.counts) + self.zeros + self.below + self.nonfinite
 
 
 def linear_row(x: torch.Tensor) -> torch.Tensor:
-    """[low, high, zeros, nonfinite, counts...] (float64, on x's device) for a LINEAR histogram."""
+    """[low, high, zeros, below, nonfinite, counts...] (float64, on x's device) for a LINEAR histogram."""
     x = x.detach().reshape(-1).double()
     finite = torch.isfinite(x)
     top = torch.where(finite, x.abs(), torch.zeros_like(x)).amax() if x.numel() else x.new_zeros(())
     top = torch.where(top > 0, top, torch.ones_like(top))  # all zeros: a spike in the middle of [-1, 1]
     counts = _bin((x + top) / (2 * top), finite, LINEAR_BINS)
-    return torch.cat([torch.stack([-top, top, x.new_zeros(()), (~finite).sum().double()]), counts])
+    nothing = x.new_zeros(())
+    return torch.cat([torch.stack([-top, top, nothing, nothing, (~finite).sum().double()]), counts])
 
 
 def log_row(x: torch.Tensor) -> torch.Tensor:
-    """[low, high, zeros, nonfinite, counts...] (float64, on x's device) for a LOG10_ABS histogram."""
+    """[low, high, zeros, below, nonfinite, counts...] (float64, on x's device) for a LOG10_ABS histogram."""
     x = x.detach().reshape(-1).double()
     finite = torch.isfinite(x)
-    binned = finite & (x != 0)
-    logs = torch.where(binned, x.abs(), torch.ones_like(x)).log10()
-    peak = torch.where(binned, logs, torch.full_like(logs, -torch.inf)).amax() if x.numel() else x.new_zeros(())
+    nonzero = finite & (x != 0)
+    logs = torch.where(nonzero, x.abs(), torch.ones_like(x)).log10()
+    peak = torch.where(nonzero, logs, torch.full_like(logs, -torch.inf)).amax() if x.numel() else x.new_zeros(())
     high = torch.where(torch.isfinite(peak), peak.ceil(), torch.zeros_like(peak))  # no nonzero value: any window
-    counts = _bin((logs - (high - DECADES)) / DECADES, binned, LOG_BINS)
+    low = high - DECADES
+    binned = nonzero & (logs >= low)
+    counts = _bin((logs - low) / DECADES, binned, LOG_BINS)
     zeros = (finite & (x == 0)).sum().double()
-    return torch.cat([torch.stack([high - DECADES, high, zeros, (~finite).sum().double()]), counts])
+    below = (nonzero & ~binned).sum().double()
+    return torch.cat([torch.stack([low, high, zeros, below, (~finite).sum().double()]), counts])
 
 
 def _bin(unit: torch.Tensor, keep: torch.Tensor, bins: int) -> torch.Tensor:
@@ -95,8 +102,9 @@ def from_row(scale: Scale, row: list[float]) -> Histogram | None:
     nothing was measured)."""
     if len(row) != width(scale) or row[0] != row[0]:
         return None
-    low, high, zeros, nonfinite = (v + 0.0 for v in row[:HEADER])  # + 0.0: ceil(-0.3) is -0.0
-    return Histogram(scale, low, high, tuple(round(c) for c in row[HEADER:]), round(zeros), round(nonfinite))
+    low, high, zeros, below, nonfinite = (v + 0.0 for v in row[:HEADER])  # + 0.0: ceil(-0.3) is -0.0
+    return Histogram(scale, low, high, tuple(round(c) for c in row[HEADER:]), round(zeros), round(below),
+                     round(nonfinite))
 
 
 def width(scale: Scale) -> int:

@@ -31,7 +31,7 @@ class Report(ReportData):
     def _repr_html_(self) -> str:
         return report_html(self)
 
-    def plot(self, path: Any = None, kind: str | None = None) -> Any:
+    def plot(self, path: Any = None, kind: str | None = None, *, title: str | None = None) -> Any:
         """The picture of this report, saved to `path` (.png/.svg/.pdf) when given; the Figure is
         returned. kind "histograms" (the default for a probed report): the measured activations and
         gradients per layer (initcheck.plots.histogram_plot); "signal" (the default otherwise): the
@@ -41,7 +41,7 @@ class Report(ReportData):
         if kind == "histograms" or (kind is None and self.probe):
             from .plots.histograms import histogram_plot
 
-            return histogram_plot(self, path)
+            return histogram_plot(self, path, title=title)
         from .plots.signal import signal_plot
 
-        return signal_plot(self, path)
+        return signal_plot(self, path, title=title)

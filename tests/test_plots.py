@@ -171,7 +171,7 @@ def test_a_probed_report_draws_its_histograms():
     for ax, p in zip(shown[2:], report.probe):
         (bars,) = ax.patches
         g = p.gradients
-        assert sum(bars.get_data().values) == pytest.approx(1 - g.zeros / g.total)  # zeros have no log: apart
+        assert sum(bars.get_data().values) == pytest.approx(1 - (g.zeros + g.below) / g.total)  # counted apart
 
 
 def test_saturated_tanh_shows_on_its_panel():
@@ -214,6 +214,21 @@ def test_before_and_after_on_the_same_axes():
     fig2 = plots.probe_histograms(bad, x, after=good)  # the one-call form: probes both
     assert [ax.get_ylabel() for ax in panels(fig2)[::2]] == [ax.get_ylabel() for ax in panels(plots.compare(
         probe(bad, x), probe(good, x)))[::2]]
+
+
+def test_rebinning_keeps_a_uniform_histogram_uniform():
+    # closed form: values uniform on [-0.63, 0.63] give a drawn bin of width 2/33 inside that span
+    # the share (2/33) / 1.26; assigning whole probed bins by their centers would give a comb of
+    # 3 and 4 probed bins per drawn bin (heights 4:3)
+    from initcheck.histogram import Histogram, Scale
+    from initcheck.plots.histograms import rebin
+
+    h = Histogram(Scale.LINEAR, -0.63, 0.63, (100,) * 33)
+    edges = [-1 + 2 * i / 33 for i in range(34)]
+    bars = rebin(h, edges)
+    assert sum(bars) == pytest.approx(1.0)
+    inside = [b for b, lo, hi in zip(bars, edges, edges[1:]) if -0.63 < lo and hi < 0.63]
+    assert len(inside) >= 15 and inside == pytest.approx([(2 / 33) / 1.26] * len(inside), rel=1e-9)
 
 
 @pytest.mark.parametrize("ext, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml")])

@@ -88,22 +88,24 @@ def test_histograms_count_every_value_measured_against_torch():
     g = z.grad.double()
     h = first.gradients
     assert h.zeros == int((g == 0).sum())
-    logs = g[g != 0].abs().log10().clamp(h.low, h.high - 1e-9)
-    want = torch.histc(logs, bins=len(h.counts), min=h.low, max=h.high)
+    logs = g[g != 0].abs().log10()
+    assert h.below == int((logs < h.low).sum())  # under the window: apart, not a false peak in its first bin
+    want = torch.histc(logs[logs >= h.low], bins=len(h.counts), min=h.low, max=h.high)
     assert sum(abs(int(w) - c) for w, c in zip(want, h.counts)) <= 2
     assert h.high == math.ceil(math.log10(float(g.abs().max())))  # the window ends at the decade above
 
 
 def test_histogram_rows_keep_zeros_and_nonfinite_apart():
-    x = torch.tensor([0.0, 0.0, 1e-3, -2.0, float("inf"), float("nan")])
+    x = torch.tensor([0.0, 0.0, 1e-3, -2.0, 1e-9, float("inf"), float("nan")])
     lin = hist.from_row(hist.Scale.LINEAR, hist.linear_row(x).tolist())
-    assert (lin.low, lin.high) == (-2.0, 2.0) and lin.nonfinite == 2 and lin.total == 6
-    assert lin.counts[len(lin.counts) // 2] == 3  # 0, 0 and 1e-3 share the middle bin (odd bins: 0 is a center)
+    assert (lin.low, lin.high) == (-2.0, 2.0) and lin.nonfinite == 2 and lin.total == 7
+    assert lin.counts[len(lin.counts) // 2] == 4  # 0, 0, 1e-3, 1e-9 share the middle bin (odd bins: 0 is a center)
     log = hist.from_row(hist.Scale.LOG10_ABS, hist.linear_row(x).tolist())
     assert log is None  # a row of the other scale is not read as this one
     log = hist.from_row(hist.Scale.LOG10_ABS, hist.log_row(x).tolist())
     assert (log.low, log.high) == (1.0 - hist.DECADES, 1.0) and log.zeros == 2 and log.nonfinite == 2
-    assert sum(log.counts) == 2 and log.total == 6
+    assert log.below == 1  # 1e-9: 9.3 decades under |-2|, past the 8-decade window
+    assert sum(log.counts) == 2 and log.total == 7
     assert log.counts[-3] == 1  # |-2|: log10 2 = 0.30, in [0.25, 0.5), the third quarter decade below 1
     empty = hist.from_row(hist.Scale.LINEAR, hist.linear_row(torch.zeros(5)).tolist())
     assert (empty.low, empty.high, empty.total) == (-1.0, 1.0, 5)

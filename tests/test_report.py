@@ -14,7 +14,7 @@ FINDING_FIELDS = {"code", "name", "severity", "layer", "message", "fix", "source
 PARAM_FIELDS = {"name", "kind", "shape", "std", "mean", "max_abs", "note", "verdict"}
 PROBE_FIELDS = {"name", "activation", "mean", "std", "predicted_rms", "dead_fraction", "saturated_fraction",
                 "grad_norm", "grad_ratio", "measured_rms", "activations", "gradients"}
-HISTOGRAM_FIELDS = {"scale", "low", "high", "counts", "zeros", "nonfinite"}
+HISTOGRAM_FIELDS = {"scale", "low", "high", "counts", "zeros", "below", "nonfinite"}
 
 
 def test_json_has_the_documented_fields():

@@ -125,16 +125,25 @@ def _log_edges(hists: list[Histogram | None]) -> list[float]:
 
 
 def rebin(h: Histogram, edges: list[float]) -> list[float]:
-    """h's counts on the drawn edges (each probed bin to the drawn bin holding its center), as
-    fractions of every value measured: the bars of one panel sum to what was binned."""
+    """h's counts on the drawn edges, as fractions of every value measured: each probed bin is
+    spread over the drawn bins it overlaps, in proportion to the overlap (uniform within its bin),
+    so narrow probed bins merged into wide drawn ones leave no comb of alternating heights. The
+    bars of one panel sum to the share of values that were binned."""
     out = [0.0] * (len(edges) - 1)
     lo, width = edges[0], (edges[-1] - edges[0]) / (len(edges) - 1)
     mine = h.edges
     total = max(h.total, 1)
     for i, c in enumerate(h.counts):
-        center = (mine[i] + mine[i + 1]) / 2
-        j = min(max(math.floor((center - lo) / width), 0), len(out) - 1)
-        out[j] += c / total
+        a, b = mine[i], mine[i + 1]
+        if not c:
+            continue
+        first = min(max(math.floor((a - lo) / width), 0), len(out) - 1)
+        last = min(max(math.ceil((b - lo) / width) - 1, first), len(out) - 1)
+        overlaps = [max(min(b, lo + (j + 1) * width) - max(a, lo + j * width), 0.0) for j in range(first, last + 1)]
+        covered = sum(overlaps)
+        for j, overlap in zip(range(first, last + 1), overlaps):
+            # a bin past the drawn span (rounding at its ends) goes whole to the nearest drawn bin
+            out[j] += c / total * (overlap / covered if covered > 0 else 1.0 / len(overlaps))
     return out
 
 
@@ -164,7 +173,8 @@ def _hist_row(row: Any, layers: Sequence[ProbeLayer], what: str, edges: list[flo
 
 def panel_note(layer: ProbeLayer, what: str) -> str:
     """The numbers written on a panel: the pre-activation's std and the dead and saturated fractions
-    (activations), the share of exact zeros (gradients), and any non-finite values."""
+    (activations), the shares of exact zeros and of values under the window (gradients), and any
+    non-finite values."""
     h: Histogram | None = getattr(layer, what)
     assert h is not None
     lines = []
@@ -174,8 +184,11 @@ def panel_note(layer: ProbeLayer, what: str) -> str:
             lines.append(f"dead {layer.dead_fraction:.0%}")
         if layer.saturated_fraction is not None:
             lines.append(f"saturated {layer.saturated_fraction:.0%}")
-    elif h.zeros / max(h.total, 1) >= 0.005:
-        lines.append(f"zero {h.zeros / h.total:.0%}")
+    else:
+        if h.zeros / max(h.total, 1) >= 0.005:
+            lines.append(f"zero {h.zeros / h.total:.0%}")
+        if h.below / max(h.total, 1) >= 0.005:
+            lines.append(f"< 1e{h.low:.0f}: {h.below / h.total:.0%}")
     if h.nonfinite:
         lines.append(f"non-finite {h.nonfinite}")
     return "\n".join(lines)
