@@ -61,19 +61,21 @@ class Histogram:
 
 
 def linear_row(x: torch.Tensor) -> torch.Tensor:
-    """[low, high, zeros, below, nonfinite, counts...] (float64, on x's device) for a LINEAR histogram."""
-    x = x.detach().reshape(-1).double()
+    """[low, high, zeros, below, nonfinite, counts...] (float64, on x's device) for a LINEAR histogram.
+    Counts are float64 (exact to 2^53) so that one row holds the header and the counts."""
+    x = x.detach().reshape(-1).float()  # float32 is plenty to pick a bin, at half float64's memory
     finite = torch.isfinite(x)
     top = torch.where(finite, x.abs(), torch.zeros_like(x)).amax() if x.numel() else x.new_zeros(())
     top = torch.where(top > 0, top, torch.ones_like(top))  # all zeros: a spike in the middle of [-1, 1]
     counts = _bin((x + top) / (2 * top), finite, LINEAR_BINS)
-    nothing = x.new_zeros(())
+    nothing = counts.new_zeros(())
+    top = top.double()
     return torch.cat([torch.stack([-top, top, nothing, nothing, (~finite).sum().double()]), counts])
 
 
 def log_row(x: torch.Tensor) -> torch.Tensor:
     """[low, high, zeros, below, nonfinite, counts...] (float64, on x's device) for a LOG10_ABS histogram."""
-    x = x.detach().reshape(-1).double()
+    x = x.detach().reshape(-1).float()
     finite = torch.isfinite(x)
     nonzero = finite & (x != 0)
     logs = torch.where(nonzero, x.abs(), torch.ones_like(x)).log10()
@@ -84,7 +86,7 @@ def log_row(x: torch.Tensor) -> torch.Tensor:
     counts = _bin((logs - low) / DECADES, binned, LOG_BINS)
     zeros = (finite & (x == 0)).sum().double()
     below = (nonzero & ~binned).sum().double()
-    return torch.cat([torch.stack([low, high, zeros, below, (~finite).sum().double()]), counts])
+    return torch.cat([torch.stack([low.double(), high.double(), zeros, below, (~finite).sum().double()]), counts])
 
 
 def _bin(unit: torch.Tensor, keep: torch.Tensor, bins: int) -> torch.Tensor:
