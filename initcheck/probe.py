@@ -46,7 +46,8 @@ class ProbeLayer:
     grad_ratio: float  # ||dL/dW|| / ||W||
     measured_rms: float | None = None  # rms of the layer's raw output on the batch, bias aside
     # the histogram picture's data: the activation's output f(z) (LINEAR: symmetric bins over its
-    # max |x|) and the gradient of the probe's loss reaching z (LOG10_ABS); None where not measured
+    # max |x|) and the gradient of the probe's loss reaching z (LOG10_ABS), each of at most
+    # histogram.SAMPLE values; None where not measured
     activations: Histogram | None = None
     gradients: Histogram | None = None
 
@@ -92,11 +93,12 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
         sat = (z.abs() > knee).float().mean() if knee else torch.tensor(float("nan"), device=z.device)
         raw = _without_bias(module, z)
         fn = act_fns.get(name)
-        shown = hist.linear_row(fn(z) if fn is not None else z)
+        kept = hist.sample(z)  # the activation is elementwise: f of a sample is a sample of f(z)
+        shown = hist.linear_row(fn(kept) if fn is not None else kept)
         records[name] = torch.cat([torch.stack([z.mean(), z.std(), dead, sat, raw.pow(2).mean().sqrt()]).double(), shown])
         if y.requires_grad:
             def keep(g: torch.Tensor) -> None:
-                grad_rows.setdefault(name, hist.log_row(g))  # a shared layer: its first call's gradient
+                grad_rows.setdefault(name, hist.log_row(hist.sample(g)))  # a shared layer: its first call's
 
             y.register_hook(keep)  # type: ignore[no-untyped-call]
 

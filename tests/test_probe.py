@@ -109,3 +109,23 @@ def test_histogram_rows_keep_zeros_and_nonfinite_apart():
     assert log.counts[-3] == 1  # |-2|: log10 2 = 0.30, in [0.25, 0.5), the third quarter decade below 1
     empty = hist.from_row(hist.Scale.LINEAR, hist.linear_row(torch.zeros(5)).tolist())
     assert (empty.low, empty.high, empty.total) == (-1.0, 1.0, 5)
+
+
+def test_a_large_layer_is_histogrammed_from_a_fair_sample():
+    # 64 x 2048 = 131,072 values, twice the sample: the histogram holds SAMPLE of them, drawn
+    # without favouring any unit, so its edge share matches the whole layer's within sampling error
+    # (binomial sd sqrt(p (1 - p) / 65536) < 0.002)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 2048), torch.nn.Tanh(), torch.nn.Linear(2048, 2))
+    with torch.no_grad():
+        model[0].weight.normal_(0.0, 0.25)  # z std 2: a fair part of tanh's outputs near ±1
+    x = torch.randn(64, 64)
+    r = probe(model, x)
+    h = r.probe[0].activations
+    assert h.total == hist.SAMPLE < 64 * 2048
+    edge = (h.high - h.low) / len(h.counts)
+    a = torch.tanh(model[0](x)).detach()
+    whole = float(((a <= h.low + edge) | (a >= h.high - edge)).float().mean())
+    assert (h.counts[0] + h.counts[-1]) / h.total == pytest.approx(whole, abs=0.01)
+    assert probe(model, x).probe[0].activations == h  # the same draw every time
+    assert r.probe[0].saturated_fraction == pytest.approx(float((model[0](x).abs() > 2.65).float().mean()))  # all values
