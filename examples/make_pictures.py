@@ -1,7 +1,8 @@
 """The README's two pictures, for examples/seeds.py:TanhNormal001 (five tanh layers with N(0, 0.01)
 weights): docs/signal.png, the predicted signal per layer (what `initcheck examples/seeds.py:TanhNormal001
---plot docs/signal.png` draws), and docs/probe_hist.png, the measured histograms before and after
-initcheck.fix. Run: python examples/make_pictures.py [--out docs]   (needs `pip install initcheck[plot]`)
+--plot docs/signal.png` draws), and docs/probe_hist.png, the probe's histograms before and after
+initcheck.fix (`plots.compare(probe(model, batch), probe(fixed, batch))`; one model alone:
+`initcheck.probe(model, batch).plot("hist.png")`, what `--probe --plot hist.png` draws). Run: python examples/make_pictures.py [--out docs]   (needs `pip install initcheck[plot]`)
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ def main() -> None:
     model = seeds.TanhNormal001()
     plots.signal_plot(analyze(model, target="TanhNormal001"), os.path.join(args.out, "signal.png"),
                       title="TanhNormal001: predicted signal per layer")
+    batch = torch.randn(256, 784, generator=torch.Generator().manual_seed(1))
+    before = initcheck.probe(model, batch, device="cpu", target="TanhNormal001")
     fixed = copy.deepcopy(model)
     initcheck.fix(fixed, generator=torch.Generator().manual_seed(0))
-    batch = torch.randn(256, 784, generator=torch.Generator().manual_seed(1))
-    runs = [("N(0, 0.01)", plots.measure(model, batch)), ("after initcheck.fix", plots.measure(fixed, batch))]
-    fig = plots.histogram_figure(runs, title="TanhNormal001 on a batch of 256 N(0, 1) inputs")
+    after = initcheck.probe(fixed, batch, device="cpu")
+    fig = plots.compare(before, after, labels=("N(0, 0.01)", "after initcheck.fix"),
+                        title="TanhNormal001 on a batch of 256 N(0, 1) inputs")
     plots.save(fig, os.path.join(args.out, "probe_hist.png"), dpi=72)
-
 
 if __name__ == "__main__":
     main()

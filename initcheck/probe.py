@@ -15,8 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import devices
+from . import devices, theory
+from . import histogram as hist
 from .api import analyze, run_forward, with_probe
+from .histogram import Histogram
 from .ops.layers import module_weights
 from .report import Report
 from .trace import tensors_in
@@ -43,6 +45,11 @@ class ProbeLayer:
     grad_norm: float  # ||dL/dW|| for L = mean of squared outputs
     grad_ratio: float  # ||dL/dW|| / ||W||
     measured_rms: float | None = None  # rms of the layer's raw output on the batch, bias aside
+    # the histogram picture's data: the activation's output f(z) (LINEAR: symmetric bins over its
+    # max |x|) and the gradient of the probe's loss reaching z (LOG10_ABS), each of at most
+    # histogram.SAMPLE values; None where not measured
+    activations: Histogram | None = None
+    gradients: Histogram | None = None
 
 
 def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto", target: str | None = None,
@@ -57,6 +64,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
     dev = devices.resolve(device)
     predicted = {lr.qualname: lr.predicted_rms for lr in first.report.layers}
     acts = {lf.qualname: lf.activation for lf in first.layers}
+    act_fns = {lf.qualname: theory.activation_fn(lf.activation, lf.activation_param) for lf in first.layers}
     work = copy.deepcopy(model).to(dev)
     for p in work.parameters():
         p.grad = None
@@ -65,6 +73,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
     weights = {lf.qualname: (lf.name, work.get_parameter(lf.qualname)) for lf in first.layers
                if lf.name in watched and lf.param == module_weights(watched[lf.name])[0].param}
     records: dict[str, torch.Tensor] = {}
+    grad_rows: dict[str, torch.Tensor] = {}  # the gradient reaching each layer's output, binned
 
     def hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> None:
         y = out[0] if isinstance(out, tuple) else out
@@ -83,7 +92,15 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
         knee = SATURATION.get(act)
         sat = (z.abs() > knee).float().mean() if knee else torch.tensor(float("nan"), device=z.device)
         raw = _without_bias(module, z)
-        records[name] = torch.stack([z.mean(), z.std(), dead, sat, raw.pow(2).mean().sqrt()])
+        fn = act_fns.get(name)
+        kept = hist.sample(z)  # the activation is elementwise: f of a sample is a sample of f(z)
+        shown = hist.linear_row(fn(kept) if fn is not None else kept)
+        records[name] = torch.cat([torch.stack([z.mean(), z.std(), dead, sat, raw.pow(2).mean().sqrt()]).double(), shown])
+        if y.requires_grad:
+            def keep(g: torch.Tensor) -> None:
+                grad_rows.setdefault(name, hist.log_row(hist.sample(g)))  # a shared layer: its first call's
+
+            y.register_hook(keep)  # type: ignore[no-untyped-call]
 
     names = {}
     handles = []
@@ -105,15 +122,23 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
     for q in order:
         w = weights[q][1]
         g = w.grad if w.grad is not None else torch.zeros_like(w)
-        rows.append(torch.cat([records[q], torch.stack([g.float().norm(), w.detach().float().norm()])]))
+        norms = torch.stack([g.float().norm(), w.detach().float().norm()]).double()
+        rows.append(torch.cat([norms, records[q], grad_rows.get(q, hist.missing(hist.Scale.LOG10_ABS, g.device))]))
     values = torch.stack(rows).cpu().tolist() if rows else []  # the one host transfer
-    layers = tuple(
-        ProbeLayer(q, acts.get(q, "identity"), v[0], v[1], predicted.get(q), _nan(v[2]), _nan(v[3]), v[5],
-                   v[5] / v[6] if v[6] > 0 else 0.0, v[4])
-        for q, v in zip(order, values)
-    )
+    layers = tuple(_layer(q, acts.get(q, "identity"), predicted.get(q), v) for q, v in zip(order, values))
     # the pipeline ran once: the probe's measurements only add the IC3xx rules' input
     return with_probe(first, layers).report
+
+
+def _layer(name: str, activation: str, predicted: float | None, row: list[float]) -> ProbeLayer:
+    """A ProbeLayer from its row: [||grad||, ||W||, mean, std, dead, saturated, raw rms, the
+    activations' histogram, the gradients' histogram]."""
+    grad, weight, mean, std, dead, sat, raw = row[:7]
+    split = 7 + hist.width(hist.Scale.LINEAR)
+    acts, grads = row[7:split], row[split:]
+    return ProbeLayer(name, activation, mean, std, predicted, _nan(dead), _nan(sat), grad,
+                      grad / weight if weight > 0 else 0.0, raw, hist.from_row(hist.Scale.LINEAR, acts),
+                      hist.from_row(hist.Scale.LOG10_ABS, grads))
 
 
 def _nan(v: float) -> float | None:

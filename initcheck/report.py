@@ -31,8 +31,17 @@ class Report(ReportData):
     def _repr_html_(self) -> str:
         return report_html(self)
 
-    def plot(self, path: Any = None) -> Any:
-        """The signal picture (initcheck.plots.signal_plot), saved to `path` (.png/.svg/.pdf) when given."""
-        from .plots.signal import signal_plot  # draws from the records alone: no model is run
+    def plot(self, path: Any = None, kind: str | None = None, *, title: str | None = None) -> Any:
+        """The picture of this report, saved to `path` (.png/.svg/.pdf) when given; the Figure is
+        returned. kind "histograms" (the default for a probed report): the measured activations and
+        gradients per layer (initcheck.plots.histogram_plot); "signal" (the default otherwise): the
+        predicted signal per layer (initcheck.plots.signal_plot). Both draw from the records alone."""
+        if kind not in (None, "signal", "histograms"):
+            raise ValueError(f"unknown kind {kind!r}; expected 'signal' or 'histograms'")
+        if kind == "histograms" or (kind is None and self.probe):
+            from .plots.histograms import histogram_plot
 
-        return signal_plot(self, path)
+            return histogram_plot(self, path, title=title)
+        from .plots.signal import signal_plot
+
+        return signal_plot(self, path, title=title)

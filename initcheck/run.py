@@ -147,7 +147,7 @@ def _draw(path: str, loaded: Loaded, inputs: Any, report: Report, probed: bool) 
     from . import plots
 
     if probed:
-        plots.probe_histograms(loaded.model, inputs, path, title=loaded.target)
+        plots.histogram_plot(report, path, title=loaded.target)  # the probe's own counts: no second forward
     else:
         plots.signal_plot(report, path, title=loaded.target)
     say(f"drew {path}")

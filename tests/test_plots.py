@@ -1,8 +1,10 @@
-"""plots: the signal picture's numbers against torch, its structure (axes, labels, panels), files."""
+"""plots: the signal picture's numbers against torch, the probe's histograms against physics, the
+figures' structure (axes, labels, panels), files."""
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import pytest
@@ -11,7 +13,7 @@ from torch import nn
 
 pytest.importorskip("matplotlib")
 
-from initcheck import plots
+from initcheck import plots, probe
 from initcheck.api import analyze, diagnose
 from initcheck.errors import UsageError
 from initcheck.integrations import MissingExtra
@@ -135,52 +137,129 @@ def test_missing_matplotlib_says_which_extra(monkeypatch):
 # --- histograms -----------------------------------------------------------------------------
 
 
-def test_measure_against_torch():
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+def tanh_net(std: float, width: int = 64) -> nn.Sequential:
+    """Linear(width, width) -> tanh -> Linear(width, 4), first weight N(0, std), no biases."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(width, width, bias=False), nn.Tanh(), nn.Linear(width, 4, bias=False))
     with torch.no_grad():
-        model[0].weight.normal_(0, 1.0)  # saturates tanh
-        model[2].bias.fill_(-100.0)  # every ReLU unit dead
-    x = torch.randn(64, 32)
-    samples = plots.measure(model, x)
-    assert [s.name for s in samples] == ["0.weight", "2.weight", "4.weight"]
-    assert [s.activation for s in samples] == ["tanh", "relu", "identity"]
-    z0 = model[0](x)
-    assert samples[0].saturated == pytest.approx(float((z0.abs() > 2.65).float().mean()), abs=1e-6)
-    assert float(samples[0].values.std()) == pytest.approx(float(torch.tanh(z0).std()), rel=1e-4)
-    assert samples[1].dead == 1.0
-    assert samples[2].dead is None and samples[2].saturated is None
+        model[0].weight.normal_(0.0, std)
+    return model
 
 
-def test_measure_leaves_the_model_alone():
-    model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.ReLU(), nn.Linear(8, 2)).eval()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    x = torch.randn(40, 8)
-    rng = torch.get_rng_state()
-    plots.measure(model, x)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert all(p.grad is None for p in model.parameters())
-    assert not model.training
-    assert torch.equal(rng, torch.get_rng_state())
+def panels(fig) -> list:
+    return [ax for ax in fig.axes if ax.get_visible()]
 
 
-def test_probe_histograms_panels():
-    bad = chain(0.01, nn.Tanh, depth=2, width=64)
-    good = chain(math.sqrt(1 / 64), nn.Tanh, depth=2, width=64)
+def saturated(ax) -> float:
+    (note,) = [t.get_text() for t in ax.texts if "saturated" in t.get_text()]
+    return float(note.split("saturated ")[1].split("%")[0]) / 100
+
+
+def test_a_probed_report_draws_its_histograms():
+    x = torch.randn(256, 64, generator=torch.Generator().manual_seed(1))
+    report = probe(tanh_net(1 / 8), x)
+    fig = report.plot()
+    shown = panels(fig)
+    assert len(shown) == 2 * 2  # activations and gradients, one panel a layer
+    assert [ax.get_title() for ax in shown] == ["0 (tanh)", "2 (identity)"] * 2
+    assert shown[0].get_ylabel() == "activations" and shown[2].get_ylabel() == "log10 |gradient|"
+    assert shown[0].get_xlim() == shown[1].get_xlim() and shown[0].get_ylim() == shown[1].get_ylim()  # shared
+    assert shown[2].get_xlim() == shown[3].get_xlim()
+    for ax in shown[:2]:
+        (bars,) = ax.patches  # one filled outline a panel
+        assert sum(bars.get_data().values) == pytest.approx(1.0)  # every activation is in a bar
+    for ax, p in zip(shown[2:], report.probe):
+        (bars,) = ax.patches
+        g = p.gradients
+        assert sum(bars.get_data().values) == pytest.approx(1 - (g.zeros + g.below) / g.total)  # counted apart
+
+
+def test_saturated_tanh_shows_on_its_panel():
+    # physics: unit inputs through N(0, s) weights of fan_in 64 give z ~ N(0, 64 s^2); tanh is past
+    # its knee (|z| > 2.65) with probability 2 (1 - Phi(2.65 / (8 s))): 0.74 for s = 1, 0.008 for
+    # Xavier (s = sqrt(2 / 128) = 1/8)
+    x = torch.randn(512, 64, generator=torch.Generator().manual_seed(1))
+    tail = lambda z_std: math.erfc(2.65 / z_std / math.sqrt(2))  # noqa: E731
+    normal1, xavier = probe(tanh_net(1.0), x), probe(tanh_net(1 / 8), x)
+    sat1, satx = saturated(panels(normal1.plot())[0]), saturated(panels(xavier.plot())[0])
+    assert sat1 == pytest.approx(tail(8.0), abs=0.05)
+    assert satx == pytest.approx(tail(1.0), abs=0.01)
+    assert sat1 > 0.5 > 0.05 > satx
+    # the saturated layer's histogram piles its mass in its two edge bins, at tanh's ±1
+    h = normal1.probe[0].activations
+    assert (h.counts[0] + h.counts[-1]) / h.total > 0.5 and h.high == pytest.approx(1.0, abs=1e-3)
+
+
+def test_kind_overrides_and_an_unprobed_report_draws_the_signal():
+    model = tanh_net(1 / 8)
+    plain = diagnose(model)
+    assert all(ax.get_yscale() == "log" for ax in plain.plot().axes)  # the signal picture
+    probed = probe(model, torch.randn(64, 64))
+    assert all(ax.get_yscale() == "log" for ax in probed.plot(kind="signal").axes)
+    assert len(panels(probed.plot(kind="histograms"))) == 4
+    with pytest.raises(ValueError, match="not probed"):
+        plain.plot(kind="histograms")
+    with pytest.raises(ValueError, match="unknown kind"):
+        plain.plot(kind="hist")
+
+
+def test_before_and_after_on_the_same_axes():
+    bad, good = tanh_net(1.0), tanh_net(1 / 8)
     x = torch.randn(64, 64)
-    before = plots.measure(bad, x)
-    fig = plots.histogram_figure([("before", before)])
-    panels = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(panels) == 2 * 2  # activations and gradients, one per layer
-    assert [ax.get_title() for ax in panels[:2]] == ["0 (tanh)", "2 (identity)"]
-    assert "saturated" in panels[0].texts[0].get_text()
-    assert panels[0].get_xlim() == panels[1].get_xlim()  # shared axes along a row
-    assert panels[0].get_ylabel().startswith("activations") and panels[2].get_ylabel().startswith("log10 |gradient|")
-    fig2 = plots.probe_histograms(bad, x, after=good)
-    panels2 = [ax for ax in fig2.axes if ax.get_visible()]
-    assert len(panels2) == 4 * 2
-    assert panels2[0].get_ylabel().startswith("before:\nactivations")
-    assert panels2[4].get_ylabel().startswith("after:\nactivations")
+    fig = plots.compare(probe(bad, x), probe(good, x), labels=("N(0, 1)", "Xavier"))
+    shown = panels(fig)
+    assert len(shown) == 4 * 2
+    assert shown[0].get_ylabel() == "N(0, 1):\nactivations" and shown[4].get_ylabel() == "Xavier:\nactivations"
+    assert shown[0].get_xlim() == shown[4].get_xlim()
+    fig2 = plots.probe_histograms(bad, x, after=good)  # the one-call form: probes both
+    assert [ax.get_ylabel() for ax in panels(fig2)[::2]] == [ax.get_ylabel() for ax in panels(plots.compare(
+        probe(bad, x), probe(good, x)))[::2]]
+
+
+def test_rebinning_keeps_a_uniform_histogram_uniform():
+    # closed form: values uniform on [-0.63, 0.63] give a drawn bin of width 2/33 inside that span
+    # the share (2/33) / 1.26; assigning whole probed bins by their centers would give a comb of
+    # 3 and 4 probed bins per drawn bin (heights 4:3)
+    from initcheck.histogram import Histogram, Scale
+    from initcheck.plots.histograms import rebin
+
+    h = Histogram(Scale.LINEAR, -0.63, 0.63, (100,) * 33)
+    edges = [-1 + 2 * i / 33 for i in range(34)]
+    bars = rebin(h, edges)
+    assert sum(bars) == pytest.approx(1.0)
+    inside = [b for b, lo, hi in zip(bars, edges, edges[1:]) if lo > -0.63 and hi < 0.63]
+    assert len(inside) >= 15 and inside == pytest.approx([(2 / 33) / 1.26] * len(inside), rel=1e-9)
+
+
+@pytest.mark.parametrize("ext, magic", [(".png", b"\x89PNG"), (".svg", b"<?xml")])
+def test_histogram_files_are_the_same_bytes_from_two_probes(tmp_path, ext, magic):
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(1))
+    a, b = tmp_path / f"a{ext}", tmp_path / f"b{ext}"
+    probe(tanh_net(1.0), x).plot(a)
+    probe(tanh_net(1.0), x).plot(b)
+    assert a.read_bytes().startswith(magic) and a.read_bytes() == b.read_bytes()
+
+
+def test_cli_probe_plot_draws_the_histograms(tmp_path):
+    from click.testing import CliRunner
+
+    from initcheck.cli import main
+
+    (tmp_path / "net.py").write_text(
+        "import torch.nn as nn\n"
+        "class Net(nn.Sequential):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 2))\n")
+    out = tmp_path / "hist.svg"
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        r = CliRunner().invoke(main, ["net.py:Net", "--probe", "--device", "cpu", "--plot", str(out)])
+    finally:
+        os.chdir(cwd)
+    assert r.exit_code in (0, 1), r.output
+    svg = out.read_text()
+    assert "<!-- log10 |gradient| -->" in svg and "<!-- activations -->" in svg  # the histograms, not the signal
 
 
 @pytest.mark.slow

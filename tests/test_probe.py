@@ -1,7 +1,10 @@
+import math
+
 import pytest
 import seeds
 import torch
 
+from initcheck import histogram as hist
 from initcheck import probe
 
 
@@ -58,3 +61,71 @@ def test_without_inputs_the_probe_builds_a_batch_large_enough_to_judge_dead_unit
     torch.nn.init.constant_(model.net[0].bias, -100.0)
     r = probe(model)
     assert r.probe[0].dead_fraction == 1.0 and "IC301" in {f.code for f in r.findings}
+
+
+# --- the histograms the probe keeps (the picture's data) ------------------------------------
+
+
+def test_histograms_count_every_value_measured_against_torch():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4))
+    x = torch.randn(50, 32)
+    r = probe(model, x)
+    first, head = r.probe
+    assert first.activations.total == 50 * 64 and first.gradients.total == 50 * 64
+    assert head.activations.total == 50 * 4 and head.gradients.total == 50 * 4
+    # torch as the oracle: tanh of the first layer's output, over the histogram's own edges
+    z = model[0](x)
+    a = torch.tanh(z).detach().double()
+    top = float(a.abs().max())
+    assert (first.activations.low, first.activations.high) == pytest.approx((-top, top))
+    want = torch.histc(a, bins=len(first.activations.counts), min=-top, max=top)
+    assert sum(abs(int(w) - c) for w, c in zip(want, first.activations.counts)) <= 2  # edge rounding only
+    # the gradient of the probe's loss (the mean of squared outputs) reaching z
+    z.retain_grad()
+    y = model[2](torch.tanh(z))
+    y.pow(2).mean().backward()
+    g = z.grad.double()
+    h = first.gradients
+    assert h.zeros == int((g == 0).sum())
+    logs = g[g != 0].abs().log10()
+    assert h.below == int((logs < h.low).sum())  # under the window: apart, not a false peak in its first bin
+    want = torch.histc(logs[logs >= h.low], bins=len(h.counts), min=h.low, max=h.high)
+    assert sum(abs(int(w) - c) for w, c in zip(want, h.counts)) <= 2
+    assert h.high == math.ceil(math.log10(float(g.abs().max())))  # the window ends at the decade above
+
+
+def test_histogram_rows_keep_zeros_and_nonfinite_apart():
+    x = torch.tensor([0.0, 0.0, 1e-3, -2.0, 1e-9, float("inf"), float("nan")])
+    lin = hist.from_row(hist.Scale.LINEAR, hist.linear_row(x).tolist())
+    assert (lin.low, lin.high) == (-2.0, 2.0) and lin.nonfinite == 2 and lin.total == 7
+    assert lin.counts[len(lin.counts) // 2] == 4  # 0, 0, 1e-3, 1e-9 share the middle bin (odd bins: 0 is a center)
+    log = hist.from_row(hist.Scale.LOG10_ABS, hist.linear_row(x).tolist())
+    assert log is None  # a row of the other scale is not read as this one
+    log = hist.from_row(hist.Scale.LOG10_ABS, hist.log_row(x).tolist())
+    assert (log.low, log.high) == (1.0 - hist.DECADES, 1.0) and log.zeros == 2 and log.nonfinite == 2
+    assert log.below == 1  # 1e-9: 9.3 decades under |-2|, past the 8-decade window
+    assert sum(log.counts) == 2 and log.total == 7
+    assert log.counts[-3] == 1  # |-2|: log10 2 = 0.30, in [0.25, 0.5), the third quarter decade below 1
+    empty = hist.from_row(hist.Scale.LINEAR, hist.linear_row(torch.zeros(5)).tolist())
+    assert (empty.low, empty.high, empty.total) == (-1.0, 1.0, 5)
+
+
+def test_a_large_layer_is_histogrammed_from_a_fair_sample():
+    # 64 x 2048 = 131,072 values, twice the sample: the histogram holds SAMPLE of them, drawn
+    # without favouring any unit, so its edge share matches the whole layer's within sampling error
+    # (binomial sd sqrt(p (1 - p) / 65536) < 0.002)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 2048), torch.nn.Tanh(), torch.nn.Linear(2048, 2))
+    with torch.no_grad():
+        model[0].weight.normal_(0.0, 0.25)  # z std 2: a fair part of tanh's outputs near ±1
+    x = torch.randn(64, 64)
+    r = probe(model, x)
+    h = r.probe[0].activations
+    assert h.total == hist.SAMPLE < 64 * 2048
+    edge = (h.high - h.low) / len(h.counts)
+    a = torch.tanh(model[0](x)).detach()
+    whole = float(((a <= h.low + edge) | (a >= h.high - edge)).float().mean())
+    assert (h.counts[0] + h.counts[-1]) / h.total == pytest.approx(whole, abs=0.01)
+    assert probe(model, x).probe[0].activations == h  # the same draw every time
+    assert r.probe[0].saturated_fraction == pytest.approx(float((model[0](x).abs() > 2.65).float().mean()))  # all values

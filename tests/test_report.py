@@ -12,6 +12,9 @@ LAYER_FIELDS = {"name", "param", "kind", "shape", "fan_in", "fan_out", "activati
                 "driven_rms", "reference_rms", "grad_rms", "reference_grad_rms", "preact_rms"}
 FINDING_FIELDS = {"code", "name", "severity", "layer", "message", "fix", "source", "path", "line", "url"}
 PARAM_FIELDS = {"name", "kind", "shape", "std", "mean", "max_abs", "note", "verdict"}
+PROBE_FIELDS = {"name", "activation", "mean", "std", "predicted_rms", "dead_fraction", "saturated_fraction",
+                "grad_norm", "grad_ratio", "measured_rms", "activations", "gradients"}
+HISTOGRAM_FIELDS = {"scale", "low", "high", "counts", "zeros", "below", "nonfinite"}
 
 
 def test_json_has_the_documented_fields():
@@ -30,6 +33,21 @@ def test_json_has_the_documented_fields():
     assert {p["name"] for p in model["params"]} == {f"net.{i}.{w}" for i in (0, 2, 4) for w in ("weight", "bias")}
     for p in model["params"]:
         assert set(p) == PARAM_FIELDS
+
+
+def test_json_probe_entries_carry_their_histograms():
+    import torch
+
+    from initcheck import probe
+
+    data = json.loads(to_json([probe(seeds.He(), torch.randn(8, 784))]))
+    entries = data["models"][0]["probe"]
+    assert len(entries) == 3
+    for entry in entries:
+        assert set(entry) == PROBE_FIELDS
+        assert set(entry["activations"]) == set(entry["gradients"]) == HISTOGRAM_FIELDS
+        assert (entry["activations"]["scale"], entry["gradients"]["scale"]) == ("linear", "log10_abs")
+    assert sum(entries[0]["activations"]["counts"]) == 8 * 256  # every value of the first layer, binned
 
 
 def test_report_api():

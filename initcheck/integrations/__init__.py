@@ -28,19 +28,31 @@ def validate(fail_on: str) -> str:
 def judge(model: nn.Module, example_inputs: Any, fail_on: str, fix: bool, target: str) -> tuple[Report, list[str]]:
     """Diagnose `model`; with `fix`, repair it in place when it fails (static fix: no data, no
     extra forward passes). Returns the final report and the log lines to write; `check(report,
-    fail_on)` then raises InitError if findings at or above `fail_on` remain."""
+    fail_on)` then raises InitError if findings at or above `fail_on` remain.
+
+    Sharded (DTensor) parameters are judged whole: diagnose reduces their statistics over the
+    ranks, so every rank must call this together. They are not repaired: the fix draws whole
+    tensors, and gathering a sharded model on every rank is what sharding avoids."""
     from ..api import diagnose
     from ..fix import fix as fix_model
 
     report = diagnose(model, example_inputs, target=target)
     lines = [f"initcheck: {target}: {summary(report.findings)}"]
-    if fix and report.fails(fail_on):
+    if fix and report.fails(fail_on) and sharded(model):
+        lines.append(f"initcheck: {target}: fix=True does not repair sharded (DTensor) parameters: call "
+                     "initcheck.fix on the module in configure_model before sharding it")
+    elif fix and report.fails(fail_on):
         after = fix_model(model, target=target)
         changed = after.fix.reinitialized if after.fix else ()
         lines.append(f"initcheck: reinitialized {len(changed)} weight(s) ({', '.join(changed[:5])}"
                      f"{', ...' if len(changed) > 5 else ''}); now {summary(after.findings)}")
         report = after
     return report, lines
+
+
+def sharded(model: nn.Module) -> bool:
+    """Whether any parameter is a DTensor shard (FSDP2's fully_shard, tensor parallelism)."""
+    return any(callable(getattr(p, "full_tensor", None)) for p in model.parameters())
 
 
 def counts(report: Report) -> dict[str, float]:

@@ -1,5 +1,5 @@
-"""Pictures of a diagnosis: the predicted signal per layer (signal.py), and measured histograms per
-layer (histograms.py).
+"""Pictures of a diagnosis: the predicted signal per layer (signal.py), and a probe's measured
+histograms per layer (histograms.py).
 
 matplotlib is an optional extra (`pip install initcheck[plot]`), imported only when a picture is
 drawn. Figures are built without pyplot (no global figure registry, no backend switch) and saved
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from .files import FORMATS, check_path, save
-from .histograms import LayerSample, histogram_figure, measure, probe_histograms
+from .histograms import compare, histogram_figure, histogram_plot, probe_histograms
 from .signal import SignalSeries
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..api import Analysis
     from ..records import ReportData as Report
 
-__all__ = ["FORMATS", "LayerSample", "SignalSeries", "check_path", "histogram_figure", "measure", "probe_histograms",
+__all__ = ["FORMATS", "SignalSeries", "check_path", "compare", "histogram_figure", "histogram_plot", "probe_histograms",
            "save", "signal_plot", "signal_series"]
 
 
