@@ -5,9 +5,12 @@ that call them, so the dependency runs one way."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .findings import Finding, Severity
+
+if TYPE_CHECKING:  # a type only: the probe's records are built by probe.py, which needs torch
+    from .probe import ProbeLayer
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class ReportData:
     layers: tuple[LayerReport, ...]
     findings: tuple[Finding, ...]
     notes: tuple[str, ...] = ()
-    probe: tuple[Any, ...] = ()  # probe.ProbeLayer, one per weight module, when a real batch was run
+    probe: tuple[ProbeLayer, ...] = ()  # one per weight module, when a real batch was run (probe.py)
     fix: FixResult | None = None  # what fix() did, on the report it returns
     params: tuple[ParamReport, ...] = ()  # every parameter (tied ones once), fan weights included
     suppressed: tuple[tuple[Finding, str], ...] = ()  # findings an `# initcheck: ignore` comment dropped, with its reason
