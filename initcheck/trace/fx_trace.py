@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch.fx as fx
@@ -11,6 +11,7 @@ from torch import nn
 from ..graph import Graph, Op, OpKind, canonical_name
 from ..ops.layers import is_leaf
 from .copying import meta_copy
+from .shapes import Inputs, propagate
 
 
 class _LeafTracer(fx.Tracer):
@@ -18,16 +19,18 @@ class _LeafTracer(fx.Tracer):
         return is_leaf(m)
 
 
-def trace_fx(model: nn.Module) -> Graph:
-    """Symbolically trace (a meta copy of) the model and convert the fx graph."""
+def trace_fx(model: nn.Module, inputs: Iterable[Inputs] = ()) -> Graph:
+    """Symbolically trace (a meta copy of) the model and convert the fx graph. inputs: candidate
+    example inputs; the first the graph runs on gives every op its shape (on meta tensors)."""
     root = meta_copy(model)
     fx_graph = _LeafTracer().trace(root)
+    shapes = propagate(root, fx_graph, inputs)
     ops: list[Op] = []
     index: dict[fx.Node, int] = {}
     param_names = {name for name, _ in root.named_parameters(remove_duplicate=False)}
 
     def add(node: fx.Node | None, **kw: Any) -> None:
-        op = Op(index=len(ops), **kw)
+        op = Op(index=len(ops), **kw, **(shapes.get(node, {}) if node is not None else {}))
         ops.append(op)
         if node is not None:
             index[node] = op.index

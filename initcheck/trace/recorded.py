@@ -17,6 +17,7 @@ from ..graph import Graph, Op, OpKind, canonical_name
 from ..ops.layers import is_leaf
 from .copying import meta_copy
 from .fx_trace import split_args
+from .shapes import described
 
 
 class TraceFailure(Exception):
@@ -93,7 +94,7 @@ class _Recorder(TorchFunctionMode):
         name = self._params.get(id(value))
         if name is not None:
             if name not in self._param_ops:
-                self._param_ops[name] = self._new(kind=OpKind.PARAM, target=name)
+                self._param_ops[name] = self._new(kind=OpKind.PARAM, target=name, **described(value))
             return self._param_ops[name]
         return None
 
@@ -111,7 +112,7 @@ class _Recorder(TorchFunctionMode):
 
     def add_input(self, name: str, value: Any) -> None:
         for t in tensors_in(value):
-            self.tag(t, self._new(kind=OpKind.INPUT, target=name))
+            self.tag(t, self._new(kind=OpKind.INPUT, target=name, **described(t)))
 
     # On meta tensors a data-dependent question (if mask.all(): ..., x.item()) has no answer; the
     # pass answers it with a neutral default and counts it (the report says how many).
@@ -133,7 +134,8 @@ class _Recorder(TorchFunctionMode):
                 raw = getattr(getattr(func, "__self__", None), "__name__", raw)
             operands, scalars = split_args(args, kwargs, self.lookup)
             if operands:
-                self.tag(out, self._new(kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars))
+                self.tag(out, self._new(kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars,
+                                        **described(out)))
         return out
 
 
@@ -173,7 +175,7 @@ def trace_recorded(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
         if rec.depth == 0:
             call_operands, call_scalars = module.__dict__.pop("_initcheck_call")
             idx = rec._new(kind=OpKind.MODULE, target=type(module).__name__, module=names[module], operands=call_operands,
-                           scalars=call_scalars)
+                           scalars=call_scalars, **described(out))
             rec.tag(out, idx)
 
     names: dict[nn.Module, str] = {}
