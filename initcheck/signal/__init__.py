@@ -23,6 +23,7 @@ from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole
 from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
+from .attention import mha_values
 from .handlers import Pass, handler_for, scalar_arg
 from .moments import UNIT, Moment, Signal, activation_moments
 
@@ -145,7 +146,10 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
     if mod is not None and isinstance(mod, nn.MultiheadAttention):
         o = weights.get(f"{lf.qualname[: -len(lf.param)]}out_proj.weight") or p.tensor(mod.out_proj.weight)
         o2 = o.second if o else 0.0
-        return Moment(0.0, n * o2 * n * w.second * x.second, n * o2 * n * w.second * x.signal)
+        key = op.operand("1", "key")
+        v = mha_values(mod, op, p.index.ops[key] if key is not None else None, p.fwd[key] if key is not None else None,
+                       n * w.second, x)
+        return Moment(0.0, n * o2 * v.second, n * o2 * v.signal)
     if lf.layout is Layout.BILINEAR:
         data = p.index.data_operands(op)
         x2 = p.fwd[data[1]] if len(data) > 1 else x

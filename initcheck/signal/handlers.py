@@ -16,6 +16,7 @@ from ..graph import Op, OpKind
 from ..ops.activations import RoleKind, match_elementwise
 from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
+from .attention import averaged_values, fluctuation, logit_std
 from .moments import Moment, activated, activation_moments, max_gain
 
 _ONE = TensorStats(1, 1.0, 0.0, True)
@@ -243,9 +244,20 @@ def _concatenate(p: Pass, op: Op, x: Moment) -> Moment:
 
 
 def _attention(p: Pass, op: Op, x: Moment) -> Moment:
-    v = op.operand("2", "value")  # softmax(q k^T) @ v: an average of v's rows
+    """F.scaled_dot_product_attention: softmax(q k^T * scale) @ v averages v over the keys."""
+    q, k, v = (op.operand(str(i), name) for i, name in enumerate(("query", "key", "value")))
     mv = p.fwd[v] if v is not None else None
-    return mv if mv is not None else x
+    if mv is None:
+        return x
+    keys = p.index.ops[k].size(-2) if k is not None else None
+    d = p.index.ops[q].size(-1) if q is not None else None
+    mq, mk = (p.fwd[q] if q is not None else None), (p.fwd[k] if k is not None else None)
+    if keys is None or d is None or mq is None or mk is None:
+        return mv  # no shapes: the average's size is unknown
+    scale = op.scalar("6", "scale")
+    scale = float(scale) if isinstance(scale, (int, float)) else 1.0 / math.sqrt(d)
+    causal = bool(op.scalar("5", "is_causal", default=False))
+    return averaged_values(mv, keys, logit_std(mq, mk, d, scale), causal)
 
 
 def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
@@ -253,10 +265,27 @@ def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
     b = p.fwd[data[1]] if len(data) >= 2 else None
     if b is None:
         return x
-    # attention: softmax(scores) @ V averages V's rows; other products multiply scales
-    if _from_softmax(p.index, data[0]):
-        return b
-    return Moment(x.mean * b.mean, x.second * b.second, x.signal * b.second + b.signal * x.second)
+    # attention: softmax(scores) @ V averages V's rows over the keys
+    soft = _softmax_source(p.index, data[0])
+    if soft is not None:
+        return _weighted_average(p, soft, b)
+    # a product of two activations sums K products along the contracted axis (K = 1 when unknown)
+    k = p.index.ops[data[0]].size(-1) or 1
+    mean = k * x.mean * b.mean
+    second = k * x.second * b.second + k * (k - 1) * (x.mean * b.mean) ** 2
+    return Moment(mean, second, k * (x.signal * b.second + b.signal * x.second))
+
+
+def _weighted_average(p: Pass, soft: int, v: Moment) -> Moment:
+    """softmax(logits) @ V, the logits' spread and the number of keys read from the softmax."""
+    op = p.index.ops[soft]
+    dim = op.scalar("1", "dim", default=-1)
+    keys = op.size(int(dim)) if isinstance(dim, int) else None
+    before = p.index.data_operands(op)
+    logits = p.fwd[before[0]] if before else None
+    if keys is None or logits is None:
+        return v  # no shapes: the average's size is unknown
+    return averaged_values(v, keys, math.sqrt(fluctuation(logits)))
 
 
 def _elementwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Handler:
@@ -275,18 +304,18 @@ def _module(p: Pass, op: Op, x: Moment) -> Moment | None:
     return activated(theory.gaussian_moments(mod, x.mean, x.var), x)
 
 
-def _from_softmax(index: GraphIndex, idx: int) -> bool:
-    """Whether op `idx` is a softmax, seen through dropout and reshapes (attention weights)."""
+def _softmax_source(index: GraphIndex, idx: int) -> int | None:
+    """The softmax that op `idx` is, seen through dropout and reshapes (attention weights), or None."""
     for _ in range(8):
         op = index.ops[idx]
         role = index.role(op)
         if role.kind is RoleKind.ACTIVATION:
-            return role.activation == "softmax"
+            return idx if role.activation == "softmax" else None
         data = index.data_operands(op)
         if role.kind is not RoleKind.TRANSPARENT or not data:
-            return False
+            return None
         idx = data[0]
-    return False
+    return None
 
 
 def pool_window(p: Pass, op: Op) -> int:

@@ -35,8 +35,9 @@ def described(value: Any) -> Described:
 
 
 class _Shapes(fx.Interpreter):
-    """Runs the graph and keeps each node's output shape and dtype (and nothing else: each value is
-    freed as soon as its last reader has run, which fx's Interpreter does for us)."""
+    """Runs the graph and keeps each node's output shape and dtype, and the value of the nodes that
+    compute a plain number from shapes (`(d // heads) ** -0.5`: an attention's scale); each tensor is
+    freed as soon as its last reader has run, which fx's Interpreter does for us."""
 
     def __init__(self, module: fx.GraphModule) -> None:
         super().__init__(module, garbage_collect_values=True)
@@ -46,12 +47,14 @@ class _Shapes(fx.Interpreter):
         out = super().run_node(n)
         if d := described(out):
             self.found[n] = d
+        elif isinstance(out, (int, float)) and n.op in ("call_function", "call_method"):
+            self.found[n] = {"value": out}
         return out
 
 
 def propagate(root: nn.Module, graph: fx.Graph, candidates: Iterable[Inputs]) -> dict[fx.Node, Described]:
-    """Node -> {"shape", "dtype"} of its (first) output tensor, from the first candidate input the
-    graph runs on; {} when none does. `root` must be a meta copy: it is run, the user's model never."""
+    """Node -> {"shape", "dtype"} of its (first) output tensor, or {"value"} for a number computed
+    from shapes, from the first candidate input the graph runs on; {} when none does. `root` must be a meta copy: it is run, the user's model never."""
     module = fx.GraphModule(root, graph)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     for tries, (args, kwargs) in enumerate(candidates):
