@@ -18,6 +18,8 @@ BUGS = [
     (C.NormFreeResidual, None, {("IC201", None)}),
     (C.SharedTanhUnitNormal, None, {("IC203", "shared.weight")}),
     (C.DepthwiseFanOutNoNorm, None, {("IC103", "dw.weight")}),
+    (C.UnscaledAttention, (torch.randn(2, 32, 256),), {("IC207", "q.weight")}),
+    (C.UnitNormalQK, (torch.randn(2, 32, 256),), {("IC207", "q.weight")}),
 ]
 
 
@@ -39,14 +41,19 @@ SOUND = [
     (C.TinyViT, (torch.randn(2, 16, 48),)),
     (lambda: C.TiedUnitEmbedding(std=0.02), (torch.randint(0, 1000, (2, 8)),)),
     (C.WeightNormed, None),
+    (C.DefaultMultiheadAttention, (torch.randn(2, 64, 256),)),
+    (C.GPT2Attention, (torch.randn(2, 64, 256),)),
+    (C.SelfAttention, (torch.randn(2, 64, 256),)),
 ]
 
 
 @pytest.mark.parametrize("make,inputs", SOUND, ids=["adaln_zero", "siren", "zero_init_residual", "tiny_vit",
-                                                    "tied_0.02", "weight_norm"])
+                                                    "tied_0.02", "weight_norm", "multihead_attention",
+                                                    "gpt2_attention", "scaled_attention"])
 def test_sound_init_gets_no_error(make, inputs):
     report = diagnose(make(), inputs)
     assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]
+    assert "IC207" not in {f.code for f in report.findings}
     assert "IC001" not in {f.code for f in report.findings}
 
 
