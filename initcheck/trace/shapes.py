@@ -3,6 +3,7 @@ inputs, so no weight is read and no activation is allocated; a graph whose run f
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -65,7 +66,9 @@ def propagate(root: nn.Module, graph: fx.Graph, candidates: Iterable[Inputs]) ->
             continue
         run = _Shapes(module)
         try:
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            # the user's forward run a second time must not warn twice (its warnings are the trace's)
+            with torch.no_grad(), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 run.run(*positional)
         except Exception:  # a guessed input that does not fit, or an op without a meta kernel
             continue
