@@ -48,7 +48,8 @@ class Op:
     "1", ...; "1.0" inside a list) or the keyword. scalars: the non-tensor arguments, keyed alike.
     shape, dtype: those of the op's output tensor (the first one when it returns several), where the
     tracer knows them: the recorded pass from its tensors, fx from shape propagation on meta
-    tensors. Optional: every reader must work when they are None.
+    tensors (only for graphs where a handler reads them: attention). Optional: every reader must
+    work when they are None.
     """
 
     index: int

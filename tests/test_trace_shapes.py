@@ -51,27 +51,46 @@ def test_both_tracers_give_each_module_call_the_shape_of_a_real_forward():
         assert graph.ops[sdpa.operand("1")].size(-2) == 7  # the number of keys
 
 
+class Classifier(nn.Module):
+    """Conv stem, tokens, one attention, a linear head: the attention makes fx propagate shapes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.norm, self.attn, self.head = nn.Conv2d(3, 32, 4, 4), nn.BatchNorm2d(32), Attention(), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.norm(self.stem(x)).flatten(2).transpose(1, 2)
+        return self.head(self.attn(t).mean(1))
+
+
 def test_fx_shapes_come_from_the_guessed_input_when_none_is_given():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))
+    model = Classifier()
     traced = trace(model, None, None, build_inputs=lambda: [((torch.randn(2, 3, 32, 32),), {})])
     assert traced.graph.tracer == "fx"
     shapes = {op.module: op.shape for op in traced.graph.ops if op.kind is OpKind.MODULE}
-    assert shapes == {"0": (2, 8, 30, 30), "1": (2, 8, 30, 30), "2": (2, 7200), "3": (2, 10)}
+    assert shapes["stem"] == (2, 32, 8, 8) and shapes["attn.qkv"] == (2, 64, 96) and shapes["head"] == (2, 10)
+
+
+def test_a_graph_without_attention_is_not_run_for_shapes():
+    """No handler reads a CNN's shapes yet, and the first meta run costs seconds: none are computed."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))
+    graph = trace_fx(model, [((torch.randn(2, 3, 32, 32),), {})])
+    assert all(op.shape is None for op in graph.ops)
 
 
 def test_no_input_that_fits_leaves_the_shapes_unknown_and_the_analysis_whole():
-    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
-    graph = trace_fx(model, [((torch.randn(2, 5),), {})])  # the wrong width: the meta run fails
+    model = Classifier()
+    graph = trace_fx(model, [((torch.randn(2, 5),), {})])  # not an image: the meta run fails
     assert all(op.shape is None for op in graph.ops)
-    assert len(diagnose(model).layers) == 2
+    assert len(diagnose(model).layers) == 4
 
 
 def test_shape_propagation_leaves_the_model_bit_for_bit():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    model = Classifier()
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    x = torch.randn(2, 3, 8, 8)
+    x = torch.randn(2, 3, 32, 32)
     rng = torch.random.get_rng_state()
     graph = trace_fx(model, [((x,), {})])
     assert any(op.shape is not None for op in graph.ops)

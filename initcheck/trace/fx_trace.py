@@ -21,7 +21,8 @@ class _LeafTracer(fx.Tracer):
 
 def trace_fx(model: nn.Module, inputs: Iterable[Inputs] = ()) -> Graph:
     """Symbolically trace (a meta copy of) the model and convert the fx graph. inputs: candidate
-    example inputs; the first the graph runs on gives every op its shape (on meta tensors)."""
+    example inputs; the first the graph runs on gives every op its shape (on meta tensors), when
+    some op's handler reads shapes (shapes.wanted)."""
     root = meta_copy(model)
     fx_graph = _LeafTracer().trace(root)
     shapes = propagate(root, fx_graph, inputs)

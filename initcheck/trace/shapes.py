@@ -53,9 +53,29 @@ class _Shapes(fx.Interpreter):
         return out
 
 
+# Ops whose signal handler reads shapes (the number of keys of an attention, a contracted size):
+# a graph without one is not run at all, since the first meta run of a process costs 1-2 s
+# (torch imports its decompositions) and a CNN's prediction does not use shapes yet.
+_READS_SHAPES = frozenset({"scaled_dot_product_attention", "softmax", "matmul", "__matmul__", "bmm", "einsum"})
+
+
+def wanted(root: nn.Module, graph: fx.Graph) -> bool:
+    """Whether some op of the graph reads shapes."""
+    for n in graph.nodes:
+        if n.op in ("call_function", "call_method"):
+            name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
+            if name in _READS_SHAPES:
+                return True
+        elif n.op == "call_module" and isinstance(root.get_submodule(str(n.target)), nn.MultiheadAttention):
+            return True
+    return False
+
+
 def propagate(root: nn.Module, graph: fx.Graph, candidates: Iterable[Inputs]) -> dict[fx.Node, Described]:
     """Node -> {"shape", "dtype"} of its (first) output tensor, or {"value"} for a number computed
     from shapes, from the first candidate input the graph runs on; {} when none does. `root` must be a meta copy: it is run, the user's model never."""
+    if not wanted(root, graph):
+        return {}
     module = fx.GraphModule(root, graph)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
     for tries, (args, kwargs) in enumerate(candidates):
