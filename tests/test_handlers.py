@@ -173,3 +173,17 @@ def test_participation_has_its_closed_forms_at_the_limits():
     assert participation(16, 4 * freezing_std(16)) > 0.7
     # causal: query i sees i + 1 keys, so the mean participation is the harmonic sum H_n / n
     assert participation(256, 0.0, causal=True) == pytest.approx(sum(1 / k for k in range(1, 257)) / 256, rel=0.05)
+
+
+def test_global_average_keeps_each_channels_own_mean():
+    """No norm: after a ReLU the inputs have mean 0.4 and the next conv's channels have means
+    0.4 * (their row sum), one per channel: a spatial average keeps those (they are the same at
+    every position) and shrinks only the fluctuation around them, as a squeeze-excite's pool does."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 64))
+    with torch.no_grad():
+        model[2].weight[:16].add_(0.02)  # rows that sum well away from zero, half of them each way:
+        model[2].weight[16:].sub_(0.02)  # the channel means spread around a global mean of zero
+    pred, got = predicted_and_measured(model, torch.randn(256, 3, 16, 16), "5")
+    assert pred == pytest.approx(got, rel=0.2)

@@ -158,9 +158,11 @@ GLOBAL_AVERAGE_COUNT = 16
 
 
 def averaged(x: Moment, k: float) -> Moment:
-    """The mean of k values sharing the mean m: m^2 stays, the fluctuation shrinks by k."""
-    second = x.mean * x.mean + x.var / max(k, 1.0)
-    return Moment(x.mean, second, min(x.signal, second))
+    """The mean of k values of one channel: the channel's mean stays (the global mean m and the
+    spread of the channel means across channels, `between`), the fluctuation within it shrinks by k."""
+    between = min(max(x.between, 0.0), x.var)
+    second = x.mean * x.mean + between + (x.var - between) / max(k, 1.0)
+    return Moment(x.mean, second, min(x.signal, second), between)
 
 
 def average_window(p: Pass, op: Op) -> float | None:
