@@ -187,3 +187,26 @@ def test_global_average_keeps_each_channels_own_mean():
         model[2].weight[16:].sub_(0.02)  # the channel means spread around a global mean of zero
     pred, got = predicted_and_measured(model, torch.randn(256, 3, 16, 16), "5")
     assert pred == pytest.approx(got, rel=0.2)
+
+
+class TokenTypes(nn.Module):
+    """BERT's embeddings: word + token-type, the types read from a buffer of zeros, so every token
+    adds the same row (half of the variance, both tables N(0, 1)); a LayerNorm keeps that shared
+    half; attention averages only the other half over the keys."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.word, self.types, self.norm = nn.Embedding(1000, 64), nn.Embedding(2, 64), nn.LayerNorm(64)
+        self.register_buffer("token_type_ids", torch.zeros(1, 512, dtype=torch.long), persistent=False)
+        self.attn = ExplicitAttention(sdpa=True)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        types = self.token_type_ids[:, : ids.shape[1]].expand(ids.shape[0], -1)
+        return self.attn(self.norm(self.word(ids) + self.types(types)))
+
+
+def test_a_row_every_token_shares_is_not_averaged_away():
+    """Predicted as V's rms * sqrt(1/2 + 1/2 * 1/16) at 16 keys, not V's rms / 4 (2.9x lower)."""
+    torch.manual_seed(0)
+    pred, got = predicted_and_measured(TokenTypes(), torch.randint(0, 1000, (256, 16)), "attn.proj")
+    assert pred == pytest.approx(got, rel=0.15)

@@ -24,7 +24,7 @@ from ..ops.layers import Layout, WeightRole
 from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
 from .attention import mha_values
-from .handlers import Pass, handler_for, scalar_arg
+from .handlers import Pass, constant_index, handler_for, scalar_arg
 from .moments import UNIT, Moment, Signal, activation_moments
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
@@ -140,6 +140,8 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
     op = p.index.ops[lf.op]
     mod = p.index.module(op) if op.kind is OpKind.MODULE else None
     if lf.role is WeightRole.EMBEDDING:
+        if constant_index(p, op):  # one row for every token: all of it common, none input-driven
+            return Moment(w.mean, w.second, 0.0, w.std * w.std)
         return Moment(w.mean, w.second, w.std * w.std)
     x = x or UNIT
     n = max(lf.fan_in, 1)
@@ -160,6 +162,7 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
     second = _weighted_sum_second(n, w, x, rows)
     # the spread of channel means: m * (row sum) differs per output channel, and so does the bias
     between = x.mean * x.mean * float(rows.var(unbiased=False)) if rows is not None else 0.0
+    between += n * w.second * x.between  # the input's pattern of channel means, mixed by the weight
     b = _bias(p, mod, op)
     if b is not None:
         second += b.second + 2 * mean * b.mean

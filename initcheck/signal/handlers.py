@@ -75,7 +75,11 @@ def _norm(p: Pass, op: Op, x: Moment) -> Moment:
     if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training and mod.running_var is not None:
         return _batch_norm_eval(p, op, mod, x, gamma, beta)
     p.norm_gain[op.index] = gamma.second / max(x.var, 1e-12)
-    return Moment(beta.mean, gamma.second + beta.second, gamma.second * min(1.0, x.signal / max(x.var, 1e-30)))
+    # a pattern of channel means shared by every token survives a norm over the channels (LayerNorm,
+    # GroupNorm) in proportion; a BatchNorm removes each channel's mean
+    kept = 0.0 if isinstance(mod, nn.modules.batchnorm._BatchNorm) else gamma.second * min(1.0, x.between / max(x.var, 1e-30))
+    return Moment(beta.mean, gamma.second + beta.second, gamma.second * min(1.0, x.signal / max(x.var, 1e-30)),
+                  kept + beta.std * beta.std)
 
 
 def _batch_norm_eval(p: Pass, op: Op, mod: nn.modules.batchnorm._BatchNorm, x: Moment, gamma: TensorStats,
@@ -108,15 +112,36 @@ def _norm_affine(p: Pass, op: Op) -> tuple[TensorStats, TensorStats]:
     return gs or _ONE, bs or _ZERO
 
 
+def constant_index(p: Pass, op: Op) -> bool:
+    """Whether a lookup's indices come from a buffer holding one value (BERT's token_type_ids of
+    zeros): then every token gets the same row, a part common to all tokens."""
+    idx = next(iter(op.inputs), None)
+    for _ in range(8):  # back along first operands, through ops on buffers alone (expand, gather, slices)
+        if idx is None:
+            return False
+        src = p.index.ops[idx]
+        if src.kind is OpKind.BUFFER:
+            try:
+                t = p.model.get_buffer(src.target)
+            except AttributeError:
+                return False
+            return t.numel() > 0 and not t.is_meta and bool((t == t.flatten()[0]).all())
+        if src.kind is not OpKind.FUNCTION or any(p.fwd[i] is not None for i in src.inputs):
+            return False  # something the input drives
+        idx = next(iter(src.inputs), None)
+    return False
+
+
 def _add(p: Pass, op: Op, x: Moment) -> Moment:
     sign = -1.0 if op.target == "sub" else 1.0
     data = p.index.data_operands(op)
     others = p.others(op, data[0]) if data else []
     if others:
         o = others[0]
-        return Moment(x.mean + sign * o.mean, x.second + o.second + 2 * sign * x.mean * o.mean, x.signal + o.signal)
+        return Moment(x.mean + sign * o.mean, x.second + o.second + 2 * sign * x.mean * o.mean, x.signal + o.signal,
+                      x.between + o.between)
     c = scalar_arg(op)
-    return Moment(x.mean + sign * c, x.second + 2 * sign * x.mean * c + c * c, x.signal)
+    return Moment(x.mean + sign * c, x.second + 2 * sign * x.mean * c + c * c, x.signal, x.between)
 
 
 def _scale(p: Pass, op: Op, x: Moment) -> Moment:
@@ -137,7 +162,8 @@ def _transparent(p: Pass, op: Op, x: Moment) -> Moment:
     drop = dropout_rate(p, op)
     if drop is not None:
         # inverted dropout in training keeps 1-p of the values, scaled by 1/(1-p): E[y^2] = E[x^2]/(1-p)
-        return x if drop >= 1.0 else Moment(x.mean, x.second / (1.0 - drop), x.signal / (1.0 - drop))
+        # (the mask is drawn per element, so what every token shares, `between`, stays as it was)
+        return x if drop >= 1.0 else Moment(x.mean, x.second / (1.0 - drop), x.signal / (1.0 - drop), x.between)
     k = average_window(p, op)
     if k is not None:
         return averaged(x, k)
