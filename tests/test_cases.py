@@ -1,5 +1,6 @@
 """The bug reproductions are caught on the right parameter; the sound inits get no error."""
 
+import attention_cases as A
 import cases as C
 import pytest
 import torch
@@ -18,8 +19,8 @@ BUGS = [
     (C.NormFreeResidual, None, {("IC201", None)}),
     (C.SharedTanhUnitNormal, None, {("IC203", "shared.weight")}),
     (C.DepthwiseFanOutNoNorm, None, {("IC103", "dw.weight")}),
-    (C.UnscaledAttention, (torch.randn(2, 32, 256),), {("IC207", "q.weight")}),
-    (C.UnitNormalQK, (torch.randn(2, 32, 256),), {("IC207", "q.weight")}),
+    (A.UnscaledAttention, (torch.randn(2, 32, 256),), {("IC207", "q.weight")}),
+    (A.UnitNormalQK, (torch.randn(2, 32, 256),), {("IC207", "q.weight")}),
 ]
 
 
@@ -41,9 +42,9 @@ SOUND = [
     (C.TinyViT, (torch.randn(2, 16, 48),)),
     (lambda: C.TiedUnitEmbedding(std=0.02), (torch.randint(0, 1000, (2, 8)),)),
     (C.WeightNormed, None),
-    (C.DefaultMultiheadAttention, (torch.randn(2, 64, 256),)),
-    (C.GPT2Attention, (torch.randn(2, 64, 256),)),
-    (C.SelfAttention, (torch.randn(2, 64, 256),)),
+    (A.DefaultMultiheadAttention, (torch.randn(2, 64, 256),)),
+    (A.GPT2Attention, (torch.randn(2, 64, 256),)),
+    (A.SelfAttention, (torch.randn(2, 64, 256),)),
     (C.StandardizedConv, (torch.randn(2, 3, 16, 16),)),
 ]
 
