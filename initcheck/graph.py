@@ -46,6 +46,10 @@ class Op:
     function's canonical name.
     operands: (argument key, op index) for each tensor argument; the key is the position ("0",
     "1", ...; "1.0" inside a list) or the keyword. scalars: the non-tensor arguments, keyed alike.
+    shape, dtype: those of the op's output tensor (the first one when it returns several), where the
+    tracer knows them: the recorded pass from its tensors, fx from shape propagation on meta
+    tensors (only for graphs where a handler reads them: attention). Optional: every reader must
+    work when they are None.
     """
 
     index: int
@@ -54,6 +58,14 @@ class Op:
     module: str | None = None
     operands: tuple[tuple[str, int], ...] = ()
     scalars: tuple[tuple[str, Any], ...] = ()
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+
+    def size(self, dim: int) -> int | None:
+        """The output's size along `dim` (negative counts from the end); None when unknown."""
+        if self.shape is None or not -len(self.shape) <= dim < len(self.shape):
+            return None
+        return self.shape[dim]
 
     @property
     def inputs(self) -> tuple[int, ...]:

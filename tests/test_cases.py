@@ -1,5 +1,6 @@
 """The bug reproductions are caught on the right parameter; the sound inits get no error."""
 
+import attention_cases as A
 import cases as C
 import pytest
 import torch
@@ -18,6 +19,8 @@ BUGS = [
     (C.NormFreeResidual, None, {("IC201", None)}),
     (C.SharedTanhUnitNormal, None, {("IC203", "shared.weight")}),
     (C.DepthwiseFanOutNoNorm, None, {("IC103", "dw.weight")}),
+    (A.UnscaledAttention, (torch.randn(2, 32, 256),), {("IC207", "q.weight")}),
+    (A.UnitNormalQK, (torch.randn(2, 32, 256),), {("IC207", "q.weight")}),
 ]
 
 
@@ -39,14 +42,20 @@ SOUND = [
     (C.TinyViT, (torch.randn(2, 16, 48),)),
     (lambda: C.TiedUnitEmbedding(std=0.02), (torch.randint(0, 1000, (2, 8)),)),
     (C.WeightNormed, None),
+    (A.DefaultMultiheadAttention, (torch.randn(2, 64, 256),)),
+    (A.GPT2Attention, (torch.randn(2, 64, 256),)),
+    (A.SelfAttention, (torch.randn(2, 64, 256),)),
+    (C.StandardizedConv, (torch.randn(2, 3, 16, 16),)),
 ]
 
 
 @pytest.mark.parametrize("make,inputs", SOUND, ids=["adaln_zero", "siren", "zero_init_residual", "tiny_vit",
-                                                    "tied_0.02", "weight_norm"])
+                                                    "tied_0.02", "weight_norm", "multihead_attention",
+                                                    "gpt2_attention", "scaled_attention", "weight_standardization"])
 def test_sound_init_gets_no_error(make, inputs):
     report = diagnose(make(), inputs)
     assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]
+    assert "IC207" not in {f.code for f in report.findings}
     assert "IC001" not in {f.code for f in report.findings}
 
 
@@ -89,3 +98,20 @@ def test_siren_layers_are_named_as_its_scheme():
 def test_adaln_zero_modulation_is_a_convention_not_symmetry():
     layers = {lr.qualname: lr for lr in diagnose(C.AdaLNZeroBlock()).layers}
     assert "gate" in layers["ada.weight"].convention
+
+
+def test_a_standardized_weight_is_judged_and_replayed():
+    """The conv of StandardizedConv reads its weight through (w - mean) / std: the layer is the base
+    parameter, and replaying the chain gives filters of mean 0 and std 1, as torch computes them."""
+    from initcheck.api import analyze
+    from initcheck.facts.follow import rebuilt_weight
+
+    model = C.StandardizedConv()
+    a = analyze(model, torch.randn(2, 3, 16, 16))
+    assert [lf.qualname for lf in a.layers][:1] == ["weight"]
+    op = next(op for op in a.context.index.ops if op.target == "conv2d")
+    w = rebuilt_weight(a.context.index, model, op)
+    assert w is not None
+    per_filter = w.reshape(32, -1)
+    assert torch.allclose(per_filter.mean(1), torch.zeros(32), atol=1e-6)
+    assert torch.allclose(per_filter.std(1), torch.ones(32), atol=1e-4)

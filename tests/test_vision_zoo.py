@@ -30,9 +30,8 @@ ALLOWED_WARNINGS = {
     "convnext": {("IC103", "down.1.weight")},
 }
 
-# NF-Net's weight * gain is rebuilt inside forward before F.conv2d: the gains are not followed to
-# the conv yet (IC001). A known gap of the facts stage, not physics.
-KNOWN_GAPS = {"nfnet": {("IC001", "*.gain")}}
+# Known gaps of the facts stage, not physics (none left: NF-Net's weight * gain is followed to its conv).
+KNOWN_GAPS: dict[str, set[tuple[str, str]]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,7 @@ def test_every_parameter_is_reported(name, reports):
 def test_no_error_finding(name, reports):
     r = reports[name]
     assert r.ok, [f.message for f in r.findings if f.severity == Severity.ERROR]
-    assert r.tracer == ("recorded" if name == "nfnet" else "fx")
+    assert r.tracer == "fx"
 
 
 @pytest.mark.parametrize("name", list(vision_zoo.ZOO))
@@ -89,3 +88,34 @@ def test_pytorch_default_layers_are_not_labelled_as_a_library_scheme(reports):
     """AlexNet and SqueezeNet convs are at PyTorch's default / kaiming_uniform: no fan_out or 0.02 label."""
     for name in ("alexnet", "squeezenet"):
         assert not [lr.convention for lr in reports[name].layers if lr.convention], name
+
+
+def test_nfnet_gains_are_followed_to_their_conv(reports):
+    """NF-Net rebuilds each conv's weight as weight * gain in forward and calls F.conv2d: the conv is
+    judged by its base weight (He-like kaiming_normal(linear) at fan_in, before a gamma-scaled GELU),
+    each gain [out, 1, 1, 1] = 1 is a scale parameter that is used, not an unused weight (no IC001)."""
+    r = reports["nfnet"]
+    model = vision_zoo.build("nfnet")
+    gains = {n for n, _ in model.named_parameters() if n.endswith(".gain") and "skipinit" not in n}
+    assert gains and not [f for f in r.findings if f.code == "IC001"]
+    kinds = {p.name: p.kind for p in r.params}
+    assert {kinds[g] for g in gains} == {"scale"}
+    assert {g.replace(".gain", ".weight") for g in gains} <= {lr.qualname for lr in r.layers}
+
+
+def test_the_rebuilt_weight_is_the_product_torch_computes():
+    """follow.rebuilt_weight replays weight * gain on the parameters: with a gain of 3 its std is
+    three times the base weight's, exactly what the conv receives."""
+    import torch
+
+    from initcheck.api import analyze
+    from initcheck.facts.follow import rebuilt_weight
+
+    torch.manual_seed(0)
+    conv = vision_zoo.GainConv(8, 16, 3)
+    with torch.no_grad():
+        conv.gain.fill_(3.0)
+    a = analyze(conv, torch.randn(2, 8, 6, 6))
+    op = next(op for op in a.context.index.ops if op.target == "conv2d")
+    w = rebuilt_weight(a.context.index, conv, op)
+    assert w is not None and torch.equal(w, conv.weight.detach() * conv.gain.detach())

@@ -279,3 +279,38 @@ def _reaches_output(view: GraphIndex, start: int) -> bool:
     return view.reaches_output[start]
 
 
+
+
+def rebuilt_weight(view: GraphIndex, model: torch.nn.Module, op: Op, keys: tuple[str, ...] = ("1", "weight")
+                   ) -> torch.Tensor | None:
+    """The weight a functional conv/linear really receives when forward rebuilds it from parameters
+    (NF-Net's weight * gain, (w - mean) / std): the parameter-only chain behind its weight operand
+    replayed on the parameters' values (no data involved, so it costs one weight's size); None when
+    the operand is the parameter itself or a step cannot be replayed."""
+    start = op.operand(*keys)
+    if start is None or view.ops[start].kind is OpKind.PARAM:
+        return None
+    memo: dict[int, torch.Tensor] = {}
+
+    def value(i: int, depth: int = 0) -> torch.Tensor:
+        if i in memo:
+            return memo[i]
+        o = view.ops[i]
+        if o.kind is OpKind.PARAM:
+            out = model.get_parameter(o.target).detach()
+        elif o.kind is OpKind.FUNCTION and depth < 32 and callable(fn := getattr(torch, o.target, None)):
+            slots: dict[str, object] = {k: value(j, depth + 1) for k, j in o.operands}
+            slots.update(dict(o.scalars))
+            args = [slots.pop(str(n)) for n in range(len(slots)) if str(n) in slots]
+            out = fn(*args, **slots)
+        else:
+            raise LookupError(o.target)
+        memo[i] = out
+        return out
+
+    try:
+        with torch.no_grad():
+            w = value(start)
+    except (LookupError, TypeError, RuntimeError, ValueError):
+        return None
+    return w if isinstance(w, torch.Tensor) and not w.is_meta else None

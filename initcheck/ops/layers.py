@@ -101,7 +101,9 @@ def is_leaf(module: nn.Module) -> bool:
     """Leaf modules are traced as one op: torch.nn's childless modules, weight layers, norms, and
     parameter-free library activations. Everything else is traced through."""
     if module_weights(module):
-        return True
+        # a torch.nn layer subclassed to rebuild its weight in forward (NF-Net's weight * gain) with
+        # parameters of its own: traced through, so that those parameters are followed to the weight
+        return not _rebuilds_weight(module)
     from .activations import is_norm_module
 
     if is_norm_module(module):
@@ -114,6 +116,14 @@ def is_leaf(module: nn.Module) -> bool:
     # A childless, parameter-free module (HF's GELUActivation, a user's Swish) stays one op so that
     # it can be identified numerically; one with parameters is traced through to its F.* calls.
     return next(module.parameters(recurse=False), None) is None and next(module.buffers(recurse=False), None) is None
+
+
+def _rebuilds_weight(module: nn.Module) -> bool:
+    base = next((c for c in type(module).__mro__ if c.__module__.startswith("torch.nn")), nn.Module)
+    if base is nn.Module or getattr(type(module), "forward", None) is getattr(base, "forward", None):
+        return False
+    own = {u.param for u in module_weights(module)} | {"bias"}
+    return any(name not in own for name, _ in module.named_parameters(recurse=False))
 
 
 # Function ops that read a weight parameter: canonical name -> (weight argument keys, layout,
@@ -143,14 +153,39 @@ _SLICES = frozenset({"getitem", "select"})
 _SWAP = {Layout.OUT_IN: Layout.IN_OUT, Layout.IN_OUT: Layout.OUT_IN}
 
 
+# Elementwise ops that rebuild a weight from parameters inside forward (NF-Net's weight * gain,
+# weight standardization's (w - mean) / std): the result is read as its base weight.
+_REBUILDS = frozenset({"mul", "div", "add", "sub", "neg"})
+
+
 def weight_views(ops: Sequence[Op], param_ops: set[int]) -> dict[int, tuple[int, bool, bool]]:
-    """op index -> (param op index, transposed, sliced) for parameters and their views."""
+    """op index -> (param op index, transposed, sliced) for parameters, their views, and weights
+    rebuilt from parameters alone by elementwise ops (followed back to their base weight)."""
     views = {i: (i, False, False) for i in param_ops}
+    derived = set(param_ops)  # computed from parameters (and constants) alone
     for op in ops:
-        if op.kind is OpKind.FUNCTION and op.target in _VIEWS and op.inputs and op.inputs[0] in views:
+        if op.kind is not OpKind.FUNCTION or not op.inputs:
+            continue
+        if op.target in _VIEWS and op.inputs[0] in views:
             p, flipped, sliced = views[op.inputs[0]]
             views[op.index] = (p, flipped ^ (op.target in _FLIPS), sliced or op.target in _SLICES)
+        elif op.target in _REBUILDS and all(i in derived for i in op.inputs):
+            base = _base_weight(ops, op, [i for i in op.inputs if i in views])
+            if base is not None:
+                views[op.index] = views[base]
+        if all(i in derived for i in op.inputs):
+            derived.add(op.index)
     return views
+
+
+def _base_weight(ops: Sequence[Op], op: Op, candidates: list[int]) -> int | None:
+    """Which operand of a rebuild is the weight: the one of the result's shape (a gain
+    [out, 1, 1, 1] broadcasts), else the one named weight, else the first."""
+    if not candidates:
+        return None
+    same = [i for i in candidates if op.shape is not None and ops[i].shape == op.shape]
+    named = [i for i in candidates if ops[i].target.endswith("weight")]
+    return (same or named or candidates)[0]
 
 
 def function_weight(op: Op, views: Mapping[int, tuple[int, bool, bool]]) -> tuple[int, WeightUse] | None:

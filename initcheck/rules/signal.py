@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 
 from .. import theory
 from ..facts import LayerFacts
-from ..findings import Finding, Setting, Severity, rule
+from ..findings import RULES, Finding, Setting, Severity, rule
 from ..ops.layers import WeightRole
 from ..remedy import accessor, init_call
-from ..signal import Signal
+from ..signal import Signal, attention
 from .context import Context, describe, finding
 
 EXPLODE_RMS = Setting("explode-rms", 10.0,
@@ -230,3 +230,55 @@ def tied_output(ctx: Context) -> Iterator[Finding]:
         yield finding("IC206", lf, f"{lf.qualname} (std {std:.3g}) is also the output projection ({use.kind} {use.fan_in}→{use.fan_out}): "
                       f"predicted logit rms {v:.3g} ≈ std·sqrt({d})·rms(input) (over {limit:g}); the softmax is near one-hot at init",
                       f"nn.init.normal_({accessor(lf.qualname)}, std={min(0.02, 1 / math.sqrt(max(d, 1))):.3g})")
+
+
+FREEZE = Setting(
+    "attention-freeze", 1.0,
+    "IC207 fires when an attention's logit std exceeds this multiple of sqrt(2 ln n), n keys: the point "
+    "where the softmax's entropy ln n - s^2/2 reaches zero (a missing 1/sqrt(d_head) with Xavier q/k at "
+    "d_head 64 gives s = 4, over 2.9 at 64 keys; nn.MultiheadAttention's default gives 0.5).")
+
+
+@rule("IC207", "attention-saturates", Severity.WARNING,
+      "An attention's logits spread so widely at init that its softmax puts nearly all weight on a few keys.",
+      "With n keys whose logits q·k·scale spread with std s, the softmax's entropy is about ln n - s^2/2 "
+      "(the annealed value): it reaches zero at s = sqrt(2 ln n), where the weights condense onto O(1) keys "
+      "(the random-energy model's freezing point). Past it each query copies one key, and the softmax's "
+      "gradient p(1 - p) is near zero for every other key, so the block barely learns at first. The std is "
+      "predicted per attention as sqrt(d_head E[q^2] E[k^2]) * scale, from the q and k projections' weights "
+      "and the number of keys from the traced shapes; a missing 1/sqrt(d_head), q/k weights at N(0, 1), or "
+      "inputs of rms sqrt(d) (embeddings scaled up) all put it there.",
+      example="scores = q @ k.transpose(-2, -1)  # no / sqrt(d_head), with xavier_uniform_ q/k projections",
+      fix="scale the logits by d_head**-0.5 and initialize the q/k projections with variance 1/fan_in "
+          "(nn.init.xavier_uniform_, or normal_(std=0.02) as GPT-2 does)",
+      settings=(FREEZE,))
+def attention_saturates(ctx: Context) -> Iterator[Finding]:
+    if ctx.actual is None:
+        return
+    in_proj = {lf.op: lf.fan_in * lf.stats.second for lf in ctx.layers
+               if lf.stats is not None and lf.param == "in_proj_weight"}
+    by_op = {lf.op: lf for lf in ctx.layers}
+    factor = ctx.threshold(FREEZE.name)
+    for b in attention.blocks(ctx.index, ctx.actual.forward, in_proj):
+        limit = factor * attention.freezing_std(b.keys)
+        if b.keys < 2 or b.logit_std <= limit:
+            continue
+        lf = by_op.get(b.op) or _projection(ctx, b.query, by_op)
+        where = lf.qualname if lf is not None else f"the attention at op {b.op}"
+        share = attention.participation(b.keys, b.logit_std)
+        yield finding("IC207", lf, f"{where}: the attention over {b.keys} keys has predicted logit std {b.logit_std:.3g} "
+                      f"(over sqrt(2 ln {b.keys}) = {limit:.3g}): its softmax weights about {1 / share:.2g} key(s) per query at init",
+                      RULES["IC207"].fix)
+
+
+def _projection(ctx: Context, start: int, by_op: dict[int, LayerFacts]) -> LayerFacts | None:
+    """The weight layer that feeds an attention's queries (or logits), walking back along first operands."""
+    i: int | None = start
+    for _ in range(32):
+        if i is None:
+            return None
+        if i in by_op:
+            return by_op[i]
+        data = ctx.index.data_operands(ctx.index.ops[i])
+        i = data[0] if data else None
+    return None

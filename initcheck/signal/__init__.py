@@ -23,7 +23,8 @@ from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole
 from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
-from .handlers import Pass, handler_for, scalar_arg
+from .attention import mha_values
+from .handlers import Pass, constant_index, handler_for, scalar_arg
 from .moments import UNIT, Moment, Signal, activation_moments
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
@@ -139,13 +140,18 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
     op = p.index.ops[lf.op]
     mod = p.index.module(op) if op.kind is OpKind.MODULE else None
     if lf.role is WeightRole.EMBEDDING:
+        if constant_index(p, op):  # one row for every token: all of it common, none input-driven
+            return Moment(w.mean, w.second, 0.0, w.std * w.std)
         return Moment(w.mean, w.second, w.std * w.std)
     x = x or UNIT
     n = max(lf.fan_in, 1)
     if mod is not None and isinstance(mod, nn.MultiheadAttention):
         o = weights.get(f"{lf.qualname[: -len(lf.param)]}out_proj.weight") or p.tensor(mod.out_proj.weight)
         o2 = o.second if o else 0.0
-        return Moment(0.0, n * o2 * n * w.second * x.second, n * o2 * n * w.second * x.signal)
+        key = op.operand("1", "key")
+        v = mha_values(mod, op, p.index.ops[key] if key is not None else None, p.fwd[key] if key is not None else None,
+                       n * w.second, x)
+        return Moment(0.0, n * o2 * v.second, n * o2 * v.signal)
     if lf.layout is Layout.BILINEAR:
         data = p.index.data_operands(op)
         x2 = p.fwd[data[1]] if len(data) > 1 else x
@@ -156,6 +162,7 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
     second = _weighted_sum_second(n, w, x, rows)
     # the spread of channel means: m * (row sum) differs per output channel, and so does the bias
     between = x.mean * x.mean * float(rows.var(unbiased=False)) if rows is not None else 0.0
+    between += n * w.second * x.between  # the input's pattern of channel means, mixed by the weight
     b = _bias(p, mod, op)
     if b is not None:
         second += b.second + 2 * mean * b.mean

@@ -16,7 +16,9 @@ from ..graph import Op, OpKind
 from ..ops.activations import RoleKind, match_elementwise
 from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
-from .moments import Moment, activated, activation_moments, max_gain
+from .attention import averaged_values, fluctuation, logit_std
+from .moments import Moment, activated, activation_moments
+from .pooling import transparent
 
 _ONE = TensorStats(1, 1.0, 0.0, True)
 _ZERO = TensorStats(1, 0.0, 0.0, True)
@@ -74,7 +76,11 @@ def _norm(p: Pass, op: Op, x: Moment) -> Moment:
     if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training and mod.running_var is not None:
         return _batch_norm_eval(p, op, mod, x, gamma, beta)
     p.norm_gain[op.index] = gamma.second / max(x.var, 1e-12)
-    return Moment(beta.mean, gamma.second + beta.second, gamma.second * min(1.0, x.signal / max(x.var, 1e-30)))
+    # a pattern of channel means shared by every token survives a norm over the channels (LayerNorm,
+    # GroupNorm) in proportion; a BatchNorm removes each channel's mean
+    kept = 0.0 if isinstance(mod, nn.modules.batchnorm._BatchNorm) else gamma.second * min(1.0, x.between / max(x.var, 1e-30))
+    return Moment(beta.mean, gamma.second + beta.second, gamma.second * min(1.0, x.signal / max(x.var, 1e-30)),
+                  kept + beta.std * beta.std)
 
 
 def _batch_norm_eval(p: Pass, op: Op, mod: nn.modules.batchnorm._BatchNorm, x: Moment, gamma: TensorStats,
@@ -107,15 +113,36 @@ def _norm_affine(p: Pass, op: Op) -> tuple[TensorStats, TensorStats]:
     return gs or _ONE, bs or _ZERO
 
 
+def constant_index(p: Pass, op: Op) -> bool:
+    """Whether a lookup's indices come from a buffer holding one value (BERT's token_type_ids of
+    zeros): then every token gets the same row, a part common to all tokens."""
+    idx = next(iter(op.inputs), None)
+    for _ in range(8):  # back along first operands, through ops on buffers alone (expand, gather, slices)
+        if idx is None:
+            return False
+        src = p.index.ops[idx]
+        if src.kind is OpKind.BUFFER:
+            try:
+                t = p.model.get_buffer(src.target)
+            except AttributeError:
+                return False
+            return t.numel() > 0 and not t.is_meta and bool((t == t.flatten()[0]).all())
+        if src.kind is not OpKind.FUNCTION or any(p.fwd[i] is not None for i in src.inputs):
+            return False  # something the input drives
+        idx = next(iter(src.inputs), None)
+    return False
+
+
 def _add(p: Pass, op: Op, x: Moment) -> Moment:
     sign = -1.0 if op.target == "sub" else 1.0
     data = p.index.data_operands(op)
     others = p.others(op, data[0]) if data else []
     if others:
         o = others[0]
-        return Moment(x.mean + sign * o.mean, x.second + o.second + 2 * sign * x.mean * o.mean, x.signal + o.signal)
+        return Moment(x.mean + sign * o.mean, x.second + o.second + 2 * sign * x.mean * o.mean, x.signal + o.signal,
+                      x.between + o.between)
     c = scalar_arg(op)
-    return Moment(x.mean + sign * c, x.second + 2 * sign * x.mean * c + c * c, x.signal)
+    return Moment(x.mean + sign * c, x.second + 2 * sign * x.mean * c + c * c, x.signal, x.between)
 
 
 def _scale(p: Pass, op: Op, x: Moment) -> Moment:
@@ -132,108 +159,6 @@ def _scale(p: Pass, op: Op, x: Moment) -> Moment:
     return x.scaled(1.0 / c if op.target == "div" and c else c)
 
 
-def _transparent(p: Pass, op: Op, x: Moment) -> Moment:
-    drop = dropout_rate(p, op)
-    if drop is not None:
-        # inverted dropout in training keeps 1-p of the values, scaled by 1/(1-p): E[y^2] = E[x^2]/(1-p)
-        return x if drop >= 1.0 else Moment(x.mean, x.second / (1.0 - drop), x.signal / (1.0 - drop))
-    k = average_window(p, op)
-    if k is not None:
-        return averaged(x, k)
-    k = pool_window(p, op)
-    if k <= 1:
-        return x
-    pre = _monotone_preact(p, op)
-    if pre is not None:
-        fn, z = pre
-        return _max_through(fn, z, x, k)
-    return Moment(x.mean, x.second * max_gain(k), x.signal * max_gain(k))
-
-
-# An average over a window of unknown size (a global pool, `x.mean(dims)`: the graph carries no
-# shapes) is taken over this many independent values: a final 4x4 to 7x7 map whose neighbours are
-# correlated by the convs before it. With shapes in the graph it would be exact.
-GLOBAL_AVERAGE_COUNT = 16
-
-
-def averaged(x: Moment, k: float) -> Moment:
-    """The mean of k values sharing the mean m: m^2 stays, the fluctuation shrinks by k."""
-    second = x.mean * x.mean + x.var / max(k, 1.0)
-    return Moment(x.mean, second, min(x.signal, second))
-
-
-def average_window(p: Pass, op: Op) -> float | None:
-    """How many values an averaging op takes the mean of; None when it does not average."""
-    kernel: object = None
-    dims = 1
-    if op.kind is OpKind.MODULE:
-        mod = p.index.module(op)
-        if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
-            return float(GLOBAL_AVERAGE_COUNT)
-        if isinstance(mod, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
-            kernel, dims = mod.kernel_size, int(type(mod).__name__[-2])
-    elif op.target.startswith("adaptive_avg_pool") or op.target == "mean":
-        return float(GLOBAL_AVERAGE_COUNT)
-    elif op.target.startswith("avg_pool") and op.target[8:9].isdigit():
-        kernel, dims = op.scalar("1", "kernel_size"), int(op.target[8])
-    if kernel is None:
-        return None
-    ks = tuple(kernel) if isinstance(kernel, (tuple, list)) else (int(kernel),) * dims  # type: ignore[call-overload]
-    return float(math.prod(int(k) for k in ks))
-
-
-def dropout_rate(p: Pass, op: Op) -> float | None:
-    """The drop probability of a dropout op that is active (training), else None."""
-    if op.kind is OpKind.MODULE:
-        mod = p.index.module(op)
-        if isinstance(mod, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
-            return float(mod.p) if mod.training and mod.p > 0 else None
-        return None
-    if op.target not in ("dropout", "dropout1d", "dropout2d", "dropout3d"):
-        return None
-    rate, training = op.scalar("1", "p", default=0.5), op.scalar("2", "training", default=True)
-    if not isinstance(rate, (int, float)) or training is False or rate <= 0:
-        return None
-    return float(rate)
-
-
-# Elementwise functions that never decrease: max-pooling commutes with them.
-_MONOTONE = frozenset({"relu", "relu6", "leaky_relu", "hardtanh", "tanh", "sigmoid", "elu", "identity", "hardsigmoid"})
-
-
-def _monotone_preact(p: Pass, op: Op) -> tuple[Callable[[torch.Tensor], torch.Tensor], Moment] | None:
-    """When the pooled tensor is a monotone activation's output: the function and its input moments."""
-    data = p.index.data_operands(op)
-    if not data:
-        return None
-    src = p.index.ops[data[0]]
-    role = p.index.role(src)
-    if role.kind is not RoleKind.ACTIVATION or role.activation not in _MONOTONE:
-        return None
-    before = p.index.data_operands(src)
-    z = p.fwd[before[0]] if before else None
-    fn = theory.activation_fn(role.activation or "identity", role.param)
-    return None if z is None or fn is None else (fn, z)
-
-
-def _max_through(fn: Callable[[torch.Tensor], torch.Tensor], z: Moment, x: Moment, k: int) -> Moment:
-    """max over k of f(z_i) = f(max z_i) for a monotone f. The k values of a window share their
-    channel's mean (spread `z.between` across channels); only the rest fluctuates within it:
-    f(u + max of k N(0, v_within)), u ~ N(mean, between), on a two-dimensional grid."""
-    grid, w = theory.normal_grid()
-    cdf = 0.5 * (1.0 + torch.erf(grid / math.sqrt(2.0)))
-    wmax = w * k * cdf.pow(k - 1)
-    between = min(max(z.between, 0.0), z.var)
-    within = max(z.var - between, 0.0)
-    u = z.mean + math.sqrt(between) * grid[::8]
-    wu = w[::8] / w[::8].sum()
-    y = fn(u[:, None] + math.sqrt(within) * grid[None, :]).double()
-    w = wu[:, None] * wmax[None, :]
-    mean, second = float((w * y).sum()), float((w * y * y).sum())
-    gain = second / max(x.second, 1e-30)
-    return Moment(mean, second, min(x.signal * gain, second))
-
-
 def _concatenate(p: Pass, op: Op, x: Moment) -> Moment:
     """Channels of several tensors side by side: the mixture's moments (equal shares, as the sizes
     are not in the graph)."""
@@ -243,9 +168,20 @@ def _concatenate(p: Pass, op: Op, x: Moment) -> Moment:
 
 
 def _attention(p: Pass, op: Op, x: Moment) -> Moment:
-    v = op.operand("2", "value")  # softmax(q k^T) @ v: an average of v's rows
+    """F.scaled_dot_product_attention: softmax(q k^T * scale) @ v averages v over the keys."""
+    q, k, v = (op.operand(str(i), name) for i, name in enumerate(("query", "key", "value")))
     mv = p.fwd[v] if v is not None else None
-    return mv if mv is not None else x
+    if mv is None:
+        return x
+    keys = p.index.ops[k].size(-2) if k is not None else None
+    d = p.index.ops[q].size(-1) if q is not None else None
+    mq, mk = (p.fwd[q] if q is not None else None), (p.fwd[k] if k is not None else None)
+    if keys is None or d is None or mq is None or mk is None:
+        return mv  # no shapes: the average's size is unknown
+    scale = op.scalar("6", "scale")
+    scale = float(scale) if isinstance(scale, (int, float)) else 1.0 / math.sqrt(d)
+    causal = bool(op.scalar("5", "is_causal", default=False))
+    return averaged_values(mv, keys, logit_std(mq, mk, d, scale), causal)
 
 
 def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
@@ -253,10 +189,27 @@ def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
     b = p.fwd[data[1]] if len(data) >= 2 else None
     if b is None:
         return x
-    # attention: softmax(scores) @ V averages V's rows; other products multiply scales
-    if _from_softmax(p.index, data[0]):
-        return b
-    return Moment(x.mean * b.mean, x.second * b.second, x.signal * b.second + b.signal * x.second)
+    # attention: softmax(scores) @ V averages V's rows over the keys
+    soft = _softmax_source(p.index, data[0])
+    if soft is not None:
+        return _weighted_average(p, soft, b)
+    # a product of two activations sums K products along the contracted axis (K = 1 when unknown)
+    k = p.index.ops[data[0]].size(-1) or 1
+    mean = k * x.mean * b.mean
+    second = k * x.second * b.second + k * (k - 1) * (x.mean * b.mean) ** 2
+    return Moment(mean, second, k * (x.signal * b.second + b.signal * x.second))
+
+
+def _weighted_average(p: Pass, soft: int, v: Moment) -> Moment:
+    """softmax(logits) @ V, the logits' spread and the number of keys read from the softmax."""
+    op = p.index.ops[soft]
+    dim = op.scalar("1", "dim", default=-1)
+    keys = op.size(int(dim)) if isinstance(dim, int) else None
+    before = p.index.data_operands(op)
+    logits = p.fwd[before[0]] if before else None
+    if keys is None or logits is None:
+        return v  # no shapes: the average's size is unknown
+    return averaged_values(v, keys, math.sqrt(fluctuation(logits)))
 
 
 def _elementwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Handler:
@@ -275,33 +228,18 @@ def _module(p: Pass, op: Op, x: Moment) -> Moment | None:
     return activated(theory.gaussian_moments(mod, x.mean, x.var), x)
 
 
-def _from_softmax(index: GraphIndex, idx: int) -> bool:
-    """Whether op `idx` is a softmax, seen through dropout and reshapes (attention weights)."""
+def _softmax_source(index: GraphIndex, idx: int) -> int | None:
+    """The softmax that op `idx` is, seen through dropout and reshapes (attention weights), or None."""
     for _ in range(8):
         op = index.ops[idx]
         role = index.role(op)
         if role.kind is RoleKind.ACTIVATION:
-            return role.activation == "softmax"
+            return idx if role.activation == "softmax" else None
         data = index.data_operands(op)
         if role.kind is not RoleKind.TRANSPARENT or not data:
-            return False
+            return None
         idx = data[0]
-    return False
-
-
-def pool_window(p: Pass, op: Op) -> int:
-    """The number of elements a max-pooling op takes the maximum of (1 for anything else)."""
-    kernel, dims = None, 1
-    if op.kind is OpKind.MODULE:
-        mod = p.index.module(op)
-        if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
-            kernel, dims = mod.kernel_size, int(type(mod).__name__[-2])
-    elif op.target.startswith("max_pool") and op.target[8:9].isdigit():
-        kernel, dims = op.scalar("1", "kernel_size"), int(op.target[8])
-    if kernel is None:
-        return 1
-    ks = tuple(kernel) if isinstance(kernel, (tuple, list)) else (int(kernel),) * dims
-    return math.prod(int(k) for k in ks)
+    return None
 
 
 # Functions handled by name, before their role: ops whose effect is not their role's.
@@ -320,7 +258,7 @@ BY_ROLE: dict[RoleKind, Handler] = {
     RoleKind.NORM: _norm,
     RoleKind.ADD: _add,
     RoleKind.SCALE: _scale,
-    RoleKind.TRANSPARENT: _transparent,
+    RoleKind.TRANSPARENT: transparent,
 }
 
 

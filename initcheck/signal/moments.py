@@ -32,7 +32,7 @@ class Moment:
         return math.sqrt(max(self.second, 0.0))
 
     def scaled(self, c: float) -> Moment:
-        return Moment(self.mean * c, self.second * c * c, self.signal * c * c)
+        return Moment(self.mean * c, self.second * c * c, self.signal * c * c, self.between * c * c)
 
 
 @dataclass(frozen=True)

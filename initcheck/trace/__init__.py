@@ -8,7 +8,7 @@ needs data (`.item()`, data-dependent branches).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,15 +134,16 @@ def trace(model: nn.Module, args: tuple[Any, ...] | None, kwargs: dict[str, Any]
     """
     expected = set(weight_params(model))
     notes: list[str] = []
+    given = args is not None or kwargs is not None
     try:
-        graph = trace_fx(model)
+        graph = trace_fx(model, [(args or (), kwargs or {})] if given else _lazy(build_inputs))
         missing = missing_weights(graph, model, expected)
         if not missing:
             return Traced(graph, (), ())
         notes.append(f"fx reached {len(expected) - len(missing)} of {len(expected)} weights; recorded a forward pass instead")
     except Exception as e:  # fx raises many types on untraceable code
         notes.append(f"fx could not trace ({type(e).__name__}: {first_line(e)}); recorded a forward pass instead")
-    proposals = [(args or (), kwargs or {})] if (args is not None or kwargs is not None) else list(build_inputs())
+    proposals = [(args or (), kwargs or {})] if given else list(build_inputs())
     if not proposals:
         raise TraceFailure("cannot guess an input from the model's first layer")
     graph = _record(model, proposals)
@@ -150,6 +151,12 @@ def trace(model: nn.Module, args: tuple[Any, ...] | None, kwargs: dict[str, Any]
         notes.append(f"the model lives on the meta device: {graph.guesses} data-dependent check(s) in its forward "
                      "were answered with a default (True / 0)")
     return Traced(graph, tuple(notes), tuple(sorted(missing_weights(graph, model, expected))))
+
+
+def _lazy(build: Callable[[], Iterable[tuple[tuple[Any, ...], dict[str, Any]]]]
+          ) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The candidate inputs, built only when the shape propagation asks for the first."""
+    yield from build()
 
 
 def _record(model: nn.Module, proposals: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> Graph:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch.fx as fx
@@ -11,6 +11,7 @@ from torch import nn
 from ..graph import Graph, Op, OpKind, canonical_name
 from ..ops.layers import is_leaf
 from .copying import meta_copy
+from .shapes import Inputs, propagate
 
 
 class _LeafTracer(fx.Tracer):
@@ -18,16 +19,25 @@ class _LeafTracer(fx.Tracer):
         return is_leaf(m)
 
 
-def trace_fx(model: nn.Module) -> Graph:
-    """Symbolically trace (a meta copy of) the model and convert the fx graph."""
+def trace_fx(model: nn.Module, inputs: Iterable[Inputs] = ()) -> Graph:
+    """Symbolically trace (a meta copy of) the model and convert the fx graph. inputs: candidate
+    example inputs; the first the graph runs on gives every op its shape (on meta tensors), when
+    some op's handler reads shapes (shapes.wanted)."""
     root = meta_copy(model)
     fx_graph = _LeafTracer().trace(root)
+    shapes = propagate(root, fx_graph, inputs)
     ops: list[Op] = []
     index: dict[fx.Node, int] = {}
     param_names = {name for name, _ in root.named_parameters(remove_duplicate=False)}
 
+    numbers = {n: d["value"] for n, d in shapes.items() if "value" in d}
+
+    def known(a: Any) -> Any:  # a number computed from shapes is a scalar argument, not data
+        return fx.node.map_arg(a, lambda n: numbers.get(n, n))
+
     def add(node: fx.Node | None, **kw: Any) -> None:
-        op = Op(index=len(ops), **kw)
+        meta = shapes.get(node, {}) if node is not None else {}
+        op = Op(index=len(ops), **kw, shape=meta.get("shape"), dtype=meta.get("dtype"))
         ops.append(op)
         if node is not None:
             index[node] = op.index
@@ -44,9 +54,10 @@ def trace_fx(model: nn.Module) -> Graph:
             add(node, kind=OpKind.MODULE, target=type(sub).__name__, module=node.target, operands=operands, scalars=scalars)
         elif node.op in ("call_function", "call_method"):
             raw = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
-            if raw == "getattr":
-                continue  # x.shape, x.dtype: metadata reads, not data flow
-            operands, scalars = split_args(node.args, node.kwargs, lambda a: index.get(a) if isinstance(a, fx.Node) else None)
+            if raw == "getattr" or node in numbers:
+                continue  # x.shape, x.dtype, d // heads: metadata, not data flow
+            operands, scalars = split_args(known(node.args), known(node.kwargs),
+                                           lambda a: index.get(a) if isinstance(a, fx.Node) else None)
             add(node, kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars)
         elif node.op == "output":
             operands, _ = split_args((node.args[0],), {}, lambda a: index.get(a) if isinstance(a, fx.Node) else None)

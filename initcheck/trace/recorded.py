@@ -17,6 +17,7 @@ from ..graph import Graph, Op, OpKind, canonical_name
 from ..ops.layers import is_leaf
 from .copying import meta_copy
 from .fx_trace import split_args
+from .shapes import described
 
 
 class TraceFailure(Exception):
@@ -72,12 +73,13 @@ class _Recorder(TorchFunctionMode):
     intermediate tensor is reused by the next allocation and would wire wrong edges.
     """
 
-    def __init__(self, params: dict[int, str]) -> None:
+    def __init__(self, params: dict[int, str], buffers: dict[int, str] | None = None) -> None:
         super().__init__()
         self.ops: list[Op] = []
         self._tags: dict[int, tuple[weakref.ref[torch.Tensor], int]] = {}
         self._params = params
-        self._param_ops: dict[str, int] = {}
+        self._buffers = buffers or {}  # read outside leaf modules: BERT's token_type_ids, a causal mask
+        self._param_ops: dict[tuple[OpKind, str], int] = {}
         self.depth = 0
         self.current: list[str] = []  # leaf modules being run, for error messages
         self.answer_meta = False
@@ -90,11 +92,12 @@ class _Recorder(TorchFunctionMode):
         entry = self._tags.get(id(value))
         if entry is not None and entry[0]() is value:
             return entry[1]
-        name = self._params.get(id(value))
-        if name is not None:
-            if name not in self._param_ops:
-                self._param_ops[name] = self._new(kind=OpKind.PARAM, target=name)
-            return self._param_ops[name]
+        for kind, table in ((OpKind.PARAM, self._params), (OpKind.BUFFER, self._buffers)):
+            name = table.get(id(value))
+            if name is not None:
+                if (kind, name) not in self._param_ops:
+                    self._param_ops[(kind, name)] = self._new(kind=kind, target=name, **described(value))
+                return self._param_ops[(kind, name)]
         return None
 
     def _new(self, **kw: Any) -> int:
@@ -111,7 +114,7 @@ class _Recorder(TorchFunctionMode):
 
     def add_input(self, name: str, value: Any) -> None:
         for t in tensors_in(value):
-            self.tag(t, self._new(kind=OpKind.INPUT, target=name))
+            self.tag(t, self._new(kind=OpKind.INPUT, target=name, **described(t)))
 
     # On meta tensors a data-dependent question (if mask.all(): ..., x.item()) has no answer; the
     # pass answers it with a neutral default and counts it (the report says how many).
@@ -133,7 +136,8 @@ class _Recorder(TorchFunctionMode):
                 raw = getattr(getattr(func, "__self__", None), "__name__", raw)
             operands, scalars = split_args(args, kwargs, self.lookup)
             if operands:
-                self.tag(out, self._new(kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars))
+                self.tag(out, self._new(kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars,
+                                        **described(out)))
         return out
 
 
@@ -157,7 +161,7 @@ def trace_recorded(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
     defaults instead of failing; for models that only exist on the meta device."""
     root = meta_copy(model, share_params=not on_meta)
     params = {id(p): name for name, p in root.named_parameters()}
-    rec = _Recorder(params)
+    rec = _Recorder(params, {id(b): name for name, b in root.named_buffers()})
     rec.answer_meta = on_meta and answer_meta
     handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -173,7 +177,7 @@ def trace_recorded(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
         if rec.depth == 0:
             call_operands, call_scalars = module.__dict__.pop("_initcheck_call")
             idx = rec._new(kind=OpKind.MODULE, target=type(module).__name__, module=names[module], operands=call_operands,
-                           scalars=call_scalars)
+                           scalars=call_scalars, **described(out))
             rec.tag(out, idx)
 
     names: dict[nn.Module, str] = {}

@@ -1,0 +1,139 @@
+"""What pooling, averaging and dropout do to the signal: the transparent ops that are not quite
+(a dropout in training, an average over a window, a max over a window)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .. import theory
+from ..graph import Op, OpKind
+from ..ops.activations import RoleKind
+from .moments import Moment, max_gain
+
+if TYPE_CHECKING:
+    from .handlers import Pass
+
+
+def transparent(p: Pass, op: Op, x: Moment) -> Moment:
+    drop = dropout_rate(p, op)
+    if drop is not None:
+        # inverted dropout in training keeps 1-p of the values, scaled by 1/(1-p): E[y^2] = E[x^2]/(1-p)
+        # (the mask is drawn per element, so what every token shares, `between`, stays as it was)
+        return x if drop >= 1.0 else Moment(x.mean, x.second / (1.0 - drop), x.signal / (1.0 - drop), x.between)
+    k = average_window(p, op)
+    if k is not None:
+        return averaged(x, k)
+    k = pool_window(p, op)
+    if k <= 1:
+        return x
+    pre = _monotone_preact(p, op)
+    if pre is not None:
+        fn, z = pre
+        return _max_through(fn, z, x, k)
+    return Moment(x.mean, x.second * max_gain(k), x.signal * max_gain(k))
+
+
+# An average over a window of unknown size (a global pool, `x.mean(dims)`: the graph carries no
+# shapes) is taken over this many independent values: a final 4x4 to 7x7 map whose neighbours are
+# correlated by the convs before it. With shapes in the graph it would be exact.
+GLOBAL_AVERAGE_COUNT = 16
+
+
+def averaged(x: Moment, k: float) -> Moment:
+    """The mean of k values of one channel: the channel's mean stays (the global mean m and the
+    spread of the channel means across channels, `between`), the fluctuation within it shrinks by k."""
+    between = min(max(x.between, 0.0), x.var)
+    second = x.mean * x.mean + between + (x.var - between) / max(k, 1.0)
+    return Moment(x.mean, second, min(x.signal, second), between)
+
+
+def average_window(p: Pass, op: Op) -> float | None:
+    """How many values an averaging op takes the mean of; None when it does not average."""
+    kernel: object = None
+    dims = 1
+    if op.kind is OpKind.MODULE:
+        mod = p.index.module(op)
+        if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+            return float(GLOBAL_AVERAGE_COUNT)
+        if isinstance(mod, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+            kernel, dims = mod.kernel_size, int(type(mod).__name__[-2])
+    elif op.target.startswith("adaptive_avg_pool") or op.target == "mean":
+        return float(GLOBAL_AVERAGE_COUNT)
+    elif op.target.startswith("avg_pool") and op.target[8:9].isdigit():
+        kernel, dims = op.scalar("1", "kernel_size"), int(op.target[8])
+    if kernel is None:
+        return None
+    ks = tuple(kernel) if isinstance(kernel, (tuple, list)) else (int(kernel),) * dims  # type: ignore[call-overload]
+    return float(math.prod(int(k) for k in ks))
+
+
+def dropout_rate(p: Pass, op: Op) -> float | None:
+    """The drop probability of a dropout op that is active (training), else None."""
+    if op.kind is OpKind.MODULE:
+        mod = p.index.module(op)
+        if isinstance(mod, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
+            return float(mod.p) if mod.training and mod.p > 0 else None
+        return None
+    if op.target not in ("dropout", "dropout1d", "dropout2d", "dropout3d"):
+        return None
+    rate, training = op.scalar("1", "p", default=0.5), op.scalar("2", "training", default=True)
+    if not isinstance(rate, (int, float)) or training is False or rate <= 0:
+        return None
+    return float(rate)
+
+
+# Elementwise functions that never decrease: max-pooling commutes with them.
+_MONOTONE = frozenset({"relu", "relu6", "leaky_relu", "hardtanh", "tanh", "sigmoid", "elu", "identity", "hardsigmoid"})
+
+
+def _monotone_preact(p: Pass, op: Op) -> tuple[Callable[[torch.Tensor], torch.Tensor], Moment] | None:
+    """When the pooled tensor is a monotone activation's output: the function and its input moments."""
+    data = p.index.data_operands(op)
+    if not data:
+        return None
+    src = p.index.ops[data[0]]
+    role = p.index.role(src)
+    if role.kind is not RoleKind.ACTIVATION or role.activation not in _MONOTONE:
+        return None
+    before = p.index.data_operands(src)
+    z = p.fwd[before[0]] if before else None
+    fn = theory.activation_fn(role.activation or "identity", role.param)
+    return None if z is None or fn is None else (fn, z)
+
+
+def _max_through(fn: Callable[[torch.Tensor], torch.Tensor], z: Moment, x: Moment, k: int) -> Moment:
+    """max over k of f(z_i) = f(max z_i) for a monotone f. The k values of a window share their
+    channel's mean (spread `z.between` across channels); only the rest fluctuates within it:
+    f(u + max of k N(0, v_within)), u ~ N(mean, between), on a two-dimensional grid."""
+    grid, w = theory.normal_grid()
+    cdf = 0.5 * (1.0 + torch.erf(grid / math.sqrt(2.0)))
+    wmax = w * k * cdf.pow(k - 1)
+    between = min(max(z.between, 0.0), z.var)
+    within = max(z.var - between, 0.0)
+    u = z.mean + math.sqrt(between) * grid[::8]
+    wu = w[::8] / w[::8].sum()
+    y = fn(u[:, None] + math.sqrt(within) * grid[None, :]).double()
+    w = wu[:, None] * wmax[None, :]
+    mean, second = float((w * y).sum()), float((w * y * y).sum())
+    gain = second / max(x.second, 1e-30)
+    return Moment(mean, second, min(x.signal * gain, second))
+
+
+def pool_window(p: Pass, op: Op) -> int:
+    """The number of elements a max-pooling op takes the maximum of (1 for anything else)."""
+    kernel, dims = None, 1
+    if op.kind is OpKind.MODULE:
+        mod = p.index.module(op)
+        if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
+            kernel, dims = mod.kernel_size, int(type(mod).__name__[-2])
+    elif op.target.startswith("max_pool") and op.target[8:9].isdigit():
+        kernel, dims = op.scalar("1", "kernel_size"), int(op.target[8])
+    if kernel is None:
+        return 1
+    ks = tuple(kernel) if isinstance(kernel, (tuple, list)) else (int(kernel),) * dims
+    return math.prod(int(k) for k in ks)
