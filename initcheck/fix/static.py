@@ -16,10 +16,11 @@ from torch.nn.utils.parametrize import is_parametrized
 from ..api import Analysis
 from ..facts import LayerFacts
 from ..facts.params import ParamKind
-from ..findings import Finding, Selection
+from ..findings import Selection
 from ..ops.layers import is_hf_conv1d
 from ..records import FixDraw
 from ..remedy import for_layer
+from ..report import Report
 from ..schemes import Scheme, draw
 
 Progress = Callable[[str, int, int], None]
@@ -215,9 +216,12 @@ def unit_targets(analysis: Analysis, choice: DrawChoice) -> frozenset[str]:
     return frozenset(lf.qualname for lf in analysis.layers if lf.role == "weight" and lf.activation in NEAR_LINEAR)
 
 
-def suppressed(findings: tuple[Finding, ...], selection: Selection) -> frozenset[str]:
-    """Weights with a finding the selection drops: the user asked to leave them alone."""
-    return frozenset(f.layer for f in findings if not selection.keeps(f))
+def suppressed(report: Report, selection: Selection) -> frozenset[str]:
+    """Weights with a finding the selection drops or an inline `# initcheck: ignore[...]` comment
+    suppresses (the report keeps those apart): the user asked to leave them alone."""
+    dropped = (f.layer for f in report.findings if not selection.keeps(f))
+    commented = (f.layer for f, _ in report.suppressed)
+    return frozenset(layer for layer in (*dropped, *commented) if layer)
 
 
 def static_pass(model: nn.Module, analysis: Analysis, generator: torch.Generator | None = None,
