@@ -192,7 +192,7 @@ def _stages(name: str, index: GraphIndex, model: nn.Module, selection: Selection
             probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
             sources: Mapping[str, str] | None) -> Analysis:
     """Everything after the trace: facts -> conventions -> signal -> rules -> report."""
-    with stats_mod.shared():  # each weight is read once, however many stages ask
+    with stats_mod.shared(), signal.shared_rows():  # each weight is read once, however many stages ask
         return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources)
 
 

@@ -12,7 +12,8 @@ handler (handlers.py); an op without one passes its input on and is named in `Si
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -27,7 +28,25 @@ from .handlers import Pass, handler_for, scalar_arg
 from .moments import UNIT, Moment, Signal, activation_moments
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
-           "unhandled_note", "raw_rms"]
+           "unhandled_note", "raw_rms", "shared_rows"]
+
+# Of a weight's row sums r_j (per output unit), what the model uses: (mean_j r_j^2, var_j r_j).
+RowMoments = tuple[float, float]
+
+# One memo of row moments per running analysis (`shared_rows()`): the actual and effective passes and
+# the report's raw rms each ask for every weight's; a weight is summed once per analysis. Keyed by
+# the statistics object the facts read (one per weight and analysis), which the memo holds.
+_ROWS: list[dict[int, tuple[TensorStats, RowMoments | None]]] = []
+
+
+@contextmanager
+def shared_rows() -> Iterator[None]:
+    """Within the block, each weight's row sums are computed once."""
+    _ROWS.append({})
+    try:
+        yield
+    finally:
+        _ROWS.pop()
 
 
 def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], weights: Mapping[str, TensorStats],
@@ -155,7 +174,7 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
     rows = _row_sums(p, lf, w)
     second = _weighted_sum_second(n, w, x, rows)
     # the spread of channel means: m * (row sum) differs per output channel, and so does the bias
-    between = x.mean * x.mean * float(rows.var(unbiased=False)) if rows is not None else 0.0
+    between = x.mean * x.mean * rows[1] if rows is not None else 0.0
     b = _bias(p, mod, op)
     if b is not None:
         second += b.second + 2 * mean * b.mean
@@ -164,25 +183,42 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
     return Moment(mean, second, n * w.second * x.signal, min(between, max(second - mean * mean, 0.0)))
 
 
-def _weighted_sum_second(n: int, w: TensorStats, x: Moment, rows: torch.Tensor | None) -> float:
+def _weighted_sum_second(n: int, w: TensorStats, x: Moment, rows: RowMoments | None) -> float:
     """E[y^2] of y_j = sum_i w_ji x_i, bias aside, inputs iid with mean m and variance v:
     mean_j (sum_i w_ji)^2 m^2 + n E[w^2] v. The row sums are the actual weight's when known; else
     their expectation n E[w^2] + n(n-1) E[w]^2."""
-    row2 = float(rows.pow(2).mean()) if rows is not None else n * w.second + n * (n - 1) * w.mean * w.mean
+    row2 = rows[0] if rows is not None else n * w.second + n * (n - 1) * w.mean * w.mean
     return row2 * x.mean * x.mean + n * w.second * x.var
 
 
-def _row_sums(p: Pass, lf: LayerFacts, w: TensorStats) -> torch.Tensor | None:
-    """Per output unit, the sum of its weights, from the actual tensor (when `w` is its statistics)."""
+def _row_sums(p: Pass, lf: LayerFacts, w: TensorStats) -> RowMoments | None:
+    """Of the sums of each output unit's weights, the mean square and the variance, from the actual
+    tensor (when `w` is its statistics)."""
     if w is not lf.stats or lf.layout not in (Layout.OUT_IN, Layout.CONV, Layout.IN_OUT):
         return None
+    memo = _ROWS[-1] if _ROWS else None
+    hit = memo.get(id(w)) if memo is not None else None
+    if hit is not None and hit[0] is w:
+        return hit[1]
+    rows = _sum_rows(p, lf)
+    if memo is not None:
+        memo[id(w)] = (w, rows)
+    return rows
+
+
+def _sum_rows(p: Pass, lf: LayerFacts) -> RowMoments | None:
     try:
-        t: torch.Tensor = p.model.get_parameter(lf.qualname).detach().double()
+        t: torch.Tensor = p.model.get_parameter(lf.qualname).detach()
     except AttributeError:
         return None
-    if lf.layout is Layout.IN_OUT:
-        t = t.reshape(t.shape[0], -1).t() if t.ndim == 2 else t
-    return t.reshape(t.shape[0], -1).sum(1) if t.ndim >= 2 else None
+    if t.ndim < 2:
+        return None
+    # per output unit, accumulated in float64 without a float64 copy of the weight
+    rows = t.sum(0, dtype=torch.float64) if lf.layout is Layout.IN_OUT and t.ndim == 2 else \
+        t.reshape(t.shape[0], -1).sum(1, dtype=torch.float64)
+    var, mean = torch.var_mean(rows, correction=0)
+    v, m = torch.stack((var, mean)).tolist()  # one host read
+    return v + m * m, v
 
 
 def _bias(p: Pass, mod: nn.Module | None, op: Op) -> TensorStats | None:
