@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..api import Analysis, analyze, reanalyze
+from ..api import Analysis, analyze, reanalyze, reselect
 from ..findings import Selection
 from ..records import DataDriven, FixResult, Scaled
 from ..report import Report
@@ -88,7 +88,9 @@ def fix(
         raise ValueError("analysis= must be an analysis of the model being fixed")
     if analysis is not None and sources is not None:
         analysis = replace(analysis, sources=sources)
-    before = (reanalyze(analysis, selection=Selection()) if analysis is not None
+    # every finding, whatever the selection, to know what the selection and the comments keep;
+    # a given analysis is of the model as it is now: only its rules are rerun
+    before = (reselect(analysis, Selection()) if analysis is not None
               else analyze(model, example_inputs, target=target, sources=sources))
     kept = suppressed(before.report, sel)
     choice = choose_draw(before, scheme)
