@@ -225,7 +225,9 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
         q2 = x2.second if x2 else 1.0
         return Moment(0.0, n * w.second * x.second * q2, n * w.second * x.signal * q2)
     mean = n * w.mean * x.mean
-    rows = _row_sums(p, lf, w)
+    # the row sums only weigh in through the input's mean: with centred inputs (tanh, after a
+    # norm, the model's inputs) they are not read at all
+    rows = _row_sums(p, lf, w) if x.mean != 0.0 else None
     second = _weighted_sum_second(n, w, x, rows)
     # the spread of channel means: m * (row sum) differs per output channel, and so does the bias
     between = x.mean * x.mean * rows[1] if rows is not None else 0.0
@@ -394,10 +396,10 @@ def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w:
         return None
     if lf.role is WeightRole.EMBEDDING:
         return math.sqrt(w.second)
-    rows = _row_sums(Pass(index, model, StatsCache(), []), lf, w)
     data = index.data_operands(op)
     x = sig.forward[data[0]] if data else None
     x = x or UNIT
+    rows = _row_sums(Pass(index, model, StatsCache(), []), lf, w) if x.mean != 0.0 else None
     n = max(lf.fan_in, 1)
     second = _weighted_sum_second(n, w, x, rows)
     if lf.layout is Layout.BILINEAR and len(data) > 1 and (x2 := sig.forward[data[1]]) is not None:
