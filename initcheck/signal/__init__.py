@@ -12,11 +12,9 @@ handler (handlers.py); an op without one passes its input on and is named in `Si
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-import torch
 from torch import nn
 
 from ..facts import LayerFacts
@@ -27,28 +25,10 @@ from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
 from .handlers import Pass, handler_for, scalar_arg
 from .moments import UNIT, Moment, Signal, activation_moments
+from .rows import RowMoments, row_moments, shared_rows
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
            "unhandled_note", "raw_rms", "shared_rows", "sweep", "Sweep"]
-
-# Of a weight's row sums r_j (per output unit), what the model uses: (mean_j r_j^2, var_j r_j).
-RowMoments = tuple[float, float]
-
-# One memo of row moments per running analysis (`shared_rows()`): the actual and effective passes and
-# the report's raw rms each ask for every weight's; a weight is summed once per analysis. Keyed by
-# the statistics object the facts read (one per weight and analysis), which the memo holds.
-_ROWS: list[dict[int, tuple[TensorStats, RowMoments | None]]] = []
-
-
-@contextmanager
-def shared_rows() -> Iterator[None]:
-    """Within the block, each weight's row sums are computed once."""
-    _ROWS.append({})
-    try:
-        yield
-    finally:
-        _ROWS.pop()
-
 
 @dataclass(frozen=True)
 class Sweep:
@@ -227,7 +207,7 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
     mean = n * w.mean * x.mean
     # the row sums only weigh in through the input's mean: with centred inputs (tanh, after a
     # norm, the model's inputs) they are not read at all
-    rows = _row_sums(p, lf, w) if x.mean != 0.0 else None
+    rows = row_moments(p, lf, w) if x.mean != 0.0 else None
     second = _weighted_sum_second(n, w, x, rows)
     # the spread of channel means: m * (row sum) differs per output channel, and so does the bias
     between = x.mean * x.mean * rows[1] if rows is not None else 0.0
@@ -245,37 +225,6 @@ def _weighted_sum_second(n: int, w: TensorStats, x: Moment, rows: RowMoments | N
     their expectation n E[w^2] + n(n-1) E[w]^2."""
     row2 = rows[0] if rows is not None else n * w.second + n * (n - 1) * w.mean * w.mean
     return row2 * x.mean * x.mean + n * w.second * x.var
-
-
-def _row_sums(p: Pass, lf: LayerFacts, w: TensorStats) -> RowMoments | None:
-    """Of the sums of each output unit's weights, the mean square and the variance, from the actual
-    tensor (when `w` is its statistics)."""
-    if w is not lf.stats or lf.layout not in (Layout.OUT_IN, Layout.CONV, Layout.IN_OUT):
-        return None
-    memo = _ROWS[-1] if _ROWS else None
-    hit = memo.get(id(w)) if memo is not None else None
-    if hit is not None and hit[0] is w:
-        return hit[1]
-    rows = _sum_rows(p, lf)
-    if memo is not None:
-        memo[id(w)] = (w, rows)
-    return rows
-
-
-def _sum_rows(p: Pass, lf: LayerFacts) -> RowMoments | None:
-    try:
-        t: torch.Tensor = p.model.get_parameter(lf.qualname).detach()
-    except AttributeError:
-        return None
-    if t.ndim < 2:
-        return None
-    # per output unit; torch's cascade summation keeps a float32 sum exact enough (relative
-    # error ~1e-7 log n) at a fifth of a float64 accumulation's cost; half precisions upcast
-    acc = torch.float64 if t.dtype == torch.float64 else torch.float32
-    rows = t.sum(0, dtype=acc) if lf.layout is Layout.IN_OUT and t.ndim == 2 else t.reshape(t.shape[0], -1).sum(1, dtype=acc)
-    var, mean = torch.var_mean(rows.double(), correction=0)
-    v, m = float(var), float(mean)  # float(), not tolist(): a DTensor (FSDP2 shard) reduces across ranks
-    return v + m * m, v
 
 
 def _bias(p: Pass, mod: nn.Module | None, op: Op) -> TensorStats | None:
@@ -399,7 +348,7 @@ def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w:
     data = index.data_operands(op)
     x = sig.forward[data[0]] if data else None
     x = x or UNIT
-    rows = _row_sums(Pass(index, model, StatsCache(), []), lf, w) if x.mean != 0.0 else None
+    rows = row_moments(Pass(index, model, StatsCache(), []), lf, w) if x.mean != 0.0 else None
     n = max(lf.fan_in, 1)
     second = _weighted_sum_second(n, w, x, rows)
     if lf.layout is Layout.BILINEAR and len(data) > 1 and (x2 := sig.forward[data[1]]) is not None:
