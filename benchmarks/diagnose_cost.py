@@ -5,9 +5,10 @@ sum). Peak memory: the process's peak RSS during the call, less its RSS before i
 size. Each measurement is the median of 3 fresh subprocesses (--runs N). Run: python benchmarks/diagnose_cost.py
 [--cases gpt2,bert_base,gpt2_large,llama_7b_meta,llama_70b_meta] [--runs N] [--no-cli]
 
-`--depths 10,30,100,300,1000,3000`: instead, a ReLU MLP (width 64) at each depth, in this process
-(median of 3, or --runs N): floor, diagnose, static fix() and their ratios, and the depth exponent of each fitted
-on log-log between the two deepest depths and over all of them.
+`--depths 10,30,100,300,1000,3000`: instead, a ReLU MLP (width 64) at each depth, in this process:
+floor, diagnose and static fix() run back to back --runs N times (default 3); the medians of the times
+and of the per-run ratios (a shared machine's slow stretches hit both sides of a ratio alike), and the
+depth exponent of each fitted on log-log between the two deepest depths and over all of them.
 """
 
 from __future__ import annotations
@@ -114,27 +115,30 @@ def depth_sweep(depths: list[int], runs: int = 3) -> None:
             for p in weight_params(model).values():
                 p.detach().reshape(-1).sum()
 
-    def timed(fn, depth: int) -> float:
-        times = []
+    def interleaved(depth: int) -> tuple[float, float, float, float, float]:
+        """floor, diagnose and fix run back to back on the same model, `runs` times: (median floor,
+        median diagnose, median fix, median of the per-run diagnose/floor and fix/diagnose ratios).
+        On a shared machine a slow stretch then hits both sides of a ratio alike."""
+        fs, ds, xs = [], [], []
         for _ in range(runs):
-            torch.manual_seed(0)
-            model = mlp(depth)
-            t0 = time.perf_counter()
-            fn(model)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+            for fn, out in ((floor, fs), (diagnose, ds), (lambda m: fix(m, generator=torch.Generator().manual_seed(0)), xs)):
+                torch.manual_seed(0)
+                model = mlp(depth)
+                t0 = time.perf_counter()
+                fn(model)
+                out.append(time.perf_counter() - t0)
+        return (statistics.median(fs), statistics.median(ds), statistics.median(xs),
+                statistics.median(d / f for d, f in zip(ds, fs)), statistics.median(x / d for x, d in zip(xs, ds)))
 
     # one call of each first: imports, lazily built tables and torch's first kernels are not the model's cost
     warm = mlp(3)
     floor(warm), diagnose(warm), fix(warm, generator=torch.Generator().manual_seed(0))
     rows, series = [], {"floor": [], "diagnose": [], "fix": []}
     for depth in depths:
-        f = timed(floor, depth)
-        d = timed(diagnose, depth)
-        x = timed(lambda m: fix(m, generator=torch.Generator().manual_seed(0)), depth)
+        f, d, x, d_over_f, x_over_d = interleaved(depth)
         for key, v in (("floor", f), ("diagnose", d), ("fix", x)):
             series[key].append(v)
-        rows.append([depth, f"{f:.3f}", f"{d:.3f}", f"{d / f:.2f}x", f"{x:.3f}", f"{x / d:.2f}x"])
+        rows.append([depth, f"{f:.3f}", f"{d:.3f}", f"{d_over_f:.2f}x", f"{x:.3f}", f"{x_over_d:.2f}x"])
         print(*rows[-1], flush=True)
 
     def slope(ys: list[float], lo: int = 0) -> float:

@@ -2,7 +2,10 @@
 
 Prints a table: forward passes, wall time, and the worst per-layer |std - 1| after the fix
 (the std of each Linear/Conv output less its bias, measured afterwards on the same batch with the
-target that LSUV uses, 1.0). Run: python benchmarks/fix_vs_lsuv.py [--device cpu|cuda] [--threads 1]
+target that LSUV uses, 1.0). Fair by construction: both get a copy of the same model, the same batch
+and the same thread count; both are warmed up once on a small model first (imports, torch.fx, first
+kernels are not the model's cost); each time is the median of --repeats runs, the two interleaved.
+Run: python benchmarks/fix_vs_lsuv.py [--device cpu|cuda] [--threads 1] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -128,26 +131,58 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def warm_up(dev: str) -> None:
+    """One run of each on a small model, untimed."""
+    torch.manual_seed(0)
+    base = mlp(12, 32, nn.Tanh).to(dev)
+    x = torch.randn(16, 32, device=dev)
+    run_initcheck(copy.deepcopy(base), x, dev)
+    run_initcheck_pass_only(copy.deepcopy(base), x, dev)
+    try:
+        run_lsuv(copy.deepcopy(base), x, dev)
+    except Exception:  # reported per model below
+        pass
+
+
+def median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--depths", default="10,30,60", help="MLP depths, comma-separated")
     ap.add_argument("--mlp-only", action="store_true", help="only the MLPs (e.g. --depths 30,100 --mlp-only)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each, interleaved; the median is shown")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dev = args.device
+    warm_up(dev)
     rows = []
     for name, build, shape in cases(tuple(int(d) for d in args.depths.split(",")), args.mlp_only):
         torch.manual_seed(0)
         base = build().to(dev)
         x = torch.randn(*shape, device=dev)
-        a, b, c = copy.deepcopy(base), copy.deepcopy(base), copy.deepcopy(base)
-        passes_ic, t_ic = run_initcheck(a, x, dev)
-        t_pass = run_initcheck_pass_only(c, x, dev)
+        t_ics, t_passes, t_ls = [], [], []
+        failed: Exception | None = None
+        for _ in range(max(args.repeats, 1)):
+            a, b, c = copy.deepcopy(base), copy.deepcopy(base), copy.deepcopy(base)
+            passes_ic, t = run_initcheck(a, x, dev)
+            t_ics.append(t)
+            t_passes.append(run_initcheck_pass_only(c, x, dev))
+            if failed is None:
+                try:
+                    passes_l, t = run_lsuv(b, x, dev)
+                    t_ls.append(t)
+                except Exception as e:  # LSUV fails on some models: say so
+                    failed = e
+        t_ic, t_pass = median(t_ics), median(t_passes)
         err_ic = worst_error(a, x)
         try:
-            passes_l, t_l = run_lsuv(b, x, dev)
+            if failed is not None:
+                raise failed
+            t_l = median(t_ls)
             err_l = worst_error(b, x)
             lsuv_cols = [passes_l, f"{t_l:.3f}", f"{err_l:.3g}", f"{t_l / t_ic:.1f}x", f"{t_l / t_pass:.0f}x"]
         except Exception as e:  # LSUV fails on some models: say so
@@ -155,8 +190,8 @@ def main():
         rows.append([name, passes_ic, f"{t_ic:.3f}", f"{t_pass:.4f}", f"{err_ic:.3g}", *lsuv_cols])
     headers = ["model", "initcheck passes", "fix() s", "pass s", "worst |std-1|", "lsuv passes", "lsuv s",
                "lsuv worst |std-1|", "speed-up (fix())", "speed-up (pass)"]
-    dev_name = torch.cuda.get_device_name() if dev == "cuda" else f"CPU, {args.threads} thread(s)"
-    print(f"torch {torch.__version__}, {dev_name}")
+    dev_name = torch.cuda.get_device_name() if dev == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
+    print(f"torch {torch.__version__}, {dev_name}, median of {max(args.repeats, 1)} runs")
     print(tabulate(rows, headers=headers, disable_numparse=True))
 
 

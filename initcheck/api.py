@@ -188,11 +188,18 @@ def with_probe(analysis: Analysis, probed: tuple[Any, ...]) -> Analysis:
                    analysis.sources, analysis.model, analysis.notes, analysis.unreached)
 
 
+def reselect(analysis: Analysis, selection: Selection) -> Analysis:
+    """The same analysis under another selection: only the rules and the report are redone (the
+    weights did not change, so neither did the facts nor the signal)."""
+    return _finish(analysis.report.target, analysis.report.tracer, analysis.context, selection, analysis.report.notes,
+                   analysis.sources, analysis.model, analysis.notes, analysis.unreached)
+
+
 def _stages(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
             probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
             sources: Mapping[str, str] | None) -> Analysis:
     """Everything after the trace: facts -> conventions -> signal -> rules -> report."""
-    with stats_mod.shared():  # each weight is read once, however many stages ask
+    with stats_mod.shared(), signal.shared_rows():  # each weight is read once, however many stages ask
         return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources)
 
 
@@ -254,10 +261,12 @@ def _context(index: GraphIndex, model: nn.Module, layers: tuple[facts_mod.LayerF
                         if (lf.in_residual_branch or lf.residual_end or (lf.role is WeightRole.EMBEDDING and lf.convention))
                         and lf.qualname in effective_w})
     with torch.no_grad():
-        actual = signal.propagate(index, model, every, signal.actual_weights(every), stats)
-        effective = signal.propagate(index, model, every, effective_w, stats)
-        reference = signal.propagate(index, model, every, reference_w, stats)
-    return Context(index, layers, actual, effective, reference, data_operand, probed, unreached, thresholds=thresholds,
+        # effective weights are the actual ones but at a few layers (constant, deliberately small,
+        # normalized): the effective sweep starts from the actual one at the first that differs
+        actual = signal.sweep(index, model, every, signal.actual_weights(every), stats)
+        effective = signal.sweep(index, model, every, effective_w, stats, base=actual)
+        reference = signal.sweep(index, model, every, reference_w, stats, base=effective)
+    return Context(index, layers, actual.signal, effective.signal, reference.signal, data_operand, probed, unreached, thresholds=thresholds,
                    params=params, tied_uses=tied)
 
 

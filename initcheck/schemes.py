@@ -133,6 +133,58 @@ def draw(scheme: Scheme, tensor: torch.Tensor, init: Init, generator: torch.Gene
                     block.normal_(0.0, std, generator=generator)
 
 
+def orthogonal_batch(count: int, rows: int, cols: int, gain: float = 1.0, generator: torch.Generator | None = None,
+                     dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """`count` independent (rows, cols) matrices from torch.nn.init.orthogonal_'s distribution
+    (Haar: the Q of a Gaussian matrix's QR with R's diagonal positive, times `gain`), in one batch.
+
+    Householder QR of an iid Gaussian matrix reflects column k by a vector built from a Gaussian
+    vector of length m-k that is independent of the earlier reflections (the Gaussian is rotation
+    invariant, so what a reflection leaves of the later columns is iid Gaussian again; Stewart
+    1980). So the reflectors are drawn directly and only their product is formed (LAPACK's orgqr):
+    the factorization itself, about half of orthogonal_'s cost, is never run. Each reflector is
+    LAPACK's (dlarfg: beta = -sign(alpha)·|x|, v = x/(alpha - beta) with v_0 = 1, tau =
+    (beta - alpha)/beta), so R_kk = beta_k and multiplying column k by sign(beta_k) is orthogonal_'s
+    sign convention. Numbers come from `generator` in one draw: deterministic for a seed, though not
+    the numbers orthogonal_ would draw."""
+    m, k = max(rows, cols), min(rows, cols)  # orthogonal_ factors the tall orientation
+    x = torch.empty(count, m, k, dtype=torch.float32, device=device).normal_(0.0, 1.0, generator=generator)
+    x.tril_()  # column j's reflector reads rows j.. only
+    alpha = x.diagonal(dim1=-2, dim2=-1).clone()  # (count, k)
+    beta = -torch.where(alpha >= 0, 1.0, -1.0) * torch.linalg.vector_norm(x, dim=-2)
+    tau = (beta - alpha) / beta
+    v = x.div_((alpha - beta).unsqueeze(-2))
+    q: torch.Tensor = torch.linalg.householder_product(v, tau)  # the implicit unit diagonal of v is not read
+    q.mul_((torch.where(beta >= 0, 1.0, -1.0) * gain).unsqueeze(-2))
+    q = q.mT if rows < cols else q
+    return q.to(dtype).contiguous()
+
+
+BATCHED = (Scheme.ORTHOGONAL, Scheme.DELTA_ORTHOGONAL)  # the schemes `draw_batch` draws
+
+
+def draw_batch(scheme: Scheme, tensors: list[torch.Tensor], gain: float = 1.0,
+               generator: torch.Generator | None = None) -> None:
+    """Draw same-shaped tensors in place from an orthogonal scheme (one unpacked block each) in one
+    batch (`orthogonal_batch`): the distribution `draw` gives, not its numbers."""
+    if not tensors:
+        return
+    t0 = tensors[0]
+    delta = scheme == Scheme.DELTA_ORTHOGONAL and t0.dim() >= 3
+    rows, cols = (t0.shape[0], t0.shape[1]) if delta else (t0.shape[0], t0[0].numel())
+    qs = orthogonal_batch(len(tensors), rows, cols, gain, generator, device=t0.device)
+    with torch.no_grad():
+        for t, q in zip(tensors, qs):
+            if delta:
+                t.zero_()
+                centre = t
+                for k in t.shape[2:]:
+                    centre = centre.select(2, k // 2)
+                centre.copy_(q)
+            else:
+                t.copy_(q.reshape(t.shape))
+
+
 def _orthogonal_(t: torch.Tensor, gain: float, generator: torch.Generator | None) -> None:
     # torch's QR needs float32/64: draw in float32 (torch's own numbers for a float32 weight), copy
     if t.dtype in (torch.float32, torch.float64) and t.is_contiguous():

@@ -474,8 +474,12 @@ def test_fix_reuses_a_given_analysis_and_does_not_trace_again(monkeypatch):
     traces = []
     real = api.trace
     monkeypatch.setattr(api, "trace", lambda *a, **k: traces.append(1) or real(*a, **k))
+    collected = []
+    real_collect = api.facts_mod.collect
+    monkeypatch.setattr(api.facts_mod, "collect", lambda *a, **k: collected.append(1) or real_collect(*a, **k))
     report = fix(model, generator=torch.Generator().manual_seed(0), analysis=first)
     assert traces == [] and report.fix.reinitialized
+    assert collected == [1]  # the facts once, after the fix: before it, the given analysis's are reused
     # the same draws as a fix that analyses by itself
     torch.manual_seed(0)
     other = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))

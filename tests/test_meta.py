@@ -89,3 +89,39 @@ def test_non_tensor_outputs():
 
     assert [lr.qualname for lr in diagnose(Odd(), torch.randn(2, 4)).layers] == ["a.weight"]
     assert [lr.qualname for lr in diagnose(Scalar(), torch.randn(2, 4)).layers] == ["a.weight"]
+
+
+# ---- the analysis' shortcuts give the answers of the long way
+
+
+def _zero_middle():
+    """A ReLU MLP whose middle layer is zero: its effective weights (its scheme's) differ from the
+    actual ones there only, so the effective sweep reuses the actual one up to that layer."""
+    torch.manual_seed(0)
+    model = M.mlp((32, 64, 64, 64, 10))
+    nn.init.zeros_(model[4].weight)
+    return model
+
+
+@pytest.mark.parametrize("build", [_zero_middle, M.TinyGPT, M.Recurrent, M.Attention, M.ResNetish, M.Shared, M.Fixup])
+def test_a_sweep_from_an_earlier_one_equals_a_sweep_from_scratch(build):
+    from initcheck import signal
+    from initcheck.api import analyze
+    from initcheck.stats import StatsCache
+
+    torch.manual_seed(0)
+    model = build()
+    a = analyze(model)
+    ctx = a.context
+    every = tuple(sorted(ctx.layers + ctx.tied_uses, key=lambda lf: lf.op))
+    actual_w = signal.actual_weights(every)
+    effective_w = signal.effective_weights(every, ctx.thresholds)
+    with torch.no_grad():
+        base = signal.sweep(ctx.index, model, every, actual_w, StatsCache())
+        reused = signal.sweep(ctx.index, model, every, effective_w, StatsCache(), base=base).signal
+        scratch = signal.propagate(ctx.index, model, every, effective_w, StatsCache())
+    assert reused == scratch  # every forward and backward moment, the unhandled ops, the gates
+    if build is _zero_middle:
+        middle, last = a.layers[2].op, a.layers[3].op
+        assert all(r is b for r, b in zip(reused.forward[:middle], base.signal.forward[:middle]))  # reused
+        assert reused.forward[last] != base.signal.forward[last]  # the zero layer did change the signal

@@ -11,7 +11,7 @@ import initcheck
 from initcheck import diagnose
 from initcheck.api import analyze
 from initcheck.remedy import for_layer, init_call
-from initcheck.schemes import Init, Mode, Scheme, call_text, draw, expected_std
+from initcheck.schemes import Init, Mode, Scheme, call_text, draw, draw_batch, expected_std, orthogonal_batch
 
 LINEAR = (96, 160)  # [out, in]
 CONV = (32, 16, 3, 3)
@@ -179,3 +179,61 @@ def test_every_findings_fix_execd_gives_the_layers_recommended_std():
         assert std == pytest.approx(lf.recommended_std, rel=0.1), (q, text)
         assert expected_std(scheme, lf.shape, init) == pytest.approx(lf.recommended_std, rel=1e-9), q
     assert not [f for f in diagnose(model).findings if f.code.startswith("IC1")]
+
+
+# ---- the fix's batched orthogonal draw: torch.nn.init.orthogonal_'s distribution, not its numbers
+
+
+def _sphere_abs_mean(n):
+    """E|x_1| for x uniform on the unit sphere in R^n: every entry of a Haar orthogonal matrix."""
+    return math.exp(math.lgamma(n / 2) - math.lgamma((n + 1) / 2)) / math.sqrt(math.pi)
+
+
+@pytest.mark.parametrize(("rows", "cols", "gain"), [(64, 64, 1.0), (96, 40, 2.0), (40, 96, 5.0 / 3.0)])
+def test_batched_orthogonal_draws_are_orthogonal_times_the_gain(rows, cols, gain):
+    q = orthogonal_batch(5, rows, cols, gain, torch.Generator().manual_seed(0))
+    assert q.shape == (5, rows, cols)
+    k = min(rows, cols)
+    gram = q.mT @ q if rows >= cols else q @ q.mT  # the orthonormal side, as orthogonal_ gives it
+    assert torch.allclose(gram / gain**2, torch.eye(k).expand(5, k, k), atol=1e-5)
+    ref = nn.init.orthogonal_(torch.empty(rows, cols), gain=gain)  # torch's: the same norms
+    assert float(q[0].norm()) == pytest.approx(float(ref.norm()), rel=1e-5)
+
+
+def test_batched_orthogonal_draws_follow_torchs_distribution_and_sign_convention():
+    n, count = 6, 20000
+    q = orthogonal_batch(count, n, n, 1.0, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    ref = torch.stack([nn.init.orthogonal_(torch.empty(n, n), generator=g) for _ in range(2000)])
+    # Haar: every entry is a coordinate of a uniform unit vector. Without orthogonal_'s sign
+    # convention (R's diagonal positive) a Householder product's first entry is always negative.
+    se = (1 / n / count) ** 0.5
+    for i, j in ((0, 0), (n - 1, n - 1), (2, 4)):
+        assert abs(float(q[:, i, j].mean())) < 4 * se
+        assert float(q[:, i, j].abs().mean()) == pytest.approx(_sphere_abs_mean(n), abs=4 * se)
+        assert float(ref[:, i, j].abs().mean()) == pytest.approx(_sphere_abs_mean(n), abs=4 * (1 / n / 2000) ** 0.5)
+    # both determinants, equally often, as torch's draws
+    det = torch.linalg.det(q)
+    assert torch.allclose(det.abs(), torch.ones(count), atol=1e-4)
+    assert abs(float((det > 0).float().mean()) - 0.5) < 4 * (0.25 / count) ** 0.5
+
+
+def test_batched_orthogonal_draws_are_deterministic_for_a_seed():
+    a = orthogonal_batch(3, 32, 16, 1.0, torch.Generator().manual_seed(3))
+    b = orthogonal_batch(3, 32, 16, 1.0, torch.Generator().manual_seed(3))
+    c = orthogonal_batch(3, 32, 16, 1.0, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])  # independent matrices within a batch
+
+
+def test_draw_batch_fills_linear_and_delta_orthogonal_conv_weights():
+    ws = [torch.empty(48, 24) for _ in range(3)]
+    draw_batch(Scheme.ORTHOGONAL, ws, 1.5, torch.Generator().manual_seed(0))
+    assert all(torch.allclose(w.T @ w, 2.25 * torch.eye(24), atol=1e-5) for w in ws)
+    convs = [torch.full(CONV, 7.0) for _ in range(2)]
+    draw_batch(Scheme.DELTA_ORTHOGONAL, convs, 1.0, torch.Generator().manual_seed(0))
+    for w in convs:
+        centre = w[:, :, 1, 1].clone()
+        assert torch.allclose(centre.T @ centre, torch.eye(CONV[1]), atol=1e-5)
+        w[:, :, 1, 1] = 0
+        assert torch.count_nonzero(w) == 0

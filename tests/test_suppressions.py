@@ -4,10 +4,13 @@ import json
 import textwrap
 
 import pytest
+import torch
 from click.testing import CliRunner
 
+from initcheck import fix
 from initcheck.cli import main
 from initcheck.findings import RULES, Finding, Severity
+from initcheck.provenance import recorded
 from initcheck.suppressions import UNUSED, apply, parse_line
 
 MODEL = """
@@ -126,3 +129,76 @@ def test_a_stale_code_in_a_list_is_named(tmp_path):
     unused = [f for f in findings if f["code"] == UNUSED]
     assert len(unused) == 1 and unused[0]["message"].startswith("IC101 in `# initcheck: ignore[IC102,IC101]`")
     assert "IC102" not in codes(run(tmp_path), "a.weight")
+
+
+FIXED = """
+    import torch
+    import torch.nn as nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(16, 16)
+            self.b = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+            nn.init.uniform_(self.a.weight, -3.0, 3.0, generator=torch.Generator().manual_seed(0)){a_comment}
+            for layer in self.b[::2]:
+                nn.init.normal_(layer.weight, 0.0, 1.0)
+
+        def forward(self, x):
+            return self.b(self.a(x).relu())
+"""
+# torch's own draw of a.weight; var 3, 24x He's 2/16 (IC103), and the N(0, 1) layers after it make the
+# signal explode (IC201), so the static step would redraw every mis-scaled weight, a included
+A_DRAW = torch.empty(16, 16).uniform_(-3.0, 3.0, generator=torch.Generator().manual_seed(0))
+B = ("b.0.weight", "b.2.weight", "b.4.weight")
+
+
+def fixed_model(tmp_path, a_comment="  # initcheck: ignore[IC103] large on purpose"):
+    path = tmp_path / "fixnet.py"
+    path.write_text(textwrap.dedent(FIXED.format(a_comment=a_comment)))
+    return path
+
+
+def build(path):
+    """The model built from its file while recording where each parameter was written."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fixnet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with recorded() as sites:
+        model = module.Net()
+    return model, sites.for_model(model)
+
+
+@pytest.mark.parametrize("data_driven", [False, True])
+def test_fix_leaves_a_weight_whose_finding_a_comment_suppresses_untouched(tmp_path, data_driven):
+    model, sources = build(fixed_model(tmp_path))
+    assert torch.equal(model.a.weight, A_DRAW)
+    x = torch.randn(64, 16) if data_driven else None
+    report = fix(model, x, sources=sources, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(model.a.weight, A_DRAW)  # bit for bit
+    assert "a.weight" not in report.fix.reinitialized and set(B) <= set(report.fix.reinitialized)
+    if data_driven:
+        assert "a.weight" not in {s.param for s in report.fix.data_driven.layers}
+
+
+def test_without_sources_the_commented_weight_is_fixed(tmp_path):
+    model, _ = build(fixed_model(tmp_path))
+    report = fix(model, generator=torch.Generator().manual_seed(1))
+    assert "a.weight" in report.fix.reinitialized and not torch.equal(model.a.weight, A_DRAW)
+
+
+@pytest.mark.parametrize("data_driven", [False, True])
+def test_cli_fix_writes_the_suppressed_weight_unchanged_and_fixes_the_others(tmp_path, data_driven):
+    path = fixed_model(tmp_path)
+    out = tmp_path / "fixed.pt"
+    args = [f"{path}:Net", "--fix", "--fix-output", str(out), *(["--data-driven"] if data_driven else [])]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code in (0, 1), r.output
+    state = torch.load(out)
+    assert torch.equal(state["a.weight"], A_DRAW)  # bit for bit
+    # the b layers were N(0, 1), 8x their schemes' variance: after the fix their std is within 2x of
+    # He's sqrt(2/16) (relu) and Xavier's sqrt(2/20) (the output)
+    for name, std in zip(B, (0.5 ** 0.5 / 2, 0.5 ** 0.5 / 2, 0.1 ** 0.5)):
+        assert std / 2 < state[name].std().item() < std * 2, name

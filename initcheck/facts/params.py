@@ -57,10 +57,11 @@ def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[
     in_layers = {lf.qualname for lf in layers} | {a for lf in layers for a in lf.aliases}
     residual_norms = {lf.norm for lf in layers if lf.residual_end and lf.norm}
     unused = set(unreached)
+    modules = dict(model.named_modules(remove_duplicate=False))  # one walk, not one per parameter
     out = []
     for name, p in model.named_parameters():
         owner_name, _, attr = name.rpartition(".")
-        owner = model.get_submodule(owner_name) if owner_name else model
+        owner = modules[owner_name]
         kind, note = _kind(name, attr, owner, p, in_layers, unused)
         stats = tensor_stats(p) if not isinstance(p, nn.parameter.UninitializedParameter) else None
         shape = tuple(int(s) for s in p.shape) if not isinstance(p, nn.parameter.UninitializedParameter) else ()

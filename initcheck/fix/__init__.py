@@ -20,6 +20,7 @@ Matas, 2016) without its one-pass-per-layer cost and without its defects (docs/f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..api import Analysis, analyze, reanalyze
+from ..api import Analysis, analyze, reanalyze, reselect
 from ..findings import Selection
 from ..records import DataDriven, FixResult, Scaled
 from ..report import Report
@@ -64,6 +65,7 @@ def fix(
     ignore: tuple[str, ...] = (),
     per_layer_ignore: tuple[tuple[str, str], ...] = (),
     selection: Selection | None = None,
+    sources: Mapping[str, str] | None = None,
     analysis: Analysis | None = None,
 ) -> Report:
     """Fix `model`'s initialization in place and return the report after the fix.
@@ -74,7 +76,9 @@ def fix(
     scheme: force the draw of the replaced weights ("orthogonal", a `schemes.Scheme`); by default
     `choose_draw` picks it from depth and activation, and says why in `report.fix.draw` and a note.
     select/ignore/per_layer_ignore (or `selection`): a weight whose finding the selection suppresses
-    is not touched, by either step. analysis: `api.analyze(model, ...)` already run on this model
+    is not touched, by either step. sources: parameter name -> "path:line" that last wrote it (as
+    for diagnose): a weight whose finding an `# initcheck: ignore[...]` comment on that line
+    suppresses is not touched either, exactly like one the selection ignores. analysis: `api.analyze(model, ...)` already run on this model
     as it is now (the command line diagnoses before fixing): reused, so the model is traced once. The model's train/eval mode, device and requires_grad flags are
     kept; no hook is left behind, even when its forward raises. Data-driven, it is all or nothing:
     when the forward raises (or the run is interrupted) every parameter gets its value back.
@@ -82,8 +86,13 @@ def fix(
     sel = selection or Selection(select=tuple(select), ignore=tuple(ignore), per_layer_ignore=tuple(per_layer_ignore))
     if analysis is not None and analysis.model is not model:
         raise ValueError("analysis= must be an analysis of the model being fixed")
-    before = reanalyze(analysis, selection=Selection()) if analysis is not None else analyze(model, example_inputs, target=target)
-    kept = suppressed(before.report.findings, sel)
+    if analysis is not None and sources is not None:
+        analysis = replace(analysis, sources=sources)
+    # every finding, whatever the selection, to know what the selection and the comments keep;
+    # a given analysis is of the model as it is now: only its rules are rerun
+    before = (reselect(analysis, Selection()) if analysis is not None
+              else analyze(model, example_inputs, target=target, sources=sources))
+    kept = suppressed(before.report, sel)
     choice = choose_draw(before, scheme)
     dynamic = bool(data_driven or (data_driven is None and example_inputs is not None))
     acted = max((f.severity for f in before.report.findings if f.layer not in kept), default=None)

@@ -189,7 +189,8 @@ def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use]
         factor = measure(module, key, core.float().std(), weight, target)
         if factor is None:
             return None
-        new = core * factor.to(core.dtype) + (b if b is not None else 0)
+        # `core` is our own temporary when there is a bias: scaled in place, one tensor fewer
+        new = core.mul_(factor.to(core.dtype)).add_(b) if b is not None else core * factor.to(core.dtype)
         return (new, *rest) if rest is not None else new
 
     def measure(module: nn.Module, key: str, std: torch.Tensor, weight: torch.Tensor, target: float) -> torch.Tensor | None:

@@ -16,11 +16,12 @@ from torch.nn.utils.parametrize import is_parametrized
 from ..api import Analysis
 from ..facts import LayerFacts
 from ..facts.params import ParamKind
-from ..findings import Finding, Selection
+from ..findings import Selection
 from ..ops.layers import is_hf_conv1d
 from ..records import FixDraw
 from ..remedy import for_layer
-from ..schemes import Scheme, draw
+from ..report import Report
+from ..schemes import BATCHED, Scheme, draw, draw_batch
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total), called as the work advances (stages: "reinitializing",
@@ -215,9 +216,12 @@ def unit_targets(analysis: Analysis, choice: DrawChoice) -> frozenset[str]:
     return frozenset(lf.qualname for lf in analysis.layers if lf.role == "weight" and lf.activation in NEAR_LINEAR)
 
 
-def suppressed(findings: tuple[Finding, ...], selection: Selection) -> frozenset[str]:
-    """Weights with a finding the selection drops: the user asked to leave them alone."""
-    return frozenset(f.layer for f in findings if not selection.keeps(f))
+def suppressed(report: Report, selection: Selection) -> frozenset[str]:
+    """Weights with a finding the selection drops or an inline `# initcheck: ignore[...]` comment
+    suppresses (the report keeps those apart): the user asked to leave them alone."""
+    dropped = (f.layer for f in report.findings if not selection.keeps(f))
+    commented = (f.layer for f, _ in report.suppressed)
+    return frozenset(layer for layer in (*dropped, *commented) if layer)
 
 
 def static_pass(model: nn.Module, analysis: Analysis, generator: torch.Generator | None = None,
@@ -231,12 +235,38 @@ def static_pass(model: nn.Module, analysis: Analysis, generator: torch.Generator
         names = {lf.qualname for lf in chosen}
         chosen += [lf for lf in analysis.layers if lf.qualname not in names and lf.qualname not in kept and lf.shape
                    and lf.role == "weight" and _scalable(lf, keep_intentional)]
-    for i, lf in enumerate(chosen, 1):
-        reinit_layer(model, lf, generator, tied_scheme(lf, analysis) or layer_scheme(lf, choice))
+    schemes = [tied_scheme(lf, analysis) or layer_scheme(lf, choice) for lf in chosen]
+    batched = _draw_orthogonal_batches(model, chosen, schemes, generator)
+    for i, (lf, scheme) in enumerate(zip(chosen, schemes), 1):
+        if lf.qualname not in batched:
+            reinit_layer(model, lf, generator, scheme)
         _zero_bias(model, lf)
         if progress:
             progress("reinitializing", i, len(chosen))
     return [lf.qualname for lf in chosen]
+
+
+def _draw_orthogonal_batches(model: nn.Module, chosen: list[LayerFacts], schemes: list[Scheme | None],
+                             generator: torch.Generator | None) -> set[str]:
+    """Draw the orthogonal weights (unpacked, not parametrized) shape by shape, each shape in one
+    batch (schemes.draw_batch: no QR factorization, one draw from the generator); their names."""
+    groups: dict[tuple[Scheme, tuple[int, ...], float, torch.dtype, torch.device], list[tuple[str, torch.Tensor]]] = {}
+    for lf, scheme in zip(chosen, schemes):
+        drawn, init = for_layer(lf, scheme)
+        owner, _, pname = lf.qualname.rpartition(".")
+        module = model.get_submodule(owner) if owner else model
+        if drawn not in BATCHED or init.blocks > 1 or is_parametrized(module, pname):
+            continue
+        w = model.get_parameter(lf.qualname)
+        if not w.dtype.is_floating_point or w.is_meta:
+            continue
+        key = (drawn, tuple(w.shape), init.gain, w.dtype, w.device)
+        groups.setdefault(key, []).append((lf.qualname, w))
+    done: set[str] = set()
+    for (drawn, _, gain, _, _), members in groups.items():  # in first-use order: deterministic for a seed
+        draw_batch(drawn, [w.data for _, w in members], gain, generator)
+        done.update(name for name, _ in members)
+    return done
 
 
 @contextmanager

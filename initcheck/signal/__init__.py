@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
-import torch
 from torch import nn
 
 from ..facts import LayerFacts
@@ -26,9 +26,19 @@ from ..trace.index import GraphIndex
 from .attention import mha_values
 from .handlers import Pass, constant_index, handler_for, scalar_arg
 from .moments import UNIT, Moment, Signal, activation_moments
+from .rows import RowMoments, row_moments, shared_rows
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
-           "unhandled_note", "raw_rms"]
+           "unhandled_note", "raw_rms", "shared_rows", "sweep", "Sweep"]
+
+@dataclass(frozen=True)
+class Sweep:
+    """One propagation and the state a later one can start from: the weights it assumed and its
+    pass (the handlers' per-op slopes and norm gains)."""
+
+    signal: Signal
+    weights: Mapping[str, TensorStats]
+    state: Pass
 
 
 def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], weights: Mapping[str, TensorStats],
@@ -36,16 +46,40 @@ def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...
     """Forward and backward moments. `weights` maps a weight's qualified name to the statistics to
     assume for it (the actual ones, or a scheme's), so the same pass predicts any init; `stats`
     (shared between passes) gives those of biases, norm parameters and scales."""
+    return sweep(index, model, layers, weights, stats).signal
+
+
+def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], weights: Mapping[str, TensorStats],
+          stats: StatsCache | None = None, base: Sweep | None = None) -> Sweep:
+    """`propagate`, keeping what a later sweep can reuse. `base`: an earlier sweep over the same
+    graph whose weights differ from `weights` only at some layers: the forward moments before the
+    first op that reads a differing weight are taken from it (ops are in execution order, so
+    nothing before that op depends on the difference); only the rest is recomputed."""
     ops = index.ops
+    start = _first_difference(layers, weights, base) if base is not None else 0
+    if base is not None and start >= len(ops):
+        return Sweep(base.signal, weights, base.state)  # the same weights: the same signal
     p = Pass(index, model, stats or StatsCache(), [None] * len(ops))
-    fwd = p.fwd
-    weight_n: dict[int, tuple[float, float]] = {}  # weight op -> (fan_out, E[w^2]) for the backward pass
     unhandled: dict[str, list[int]] = {}
     gates: dict[int, Moment] = {}
+    if base is not None:
+        p.fwd[:start] = base.signal.forward[:start]
+        _keep_before(base.state, p, start)
+        for name, at in base.signal.unhandled:
+            if kept := [i for i in at if i < start]:
+                unhandled[name] = kept
+        gates.update((i, m) for i, m in base.signal.gates.items() if i < start)
+    fwd = p.fwd
+    weight_n: dict[int, tuple[float, float]] = {}  # weight op -> (fan_out, E[w^2]) for the backward pass
     by_op: dict[int, LayerFacts] = {}
     for lf in layers:  # an op reading several weights (MHA, RNN) is keyed by its first: in_proj, weight_ih
         by_op.setdefault(lf.op, lf)
-    for op in ops:
+    for i, lf in by_op.items():  # the layers of the reused prefix still weigh in the backward pass
+        if i < start and (w := weights.get(lf.qualname)) is not None:
+            weight_n[i] = (max(lf.fan_out, 1), w.second)
+        elif i < start and isinstance(index.module(ops[i]), nn.RNNBase):
+            weight_n[i] = (max(lf.fan_out, 1), 0.0)
+    for op in ops[start:]:
         if op.kind is OpKind.INPUT:
             fwd[op.index] = UNIT
             continue
@@ -81,7 +115,26 @@ def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...
             out = x
         fwd[op.index] = out
     bwd = _backward(index, fwd, p.slope2, p.norm_gain, weight_n)
-    return Signal(tuple(fwd), tuple(bwd), tuple((name, tuple(at)) for name, at in unhandled.items()), gates)
+    signal = Signal(tuple(fwd), tuple(bwd), tuple((name, tuple(at)) for name, at in unhandled.items()), gates)
+    return Sweep(signal, weights, p)
+
+
+def _first_difference(layers: tuple[LayerFacts, ...], weights: Mapping[str, TensorStats], base: Sweep) -> int:
+    """The first op that reads a weight whose assumed statistics differ from `base`'s (the length
+    of the graph when none does). An op reading several weights (MHA, RNN) reads them by name:
+    every name of `weights` and of `base.weights` is a layer's, at that layer's op."""
+    at = [lf.op for lf in layers if weights.get(lf.qualname) is not base.weights.get(lf.qualname)]
+    if set(weights) - {lf.qualname for lf in layers} or set(base.weights) - {lf.qualname for lf in layers}:
+        return 0  # a weight the layers do not place: recompute everything
+    return min(at, default=len(base.signal.forward))
+
+
+def _keep_before(old: Pass, new: Pass, start: int) -> None:
+    """Copy the per-op state (dicts keyed by op index) that the handlers wrote before `start`."""
+    for f in fields(old):
+        value = getattr(old, f.name)
+        if isinstance(value, dict) and f.name not in ("fwd",):
+            getattr(new, f.name).update((k, v) for k, v in value.items() if isinstance(k, int) and k < start)
 
 
 def _param_expression(p: Pass, op: Op) -> Moment | None:
@@ -158,10 +211,12 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
         q2 = x2.second if x2 else 1.0
         return Moment(0.0, n * w.second * x.second * q2, n * w.second * x.signal * q2)
     mean = n * w.mean * x.mean
-    rows = _row_sums(p, lf, w)
+    # the row sums only weigh in through the input's mean: with centred inputs (tanh, after a
+    # norm, the model's inputs) they are not read at all
+    rows = row_moments(p, lf, w) if x.mean != 0.0 else None
     second = _weighted_sum_second(n, w, x, rows)
     # the spread of channel means: m * (row sum) differs per output channel, and so does the bias
-    between = x.mean * x.mean * float(rows.var(unbiased=False)) if rows is not None else 0.0
+    between = x.mean * x.mean * rows[1] if rows is not None else 0.0
     between += n * w.second * x.between  # the input's pattern of channel means, mixed by the weight
     b = _bias(p, mod, op)
     if b is not None:
@@ -171,25 +226,12 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
     return Moment(mean, second, n * w.second * x.signal, min(between, max(second - mean * mean, 0.0)))
 
 
-def _weighted_sum_second(n: int, w: TensorStats, x: Moment, rows: torch.Tensor | None) -> float:
+def _weighted_sum_second(n: int, w: TensorStats, x: Moment, rows: RowMoments | None) -> float:
     """E[y^2] of y_j = sum_i w_ji x_i, bias aside, inputs iid with mean m and variance v:
     mean_j (sum_i w_ji)^2 m^2 + n E[w^2] v. The row sums are the actual weight's when known; else
     their expectation n E[w^2] + n(n-1) E[w]^2."""
-    row2 = float(rows.pow(2).mean()) if rows is not None else n * w.second + n * (n - 1) * w.mean * w.mean
+    row2 = rows[0] if rows is not None else n * w.second + n * (n - 1) * w.mean * w.mean
     return row2 * x.mean * x.mean + n * w.second * x.var
-
-
-def _row_sums(p: Pass, lf: LayerFacts, w: TensorStats) -> torch.Tensor | None:
-    """Per output unit, the sum of its weights, from the actual tensor (when `w` is its statistics)."""
-    if w is not lf.stats or lf.layout not in (Layout.OUT_IN, Layout.CONV, Layout.IN_OUT):
-        return None
-    try:
-        t: torch.Tensor = p.model.get_parameter(lf.qualname).detach().double()
-    except AttributeError:
-        return None
-    if lf.layout is Layout.IN_OUT:
-        t = t.reshape(t.shape[0], -1).t() if t.ndim == 2 else t
-    return t.reshape(t.shape[0], -1).sum(1) if t.ndim >= 2 else None
 
 
 def _bias(p: Pass, mod: nn.Module | None, op: Op) -> TensorStats | None:
@@ -310,10 +352,10 @@ def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w:
         return None
     if lf.role is WeightRole.EMBEDDING:
         return math.sqrt(w.second)
-    rows = _row_sums(Pass(index, model, StatsCache(), []), lf, w)
     data = index.data_operands(op)
     x = sig.forward[data[0]] if data else None
     x = x or UNIT
+    rows = row_moments(Pass(index, model, StatsCache(), []), lf, w) if x.mean != 0.0 else None
     n = max(lf.fan_in, 1)
     second = _weighted_sum_second(n, w, x, rows)
     if lf.layout is Layout.BILINEAR and len(data) > 1 and (x2 := sig.forward[data[1]]) is not None:
