@@ -487,3 +487,26 @@ def test_fix_reuses_a_given_analysis_and_does_not_trace_again(monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
     with pytest.raises(ValueError, match="analysis"):
         fix(other, analysis=first)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+def test_fix_refuses_sharded_weights_in_one_line_and_leaves_the_shard_alone():
+    """A DTensor parameter (FSDP2, tensor parallel) holds one rank's slice: a draw into it would give
+    each rank a slice of a different matrix, so fix() refuses instead of reporting a repair."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from initcheck.errors import UsageError
+
+    dist.init_process_group("gloo", rank=0, world_size=1, store=dist.HashStore())
+    try:
+        model = nn.Sequential(nn.Linear(4, 4))
+        nn.init.zeros_(model[0].weight)  # a finding fix() would otherwise act on
+        mesh = init_device_mesh("cpu", (1,))
+        model[0].weight = nn.Parameter(distribute_tensor(model[0].weight.detach(), mesh, [Shard(0)]))
+        with pytest.raises(UsageError, match=r"^Sequential: cannot redraw sharded parameters \(0\.weight is a DTensor\)"):
+            fix(model)
+        assert float(model[0].weight.detach().to_local().abs().sum()) == 0.0
+    finally:
+        dist.destroy_process_group()

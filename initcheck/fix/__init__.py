@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..api import Analysis, analyze, reanalyze, reselect
+from ..errors import UsageError
 from ..findings import Selection
 from ..records import DataDriven, FixResult, Scaled
 from ..report import Report
@@ -86,6 +87,9 @@ def fix(
     sel = selection or Selection(select=tuple(select), ignore=tuple(ignore), per_layer_ignore=tuple(per_layer_ignore))
     if analysis is not None and analysis.model is not model:
         raise ValueError("analysis= must be an analysis of the model being fixed")
+    if (sharded := _sharded(model)) is not None:
+        raise UsageError(target or type(model).__name__, f"cannot redraw sharded parameters ({sharded} is a DTensor)",
+                         "call initcheck.fix on the model before sharding it (fully_shard / FSDP / tensor parallel)")
     if analysis is not None and sources is not None:
         analysis = replace(analysis, sources=sources)
     # every finding, whatever the selection, to know what the selection and the comments keep;
@@ -111,5 +115,16 @@ def fix(
     after = reanalyze(before, selection=sel).report
     note = f"fix drew replaced weights by {choice.reason}" if reinitialized else None
     return replace(after, notes=after.notes + ((note,) if note else ()), fix=result)
+
+def _sharded(model: nn.Module) -> str | None:
+    """The first parameter that is a DTensor (FSDP2, tensor parallel): a draw into its local shard
+    would give each rank its own slice of a different matrix. By class name, so that checking
+    imports nothing of torch.distributed."""
+    for name, p in model.named_parameters():
+        if any(c.__name__ == "DTensor" for c in type(p).__mro__) or any(
+                c.__name__ == "DTensor" for c in type(p.data).__mro__):
+            return name
+    return None
+
 
 __all__ = ["DrawChoice", "Progress", "Scaled", "choose_draw", "data_driven_pass", "fix", "static_pass", "targets", "to_reinit"]
