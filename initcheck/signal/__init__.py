@@ -25,7 +25,8 @@ from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
 from .attention import mha_values
 from .handlers import Pass, constant_index, handler_for, scalar_arg
-from .moments import UNIT, Moment, Signal, activation_moments
+from .moments import UNIT, Moment, Signal
+from .recurrent import through_rnn
 from .rows import RowMoments, row_moments, shared_rows
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
@@ -97,7 +98,7 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
             w = weights.get(lf.qualname)
             mod = index.module(op)
             if isinstance(mod, nn.RNNBase):
-                fwd[op.index], gates[op.index] = _through_rnn(p, mod, weights, lf, x or UNIT)
+                fwd[op.index], gates[op.index] = through_rnn(p, mod, weights, lf, x or UNIT)
                 weight_n[op.index] = (max(lf.fan_out, 1), w.second if w is not None else 0.0)
             elif w is not None:
                 fwd[op.index] = _through_layer(p, lf, w, x, weights)
@@ -147,45 +148,6 @@ def _param_expression(p: Pass, op: Op) -> Moment | None:
         if p.index.ops[i].kind is OpKind.PARAM and (m := p.fwd[i]) is not None:
             return m
     return None
-
-
-def _through_rnn(p: Pass, mod: nn.RNNBase, weights: Mapping[str, TensorStats], lf: LayerFacts,
-                 x: Moment) -> tuple[Moment, Moment]:
-    """(the hidden state, the gates' pre-activation) of an RNN/LSTM/GRU from its actual weights.
-
-    Per layer, the gate pre-activation sums I inputs, H recurrent terms and two biases:
-    E[z^2] = I E[w_ih^2] E[x^2] + H E[w_hh^2] E[h^2] + E[b_ih^2] + E[b_hh^2], and the state
-    settles at E[h^2] = E[tanh(z)^2] (times E[sigmoid(z)^2] for an LSTM's output gate): solved
-    by fixed-point iteration. Layer l+1 reads layer l's state. `weights` gives each matrix's
-    statistics by name (actual, or a scheme's)."""
-    prefix = lf.qualname[: -len(lf.param)]
-    x2, signal = x.second, x.signal
-    gate = Moment(0.0, 0.0, 0.0)
-    h2 = 0.0
-    for layer in range(mod.num_layers):
-        ih = weights.get(f"{prefix}weight_ih_l{layer}") or p.tensor(getattr(mod, f"weight_ih_l{layer}", None))
-        hh = weights.get(f"{prefix}weight_hh_l{layer}") or p.tensor(getattr(mod, f"weight_hh_l{layer}", None))
-        if ih is None or hh is None:
-            break
-        n_in, n_h = getattr(mod, f"weight_ih_l{layer}").shape[1], mod.hidden_size
-        b2 = sum(s.second for s in (p.tensor(getattr(mod, f"bias_ih_l{layer}", None)),
-                                     p.tensor(getattr(mod, f"bias_hh_l{layer}", None))) if s is not None)
-        act = "relu" if mod.mode == "RNN_RELU" else "tanh"
-        h2 = 0.0
-        for _ in range(30):
-            z2 = n_in * ih.second * x2 + n_h * hh.second * h2 + b2
-            m = activation_moments(act, None, 0.0, round(z2, 9))
-            out_gate = activation_moments("sigmoid", None, 0.0, round(z2, 9)).second if mod.mode == "LSTM" else 1.0
-            new = m.second * out_gate
-            if abs(new - h2) <= 1e-9 * max(new, 1e-30):
-                break
-            h2 = new
-        z2 = n_in * ih.second * x2 + n_h * hh.second * h2 + b2
-        m = activation_moments(act, None, 0.0, round(z2, 9))
-        gate = Moment(0.0, z2, n_in * ih.second * signal)
-        signal = min(m.slope2 * n_in * ih.second * signal, h2)
-        x2 = h2
-    return Moment(0.0, h2, signal), gate
 
 
 def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
