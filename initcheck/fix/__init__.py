@@ -29,6 +29,7 @@ from torch import nn
 
 from ..api import Analysis, analyze, reanalyze
 from ..findings import Selection, Severity
+from ..memory import Activity, guard
 from ..report import Report
 from ..schemes import Scheme
 from .scaling import data_driven_pass, targets
@@ -65,6 +66,7 @@ def fix(
     per_layer_ignore: tuple[tuple[str, str], ...] = (),
     selection: Selection | None = None,
     analysis: Analysis | None = None,
+    max_memory: int | None = None,
 ) -> Report:
     """Fix `model`'s initialization in place and return the report after the fix.
 
@@ -78,14 +80,18 @@ def fix(
     as it is now (the command line diagnoses before fixing): reused, so the model is traced once. The model's train/eval mode, device and requires_grad flags are
     kept; no hook is left behind, even when its forward raises. Data-driven, it is all or nothing:
     when the forward raises (or the run is interrupted) every parameter gets its value back.
+    max_memory: bytes the data-driven step may take (None: half the available memory, 0: no
+    limit); estimated on the meta device and refused before anything is allocated (memory.py).
     """
     sel = selection or Selection(select=tuple(select), ignore=tuple(ignore), per_layer_ignore=tuple(per_layer_ignore))
     if analysis is not None and analysis.model is not model:
         raise ValueError("analysis= must be an analysis of the model being fixed")
+    dynamic = bool(data_driven or (data_driven is None and example_inputs is not None))
+    if dynamic:
+        guard(model, example_inputs, activity=Activity.FIX, max_memory=max_memory, device=device, target=target)
     before = reanalyze(analysis, selection=Selection()) if analysis is not None else analyze(model, example_inputs, target=target)
     kept = suppressed(before.report.findings, sel)
     choice = choose_draw(before, scheme)
-    dynamic = bool(data_driven or (data_driven is None and example_inputs is not None))
     extra: dict[str, Any] = {"draw": asdict(choice)}
     acted = max((f.severity for f in before.report.findings if f.layer not in kept), default=None)
     with _restored_on_failure(model) if dynamic else nullcontext():
