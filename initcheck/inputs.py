@@ -195,13 +195,13 @@ def load_hook(text: str, model: nn.Module | None = None) -> Inputs:
 
     The function is called with no arguments, or with the model when it takes one. It may return
     anything `normalize` takes, or an explicit pair (args tuple/list, kwargs Mapping)."""
-    from .loader import _import, target_context  # the loader's argv, stdout and package handling
+    from .importer import import_target, target_context  # argv, stdout and packages as for a target
 
     module_text, sep, attr = text.partition(":")
     if not sep or not attr or not module_text:
         raise TargetSyntaxError(text, "an inputs hook is file.py:function or package.module:function")
     with target_context(module_text):
-        module = _import(text, module_text, None)
+        module = import_target(text, module_text, None)
         fn = getattr(module, attr, None)
         if not callable(fn):
             raise UsageError(text, f"{attr!r} is not a function of {os.path.basename(module_text)}")
