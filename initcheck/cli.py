@@ -45,8 +45,8 @@ def interruptible(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
-        startup.release()
         try:
+            startup.release()  # inside: a SIGINT that lands while the handler is swapped is caught below
             return func(*args, **kwargs)
         except KeyboardInterrupt as e:
             click.echo("initcheck: interrupted", err=True)
