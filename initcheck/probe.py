@@ -17,6 +17,7 @@ from torch import nn
 
 from . import devices
 from .api import analyze, run_forward, with_probe
+from .inputs import ArgsKwargs
 from .memory import Activity, guard
 from .ops.layers import module_weights
 from .report import Report
@@ -59,7 +60,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
     first = analyze(model, example_inputs, target=target, **rule_options)
     args, kwargs = first.inputs(example_inputs, batch=PROBE_BATCH)
     if example_inputs is None:  # a guessed input: judged once it is known
-        guard(model, (args, kwargs), activity=Activity.PROBE, max_memory=max_memory, device=device, target=target)
+        guard(model, ArgsKwargs(args, kwargs), activity=Activity.PROBE, max_memory=max_memory, device=device, target=target)
     dev = devices.resolve(device)
     predicted = {lr.qualname: lr.predicted_rms for lr in first.report.layers}
     acts = {lf.qualname: lf.activation for lf in first.layers}

@@ -155,6 +155,14 @@ def test_a_data_driven_fix_over_the_limit_is_refused_and_changes_nothing():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_a_guessed_input_is_judged_too():
+    model = nn.Sequential(nn.Conv2d(3, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 4, 1))
+    model.img_size = 32  # the guess: the probe's batch of 32 images of 32x32 (393 KB), 33.5 MB per activation
+    with pytest.raises(InputTooLarge, match=r"probing on 32x3x32x32 needs ~"):
+        probe(model, max_memory=50 * 10**6)
+    assert probe(model, max_memory=NO_LIMIT).probe
+
+
 def test_under_the_limit_the_probe_runs():
     model = Counting()
     report = probe(model, torch.zeros(2, 3, 8, 8), max_memory=10**9)

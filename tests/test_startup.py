@@ -2,7 +2,8 @@
 moment initcheck's own code has run. The moments are found from the child's progress (`-X importtime`
 writes a line when each import finishes), so the test does not depend on how loaded the machine is;
 a sweep of early wall-clock moments checks every run that got that far the same way, and says nothing
-of a signal that came before (the process dies silently, or Python itself prints: not initcheck's)."""
+of a signal that came before (the process dies silently, or Python itself prints: not initcheck's).
+Later moments (while torch imports, while a model builds) are test_real_code's."""
 
 from __future__ import annotations
 
@@ -29,10 +30,24 @@ def command(target: str, as_module: bool = False) -> list[str]:
     return [sys.executable, "-X", "importtime", INSTALLED, target]
 
 
-def start(tmp_path, as_module: bool = False) -> subprocess.Popen[bytes]:
+@pytest.fixture
+def start(tmp_path):
+    """Starts the command on a model that never finishes building; whatever a failed test left
+    running is killed, by its PID, at teardown."""
     (tmp_path / "never.py").write_text(NEVER)
-    return subprocess.Popen(command("never.py:Never", as_module), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def run(as_module: bool = False) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(command("never.py:Never", as_module), cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        started.append(proc)
+        return proc
+
+    yield run
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def wait_for_import(proc: subprocess.Popen[bytes], module: str, limit: float = 300.0) -> bytes:
@@ -90,15 +105,15 @@ def before_the_handler(own: list[str]) -> bool:
     ("initcheck.startup", True),  # the same through `python -m initcheck`
     ("initcheck.cli", False),  # the command's modules imported, click about to parse
 ])
-def test_ctrl_c_right_after_initcheck_starts(tmp_path, module, as_module):
-    proc = start(tmp_path, as_module)
+def test_ctrl_c_right_after_initcheck_starts(start, module, as_module):
+    proc = start(as_module)
     read = wait_for_import(proc, module)
     assert_clean(*interrupt(proc, read))
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.06, 0.1, 0.2])
-def test_ctrl_c_at_early_moments(tmp_path, delay):
-    proc = start(tmp_path)
+def test_ctrl_c_at_early_moments(start, delay):
+    proc = start()
     time.sleep(delay)
     rc, own, out = interrupt(proc)
     if rc == -signal.SIGINT and not own:
@@ -106,11 +121,3 @@ def test_ctrl_c_at_early_moments(tmp_path, delay):
     if any(ln.startswith("Traceback") for ln in own) and before_the_handler(own):
         return  # Python's own startup answered: the interrupt came before initcheck's first line ran
     assert_clean(rc, own, out)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("module", ["torch._C", "torch"])
-def test_ctrl_c_while_torch_imports(tmp_path, module):
-    proc = start(tmp_path)
-    read = wait_for_import(proc, module)  # torch._C: in the middle of `import torch`
-    assert_clean(*interrupt(proc, read))
