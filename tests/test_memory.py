@@ -156,11 +156,10 @@ def test_a_data_driven_fix_over_the_limit_is_refused_and_changes_nothing():
 
 
 def test_a_guessed_input_is_judged_too():
-    model = nn.Sequential(nn.Conv2d(3, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 4, 1))
-    model.img_size = 32  # the guess: the probe's batch of 32 images of 32x32 (393 KB), 33.5 MB per activation
-    with pytest.raises(InputTooLarge, match=r"probing on 32x3x32x32 needs ~"):
-        probe(model, max_memory=50 * 10**6)
-    assert probe(model, max_memory=NO_LIMIT).probe
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 4, 1))
+    model.img_size = 16  # the guess: the probe's batch of 32 images of 16x16 (98 KB), 2.1 MB per activation
+    with pytest.raises(InputTooLarge, match=r"probing on 32x3x16x16 needs ~"):
+        probe(model, max_memory=4 * 10**6)  # the input fits; the three activations a backward needs do not
 
 
 def test_under_the_limit_the_probe_runs():
