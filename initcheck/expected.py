@@ -1,7 +1,7 @@
 """The input a model expects, read off the model itself when the user gave none: what it declares
 (timm's pretrained_cfg, torchvision's documented sizes, image_size attributes, a Hugging Face or
-whisper-style config), then one input per first layer, no smaller than the model's downsampling
-needs. Each proposal says where it came from, so a failure can name every shape tried."""
+whisper-style config, a position table beside a patch projection: patchgrid.py), then one input
+per first layer, no smaller than the model's downsampling needs. Each proposal says where it came from, so a failure can name every shape tried."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from torch import nn
 
 from .errors import ForwardError
 from .ops.layers import module_weights
+from .patchgrid import patch_grids
 
 Inputs = tuple[tuple[Any, ...], dict[str, Any]]
 
@@ -175,6 +176,8 @@ def _declared(model: nn.Module, batch: int, g: torch.Generator) -> Iterator[Prop
         cfg = getattr(model, attr, None)
         if cfg is not None and not isinstance(cfg, (nn.Module, torch.Tensor)):
             yield from _from_config(model, cfg, attr, batch, g)
+    for grid in patch_grids(model, (_channels(model), 3, 1)):  # vit-pytorch: no size stored, only its weights
+        yield Proposal(((torch.randn(batch, grid.channels, grid.side, grid.side, generator=g),), {}), grid.source())
 
 
 def _get(cfg: Any, *names: str) -> Any:

@@ -18,6 +18,7 @@ from torch import nn
 
 from .errors import InputSpecError, InputTooLarge, TargetSyntaxError, UsageError
 from .expected import INPUT_SEED, Inputs, candidates, describe, first_accepted, generator, proposals
+from .sizes import available_memory, human_bytes
 
 __all__ = ["ArgsKwargs", "DTYPES", "INPUT_SEED", "InputSpec", "Inputs", "build", "candidates", "check_memory", "default_limit",
            "describe", "estimate_bytes", "first_accepted", "from_shape", "guess", "load_hook", "map_tensors",
@@ -88,16 +89,18 @@ def parse_specs(texts: Iterable[str], default_dtype: torch.dtype = torch.float32
     return specs
 
 
-def build(specs: Sequence[InputSpec], model: nn.Module) -> Inputs:
-    """(args, kwargs) from the specs: positional ones in order, named ones as keywords."""
-    args = tuple(from_shape(s.shape, s.dtype, model) for s in specs if s.name is None)
-    kwargs = {s.name: from_shape(s.shape, s.dtype, model) for s in specs if s.name is not None}
+def build(specs: Sequence[InputSpec], model: nn.Module, limit: int | None = None) -> Inputs:
+    """(args, kwargs) from the specs: positional ones in order, named ones as keywords; each input
+    checked against `limit` bytes before it is allocated (from_shape)."""
+    args = tuple(from_shape(s.shape, s.dtype, model, limit) for s in specs if s.name is None)
+    kwargs = {s.name: from_shape(s.shape, s.dtype, model, limit) for s in specs if s.name is not None}
     return args, kwargs
 
 
 def from_shape(shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module, limit: int | None = None) -> torch.Tensor:
     """One input tensor of this shape: N(0, 1) values, or token ids below the first Embedding's size.
-    Refused (InputTooLarge) before allocation when over `limit` bytes (default: half the free memory)."""
+    Refused (InputTooLarge) before allocation when over `limit` bytes (None: half the free memory;
+    0: no limit)."""
     check_memory([shape], [dtype], limit, what=f"the input ({', '.join(map(str, shape))}) {str(dtype).removeprefix('torch.')}")
     g = generator()
     if dtype == torch.bool:
@@ -192,13 +195,13 @@ def load_hook(text: str, model: nn.Module | None = None) -> Inputs:
 
     The function is called with no arguments, or with the model when it takes one. It may return
     anything `normalize` takes, or an explicit pair (args tuple/list, kwargs Mapping)."""
-    from .loader import _import, target_context  # the loader's argv, stdout and package handling
+    from .importer import import_target, target_context  # argv, stdout and packages as for a target
 
     module_text, sep, attr = text.partition(":")
     if not sep or not attr or not module_text:
         raise TargetSyntaxError(text, "an inputs hook is file.py:function or package.module:function")
     with target_context(module_text):
-        module = _import(text, module_text, None)
+        module = import_target(text, module_text, None)
         fn = getattr(module, attr, None)
         if not callable(fn):
             raise UsageError(text, f"{attr!r} is not a function of {os.path.basename(module_text)}")
@@ -225,20 +228,11 @@ def estimate_bytes(shapes: Iterable[Sequence[int]], dtypes: Iterable[torch.dtype
 
 
 def free_memory(device: str = "cpu") -> int | None:
-    """Bytes available now on the device (Linux's MemAvailable for the CPU), or None if unknown."""
+    """Bytes available now on the device (free CUDA memory; for the CPU, Linux's MemAvailable or
+    the free pages the OS reports), or None if unknown."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return available_memory()
 
 
 def default_limit(device: str = "cpu") -> int | None:
@@ -249,19 +243,12 @@ def default_limit(device: str = "cpu") -> int | None:
 
 def check_memory(shapes: Iterable[Sequence[int]], dtypes: Iterable[torch.dtype], limit: int | None = None, *,
                  factor: float = 1.0, what: str = "the example input", device: str = "cpu") -> int:
-    """Refuse (InputTooLarge) tensors whose estimate × `factor` (a probe keeps every activation:
-    pass its multiple) exceeds `limit` bytes (default: `default_limit(device)`); return the estimate."""
+    """Refuse (InputTooLarge) tensors whose estimate × `factor` exceeds `limit` bytes (None: the
+    default, `default_limit(device)`; NO_LIMIT (0): no check); return the estimate. What a run
+    built on the input needs beyond it is memory.py's."""
     need = int(estimate_bytes(list(shapes), list(dtypes)) * factor)
     cap = default_limit(device) if limit is None else limit
-    if cap is not None and need > cap:
+    if cap and need > cap:
         raise InputTooLarge(what, f"needs about {human_bytes(need)}, over the limit of {human_bytes(cap)}"
                             + (" (half of the free memory)" if limit is None else ""))
     return need
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} PB"

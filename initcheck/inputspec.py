@@ -32,10 +32,12 @@ def parse_input(spec: str) -> tuple[str | None, tuple[int, ...], str | None]:
     return name, shape, dtype or None
 
 
-def example_inputs(inputs: tuple[str, ...], hook: str | None, dtype: str | None, model: Any) -> Any:
+def example_inputs(inputs: tuple[str, ...], hook: str | None, dtype: str | None, model: Any,
+                   max_memory: int | None = None) -> Any:
     """The example inputs the options describe: None (guessed from the model), or the positional
-    and keyword tensors of the --input specs (inputs.build), or what the --inputs function returns
-    (inputs.load_hook); both as inputs.ArgsKwargs, which every entry point accepts."""
+    and keyword tensors of the --input specs (inputs.build; each refused before allocation when
+    over `max_memory` bytes: None is half the free memory, 0 no limit), or what the --inputs
+    function returns (inputs.load_hook); both as inputs.ArgsKwargs, which every entry point accepts."""
     if hook:
         from .inputs import ArgsKwargs, load_hook
 
@@ -46,4 +48,4 @@ def example_inputs(inputs: tuple[str, ...], hook: str | None, dtype: str | None,
 
     from .inputs import DTYPES, ArgsKwargs, build, parse_specs
 
-    return ArgsKwargs(*build(parse_specs(inputs, DTYPES.get(dtype or "float32", torch.float32)), model))
+    return ArgsKwargs(*build(parse_specs(inputs, DTYPES.get(dtype or "float32", torch.float32)), model, max_memory))

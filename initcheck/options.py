@@ -17,6 +17,7 @@ from .configfile import Config
 from .errors import ConfigError, UsageError
 from .findings import SETTINGS, SEVERITY_WORDS, Selection, Severity, default_thresholds, unknown_codes
 from .inputspec import DTYPE_NAMES, parse_input
+from .sizes import parse_size
 
 FORMATS = ("full", "concise", "json", "json-lines", "sarif", "github", "junit")
 FORMAT_ALIASES = {"table": "full"}  # the 0.1 spelling of --format
@@ -47,6 +48,7 @@ class Settings:
     data_driven: bool = False
     probe: bool = False
     device: str = "auto"
+    max_memory: int | None = None  # bytes --probe and the data-driven --fix may take; None: half the available, 0: no limit
     seed: int = 0
     exclude: tuple[str, ...] = ()
     show_suppressed: bool = False
@@ -80,6 +82,7 @@ CONFIG_KEYS: dict[str, str] = {  # key in [tool.initcheck] -> what it takes (the
     "data-driven": "true or false",
     "probe": "true or false",
     "device": "one of " + ", ".join(DEVICES),
+    "max-memory": 'a size such as "4G", "512M", "2.5GB", a number of bytes, or "none"',
     "seed": "an integer",
     "exclude": "a list of fnmatch patterns of targets",
     "show-suppressed": "true or false",
@@ -196,6 +199,8 @@ def _config_value(config: Config, key: str, raw: Any) -> tuple[str, Any]:
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise bad()
         return name, raw
+    if key == "max-memory" and isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)  # bytes
     if not isinstance(raw, str):
         raise bad()
     try:
@@ -224,6 +229,8 @@ def _string_value(name: str, raw: str) -> Any:
     if name == "input_shape":
         parse_input(raw)
         return raw
+    if name == "max_memory":
+        return parse_size(raw)
     if name == "inputs_hook":
         head, sep, attr = raw.rpartition(":")
         if not sep or not head or not attr.isidentifier():
@@ -247,7 +254,7 @@ def _cli_value(name: str, raw: Any) -> Any:
     try:
         return _string_value(name, str(raw))
     except ValueError as e:
-        raise UsageError(f"{flag} {raw}", f"is {e}") from e
+        raise UsageError(f"{flag} {_typed(str(raw))}", f"is {e}") from e
 
 
 def merge_codes(values: Any) -> tuple[str, ...]:
@@ -288,7 +295,7 @@ def _check_input(spec: str, path: str | None, key: str) -> str:
     except ValueError as e:
         if path:
             raise ConfigError(path, f"{key} = {_show(spec)} is {e}") from e
-        raise UsageError(f"{key} {spec}", f"is {e}") from e
+        raise UsageError(f"{key} {_typed(spec)}", f"is {e}") from e
     return spec
 
 
@@ -302,6 +309,11 @@ def _relative(target: str, base: str) -> str:
 
 def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _typed(text: str) -> str:
+    """A value as the user typed it, quoted when it would not read as one line (a newline, a tab)."""
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
 
 
 def _show(value: Any) -> str:

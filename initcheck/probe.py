@@ -19,6 +19,8 @@ from . import devices, theory
 from . import histogram as hist
 from .api import analyze, run_forward, with_probe
 from .histogram import Histogram
+from .inputs import ArgsKwargs
+from .memory import Activity, guard
 from .ops.layers import module_weights
 from .report import Report
 from .trace import tensors_in
@@ -53,14 +55,19 @@ class ProbeLayer:
 
 
 def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto", target: str | None = None,
-          **rule_options: Any) -> Report:
+          max_memory: int | None = None, **rule_options: Any) -> Report:
     """diagnose() plus measured statistics and the probe findings (IC3xx).
 
     rule_options: select, ignore, per_layer_ignore, selection, thresholds and sources, as for
     diagnose(). The pipeline runs once; the probe's forward runs on a copy of the model, and the
-    model itself comes out bit for bit as it went in (preserve.py), whatever its forward writes."""
+    model itself comes out bit for bit as it went in (preserve.py), whatever its forward writes.
+    max_memory: bytes the probe may take (None: half the available memory, 0: no limit); a run
+    estimated over it is refused before anything is allocated (memory.py)."""
+    guard(model, example_inputs, activity=Activity.PROBE, max_memory=max_memory, device=device, target=target)
     first = analyze(model, example_inputs, target=target, **rule_options)
     args, kwargs = first.inputs(example_inputs, batch=PROBE_BATCH)
+    if example_inputs is None:  # a guessed input: judged once it is known
+        guard(model, ArgsKwargs(args, kwargs), activity=Activity.PROBE, max_memory=max_memory, device=device, target=target)
     dev = devices.resolve(device)
     predicted = {lr.qualname: lr.predicted_rms for lr in first.report.layers}
     acts = {lf.qualname: lf.activation for lf in first.layers}

@@ -20,6 +20,7 @@ from .inputspec import example_inputs
 from .options import Settings
 from .progress import Bars, say
 from .safe_write import resolve_output
+from .sizes import NO_LIMIT
 
 if TYPE_CHECKING:
     from .loader import Loaded
@@ -109,7 +110,8 @@ def _check(settings: Settings, verbose: bool, plot: str | None) -> int:
             try:
                 with stdout_to_stderr(), warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")  # the model's own prints never reach the report on stdout
-                    inputs = example_inputs(settings.inputs, settings.inputs_hook, settings.input_dtype, loaded.model)
+                    inputs = example_inputs(settings.inputs, settings.inputs_hook, settings.input_dtype, loaded.model,
+                                            settings.max_memory)
                     report = _run_one(loaded, inputs, settings, do_fix, settings.data_driven, fix_output,
                                       settings.probe, settings.device, settings.seed)
                 if notes := tuple(dict.fromkeys(build_notes + _warning_notes(caught))):
@@ -182,12 +184,15 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
 
     from .api import analyze, diagnose
     from .fix import fix
+    from .memory import Activity, guard
     from .probe import probe
     from .safe_write import save
 
     kw: dict[str, Any] = dict(selection=settings.selection, thresholds=settings.thresholds, sources=loaded.sources)
     model = loaded.model
     if do_fix:
+        if data_driven or inputs is not None:  # before the analysis, whose recorded trace may run the forward
+            guard(model, inputs, activity=Activity.FIX, max_memory=settings.max_memory, device=device, target=loaded.target)
         first = analyze(model, inputs, target=loaded.target, **kw)  # traced once: fix reuses it
         click.echo(f"{loaded.target}: before the fix: {_summary(first.report)}", err=True)
         generator = torch.Generator().manual_seed(seed)
@@ -195,7 +200,8 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
         bars = Bars(sys.stderr)
         try:
             fixed = fix(model, inputs, device=device, generator=generator, data_driven=data_driven or None,
-                        progress=bars, target=loaded.target, selection=settings.selection, analysis=first)
+                        progress=bars, target=loaded.target, selection=settings.selection, analysis=first,
+                        max_memory=NO_LIMIT)  # guarded above
         finally:
             bars.close()
         assert fix_output is not None  # checked before any work
@@ -206,7 +212,7 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
                    f"load it with model.load_state_dict(torch.load({fix_output!r}))", err=True)
     if do_probe:
         say(f"probing {loaded.target} on {device} ...")
-        return probe(model, inputs, device=device, target=loaded.target, **kw)
+        return probe(model, inputs, device=device, target=loaded.target, max_memory=settings.max_memory, **kw)
     if do_fix:
         return fixed  # the report after the fix, on the same trace
     return diagnose(model, inputs, target=loaded.target, **kw)

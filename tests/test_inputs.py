@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
 from collections import namedtuple
 from types import SimpleNamespace
 
@@ -303,3 +305,70 @@ def test_when_guessing_fails_every_shape_and_its_error_is_named():
     assert len(tried) == 2  # 32 (the default, over the 3 pixels needed) and ImageNet's 224
     for side in (32, 224):
         assert f"(2, 3, {side}, {side}) float32 [first layer conv]: ValueError: not (2, 3, {side}, {side})" in line
+
+
+# --- a patch-embedding model that stores no image size (vit-pytorch) ------------------------------
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def _vit_pytorch():
+    spec = importlib.util.spec_from_file_location("vit_pytorch_fixture", os.path.join(FIXTURES, "vit_pytorch.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("image, patch, channels", [(48, 8, 3), (32, 4, 1), (64, 16, 3)])
+def test_vit_pytorch_reads_its_image_from_the_position_table_and_the_patch_projection(image, patch, channels):
+    model = _vit_pytorch().ViT(image_size=image, patch_size=patch, channels=channels)
+    first = proposals(model)[0]
+    assert first.inputs[0][0].shape == (2, channels, image, image)
+    assert first.source.startswith("position table pos_embedding")
+    assert model(*first.inputs[0]).shape == (2, 10)  # torch is the oracle: the model takes it
+
+
+class NoClassToken(nn.Module):
+    """Another spelling of the same idea: a Conv-free patch projection, a (N, D) table, no class token."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(4 * 4 * 3, 32)
+        self.position_embeddings = nn.Parameter(torch.zeros(25, 32))
+        self.head = nn.Linear(32, 2)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        x = x.reshape(b, c, h // 4, 4, w // 4, 4).permute(0, 2, 4, 3, 5, 1).reshape(b, -1, 48)
+        return self.head((self.proj(x) + self.position_embeddings).mean(1))
+
+
+def test_a_table_without_a_class_token_and_another_name():
+    model = NoClassToken()
+    first = proposals(model)[0]
+    assert first.inputs[0][0].shape == (2, 3, 20, 20)  # 25 = 5x5 patches of 4 pixels
+    assert model(*first.inputs[0]).shape == (2, 2)
+
+
+def test_a_token_model_with_a_position_table_is_not_read_as_an_image():
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = nn.Embedding(100, 48)
+            self.pos_embedding = nn.Parameter(torch.zeros(1, 17, 48))
+            self.fc = nn.Linear(48, 48)  # 48 = 4x4x3, and 17 = 16 + 1: an image reading would fit
+
+        def forward(self, ids):
+            return self.fc(self.tok(ids) + self.pos_embedding[:, : ids.shape[1]])
+
+    assert not any(p.source.startswith("position table") for p in proposals(Tokens()))
+
+
+@pytest.mark.slow
+def test_vit_pytorch_probes_end_to_end():
+    from click.testing import CliRunner
+
+    from initcheck.cli import main
+
+    r = CliRunner().invoke(main, [os.path.join(FIXTURES, "vit_pytorch.py") + ":ViT", "--probe", "-q"])
+    assert r.exit_code in (0, 1), r.output

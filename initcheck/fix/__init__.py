@@ -31,6 +31,7 @@ from torch import nn
 from ..api import Analysis, analyze, reanalyze, reselect
 from ..errors import UsageError
 from ..findings import Selection
+from ..memory import Activity, guard
 from ..records import DataDriven, FixResult, Scaled
 from ..report import Report
 from ..schemes import Scheme
@@ -68,6 +69,7 @@ def fix(
     selection: Selection | None = None,
     sources: Mapping[str, str] | None = None,
     analysis: Analysis | None = None,
+    max_memory: int | None = None,
 ) -> Report:
     """Fix `model`'s initialization in place and return the report after the fix.
 
@@ -83,6 +85,8 @@ def fix(
     as it is now (the command line diagnoses before fixing): reused, so the model is traced once. The model's train/eval mode, device and requires_grad flags are
     kept; no hook is left behind, even when its forward raises. Data-driven, it is all or nothing:
     when the forward raises (or the run is interrupted) every parameter gets its value back.
+    max_memory: bytes the data-driven step may take (None: half the available memory, 0: no
+    limit); estimated on the meta device and refused before anything is allocated (memory.py).
     """
     sel = selection or Selection(select=tuple(select), ignore=tuple(ignore), per_layer_ignore=tuple(per_layer_ignore))
     if analysis is not None and analysis.model is not model:
@@ -90,6 +94,9 @@ def fix(
     if (sharded := _sharded(model)) is not None:
         raise UsageError(target or type(model).__name__, f"cannot redraw sharded parameters ({sharded} is a DTensor)",
                          "call initcheck.fix on the model before sharding it (fully_shard / FSDP / tensor parallel)")
+    dynamic = bool(data_driven or (data_driven is None and example_inputs is not None))
+    if dynamic:
+        guard(model, example_inputs, activity=Activity.FIX, max_memory=max_memory, device=device, target=target)
     if analysis is not None and sources is not None:
         analysis = replace(analysis, sources=sources)
     # every finding, whatever the selection, to know what the selection and the comments keep;
@@ -98,7 +105,6 @@ def fix(
               else analyze(model, example_inputs, target=target, sources=sources))
     kept = suppressed(before.report, sel)
     choice = choose_draw(before, scheme)
-    dynamic = bool(data_driven or (data_driven is None and example_inputs is not None))
     acted = max((f.severity for f in before.report.findings if f.layer not in kept), default=None)
     dd: DataDriven | None = None
     with _restored_on_failure(model) if dynamic else nullcontext():
@@ -115,6 +121,7 @@ def fix(
     after = reanalyze(before, selection=sel).report
     note = f"fix drew replaced weights by {choice.reason}" if reinitialized else None
     return replace(after, notes=after.notes + ((note,) if note else ()), fix=result)
+
 
 def _sharded(model: nn.Module) -> str | None:
     """The first parameter that is a DTensor (FSDP2, tensor parallel): a draw into its local shard
