@@ -3,14 +3,14 @@
 The public names are imported on first use (PEP 562), so `import initcheck` and `initcheck --help`
 do not import torch."""
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001  (startup is imported first, before any other module)
+
+from . import startup  # noqa: F401  (first: Ctrl-C while the command starts is one line, not a traceback)
 
 import sys
 import types
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
-
-from . import startup  # noqa: F401  (first: Ctrl-C while torch imports is one line when run as the command)
 
 __version__ = "0.1.0"
 

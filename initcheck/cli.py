@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
-from . import __version__, startup
+from . import __version__
 from . import options as options_mod
 from .configfile import load_config
 from .errors import InitcheckError, UsageError
@@ -41,12 +41,14 @@ _FIELDS = {"targets": "targets", "output_format": "output_format", "legacy_forma
 
 
 def interruptible(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Ctrl-C (or SIGTERM during a write) anywhere in `func`: one line, no traceback, exit 130 (143)."""
+    """Ctrl-C (or SIGTERM during a write) anywhere in `func`: one line, no traceback, exit 130 (143).
+    Run as the command, startup.py's handler ends the process itself (and safe_write swaps it for a
+    raising one while a file is written); this catches the KeyboardInterrupt of the other ways in
+    (click's test runner, an embedding) and safe_write's `Interrupted`."""
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            startup.release()  # inside: a SIGINT that lands while the handler is swapped is caught below
             return func(*args, **kwargs)
         except KeyboardInterrupt as e:
             click.echo("initcheck: interrupted", err=True)

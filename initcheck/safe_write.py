@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
+from . import startup
 from .errors import OutputError
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -180,7 +181,8 @@ def _sync_folder(folder: str) -> None:
 @contextmanager
 def _signals_raise() -> Iterator[None]:
     """While writing, SIGINT and SIGTERM raise `Interrupted` (so `finally` cleans up) instead of
-    killing the process; handlers that are not the default (SIG_IGN, the user's own) are kept."""
+    killing the process; handlers that are neither the default nor the command's own
+    (startup.py: SIG_IGN, a library user's) are kept."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -190,7 +192,7 @@ def _signals_raise() -> Iterator[None]:
 
     old = {s: signal.getsignal(s) for s in _SIGNALS}
     for s, h in old.items():
-        if h in (signal.SIG_DFL, signal.default_int_handler):
+        if h in (signal.SIG_DFL, signal.default_int_handler) or startup.ours(h):
             signal.signal(s, handler)
     try:
         yield

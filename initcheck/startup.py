@@ -29,7 +29,12 @@ def running_as_cli() -> bool:
 
 def _quit(signum: int, frame: FrameType | None) -> None:
     os.write(2, b"initcheck: interrupted\n")
-    os._exit(130)  # nothing is open yet: no file of the user's is being written while importing
+    # Ends the process at once, whatever runs: a KeyboardInterrupt raised inside torch's import or a
+    # model's code can be swallowed by a bare `except` there (the run then goes on, or hangs). It
+    # stays installed for the whole command: every file initcheck writes goes through safe_write,
+    # which swaps in a raising handler for the write so that its temporary file is removed; the
+    # model lives in this process only, so nothing else of the user's is left half done.
+    os._exit(130)
 
 
 def install() -> None:
@@ -37,11 +42,10 @@ def install() -> None:
         _set(_quit)
 
 
-def release() -> None:
-    """From here on Ctrl-C is a KeyboardInterrupt again, so `finally` blocks (temporary files,
-    the model's restored state) run; the CLI's `interruptible` turns it into the same one line."""
-    if signal.getsignal(signal.SIGINT) is _quit:
-        _set(signal.default_int_handler)
+def ours(handler: object) -> bool:
+    """Whether `handler` is this module's: safe_write swaps it for one that raises while it writes,
+    so that its `finally` removes the temporary file before the process ends."""
+    return handler is _quit
 
 
 def _set(handler: Callable[[int, FrameType | None], Any]) -> None:
