@@ -166,14 +166,28 @@ def _color(settings: Settings) -> bool:
     return not settings.output_file and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
+def _write_report(path: str, text: str) -> None:
+    """--output-file: replaced whole or not at all (safe_write: a temporary file beside it, renamed
+    over it; nothing half written on Ctrl-C). A name that is not a regular file (/dev/stdout, a FIFO
+    a reader waits on) is written directly: it has nothing to lose."""
+    from .safe_write import write_file
+
+    try:
+        if os.path.exists(path) and not os.path.isfile(path):
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        else:
+            write_file(path, lambda f: f.write(text.encode("utf-8")), force=True)
+    except OSError as e:
+        fail(UsageError(path, f"cannot write the report: {e.strerror}"), False)
+    except InitcheckError as e:
+        fail(e, False)
+
+
 def _print(settings: Settings, run: Run) -> None:
     text = statistics.write(run) if settings.statistics else write(settings.output_format, run)
     if settings.output_file:
-        try:
-            with open(settings.output_file, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as e:
-            fail(UsageError(settings.output_file, f"cannot write the report: {e.strerror}"), False)
+        _write_report(settings.output_file, text)
         return
     click.echo(text, nl=False, color=run.color or None)
 

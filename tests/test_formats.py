@@ -184,3 +184,19 @@ def test_color_only_when_asked_and_never_with_no_color(project, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     assert _color(settings_from()) is False
     assert _color(settings_from(None, {"color": "never"})) is False
+
+
+def test_output_file_is_replaced_whole_and_leaves_no_temporary_file(project):
+    report = project / "report.json"
+    report.write_text("an older report, longer than nothing\n" * 1000)
+    r = cli("seeds.py:Uniform01", "--output-format", "json", "--output-file", "report.json")
+    assert r.exit_code == 1
+    assert json.loads(report.read_text())["models"][0]["target"] == "seeds.py:Uniform01"
+    assert sorted(p.name for p in project.iterdir() if "initcheck-tmp" in p.name) == []
+
+
+def test_output_file_into_a_missing_folder_is_one_line(project):
+    r = cli("seeds.py:Uniform01", "--output-file", "no/such/dir/report.txt")
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == [
+        f"initcheck: {os.path.join('no', 'such', 'dir', 'report.txt')}: cannot be written: its directory does not exist"]

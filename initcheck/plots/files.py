@@ -32,8 +32,10 @@ def save(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> None:
         ".pdf": {"CreationDate": None, "Creator": "initcheck", "Producer": "initcheck"},
     }
     metadata = metadatas[ext]
+    from ..safe_write import write_file  # replaced whole or not at all, even on Ctrl-C
+
     with matplotlib.rc_context({"svg.hashsalt": "initcheck", "svg.fonttype": "path"}):
-        fig.savefig(path, metadata=metadata, dpi=dpi)
+        write_file(os.fspath(path), lambda f: fig.savefig(f, format=ext[1:], metadata=metadata, dpi=dpi), force=True)
 
 
 def short_name(qualname: str) -> str:
