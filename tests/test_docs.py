@@ -75,3 +75,17 @@ def test_readme_commands_match_ci():
     assert test_cmd in readme and test_cmd in ci
     slow_step = "python -m pytest -q -m slow"
     assert slow_step in readme and slow_step in ci
+
+
+def test_the_readme_shows_what_the_command_prints(monkeypatch):
+    """The README's "What it prints" block is the command's real output, byte for byte (the report
+    on stdout and the summary line), so the docs cannot drift from the tool."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    start = readme.index("`initcheck examples/seeds.py:TanhNormal001`")
+    start = readme.index("```\n", start) + 4
+    shown = readme[start:readme.index("```", start)]
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(main, ["examples/seeds.py:TanhNormal001"])
+    assert result.exit_code == 1
+    assert result.output.strip() == shown.strip()
