@@ -4,7 +4,7 @@ no printing."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -87,13 +87,21 @@ class Analysis:
                 return lf.name
         return self.layers[0].name if self.layers else None
 
-    def inputs(self, example_inputs: Any = None, batch: int = 2) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The user's inputs, else ones built for the layer that runs first (`batch` samples)."""
+    def inputs(self, example_inputs: Any = None, batch: int = 2,
+               admit: Callable[[tuple[Any, ...], dict[str, Any]], object] | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The user's inputs, else ones built for the layer that runs first (`batch` samples).
+        admit: called on each guess before the forward that tries it (memory.guard); what it
+        raises ends the search (a smaller guess would not be the input the model declares). A
+        declared size too large to build at all (expected.too_large) is passed over."""
         given = inputs_mod.normalize(example_inputs)
         if given is not None:
             return given
         model = self.model
         for args, kwargs in inputs_mod.candidates(model, first=self.first_layer(), batch=batch):
+            if inputs_mod.too_large((args, kwargs)) is not None:
+                continue
+            if admit is not None:
+                admit(args, kwargs)
             if accepts(model, args, kwargs):
                 return args, kwargs
         raise ForwardError(self.report.target, "cannot guess an input the model accepts")
@@ -154,7 +162,7 @@ def analyze(
     given = inputs_mod.normalize(example_inputs)
 
     def build() -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-        return list(inputs_mod.candidates(model))
+        return [c for c in inputs_mod.candidates(model) if inputs_mod.too_large(c) is None]
 
     args, kwargs = given if given is not None else (None, None)
     try:

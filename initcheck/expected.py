@@ -6,6 +6,7 @@ per first layer, no smaller than the model's downsampling needs. Each proposal s
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from torch import nn
 from .errors import ForwardError
 from .ops.layers import module_weights
 from .patchgrid import patch_grids
+from .sizes import MAX_MEMORY_FRACTION, available_memory, human_bytes
 
 Inputs = tuple[tuple[Any, ...], dict[str, Any]]
 
@@ -29,6 +31,27 @@ DOCUMENTED_SIZES = {"Inception3": 299, "GoogLeNet": 224, "AlexNet": 224, "VGG": 
 SIZE_ATTRIBUTES = ("img_size", "image_size", "input_resolution")
 CONFIG_ATTRIBUTES = ("config", "dims", "cfg", "args", "hparams")
 FALLBACK_IMAGE = 224  # ImageNet's: what a vision model that declares nothing most often takes
+
+
+def _randn(*shape: int, generator: torch.Generator) -> torch.Tensor:
+    """N(0, 1) values of this shape; a size the model declares can be anything (an image side of
+    100,000), so a tensor over the default memory limit is not built: a meta placeholder of its
+    shape stands in, which `too_large` names and no forward is run on."""
+    free = available_memory()
+    need = 4 * math.prod(shape)
+    if free is not None and need > free * MAX_MEMORY_FRACTION:
+        return torch.empty(shape, device="meta")
+    return torch.randn(*shape, generator=generator)
+
+
+def too_large(inputs: Inputs) -> str | None:
+    """Why a proposal was not built (its placeholder's size), or None when it holds real tensors."""
+    args, kwargs = inputs
+    big = [t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor) and t.is_meta]
+    if not big:
+        return None
+    need = sum(t.numel() * t.element_size() for t in big)
+    return f"needs about {human_bytes(need)}, over half the available memory: not built"
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,9 @@ def first_accepted(target: str, model: nn.Module, tried: list[Proposal], run: Ca
     """The first proposal `run` accepts; else one ForwardError naming each shape and its error."""
     failures = []
     for p in tried:
+        if (why := too_large(p.inputs)) is not None:
+            failures.append(f"{describe(p.inputs)} [{p.source}]: {why}")
+            continue
         try:
             run(p.inputs)
             return p.inputs
@@ -161,23 +187,23 @@ def _declared(model: nn.Module, batch: int, g: torch.Generator) -> Iterator[Prop
         cfg = getattr(model, attr, None)
         size = cfg.get("input_size") if isinstance(cfg, dict) else None
         if isinstance(size, (tuple, list)) and len(size) == 3:
-            yield Proposal(((torch.randn(batch, *map(int, size), generator=g),), {}), f"timm {attr}['input_size']")
+            yield Proposal(((_randn(batch, *map(int, size), generator=g),), {}), f"timm {attr}['input_size']")
     name = type(model).__name__
     if name in DOCUMENTED_SIZES:
         s = DOCUMENTED_SIZES[name]
-        yield Proposal(((torch.randn(batch, _channels(model), s, s, generator=g),), {}), f"torchvision's documented size for {name}")
+        yield Proposal(((_randn(batch, _channels(model), s, s, generator=g),), {}), f"torchvision's documented size for {name}")
     for owner_name, owner in [("", model), *model.named_modules()][:50]:  # timm: patch_embed.img_size
         for attr in SIZE_ATTRIBUTES:
             hw = _size_pair(getattr(owner, attr, None))
             if hw is not None:
                 where = f"{owner_name}.{attr}" if owner_name else attr
-                yield Proposal(((torch.randn(batch, _channels(model), *hw, generator=g),), {}), f"attribute {where}")
+                yield Proposal(((_randn(batch, _channels(model), *hw, generator=g),), {}), f"attribute {where}")
     for attr in CONFIG_ATTRIBUTES:
         cfg = getattr(model, attr, None)
         if cfg is not None and not isinstance(cfg, (nn.Module, torch.Tensor)):
             yield from _from_config(model, cfg, attr, batch, g)
     for grid in patch_grids(model, (_channels(model), 3, 1)):  # vit-pytorch: no size stored, only its weights
-        yield Proposal(((torch.randn(batch, grid.channels, grid.side, grid.side, generator=g),), {}), grid.source())
+        yield Proposal(((_randn(batch, grid.channels, grid.side, grid.side, generator=g),), {}), grid.source())
 
 
 def _get(cfg: Any, *names: str) -> Any:
@@ -196,7 +222,7 @@ def _from_config(model: nn.Module, cfg: Any, attr: str, batch: int, g: torch.Gen
     frames = _get(cfg, "max_source_positions", "n_audio_ctx")
     image = _size_pair(_get(cfg, "image_size", "img_size"))
     tokens = torch.randint(0, min(vocab, 1000), (batch, length), generator=g) if isinstance(vocab, int) and vocab > 0 else None
-    mel = (torch.randn(batch, mels, 2 * frames if isinstance(frames, int) else 3000, generator=g)
+    mel = (_randn(batch, mels, 2 * frames if isinstance(frames, int) else 3000, generator=g)
            if isinstance(mels, int) and mels > 0 else None)
     if mel is not None and tokens is not None:
         yield Proposal(((mel, tokens), {}), f"{attr}: mel bins and vocabulary (whisper-style)")
@@ -205,37 +231,37 @@ def _from_config(model: nn.Module, cfg: Any, attr: str, batch: int, g: torch.Gen
     if image is not None:
         channels = _get(cfg, "num_channels", "in_chans", "channels")
         c = channels if isinstance(channels, int) and channels > 0 else _channels(model)
-        yield Proposal(((torch.randn(batch, c, *image, generator=g),), {}), f"{attr}: image size")
+        yield Proposal(((_randn(batch, c, *image, generator=g),), {}), f"{attr}: image size")
     if tokens is not None:
         yield Proposal(((tokens,), {}), f"{attr}: vocabulary size")
 
 
 def _for_layer(model: nn.Module, m: nn.Module, batch: int, g: torch.Generator) -> list[Inputs]:
     if isinstance(m, nn.Linear):
-        return [((torch.randn(batch, m.in_features, generator=g),), {})]
+        return [((_randn(batch, m.in_features, generator=g),), {})]
     if isinstance(m, nn.Bilinear):
-        return [((torch.randn(batch, m.in1_features, generator=g), torch.randn(batch, m.in2_features, generator=g)), {})]
+        return [((_randn(batch, m.in1_features, generator=g), _randn(batch, m.in2_features, generator=g)), {})]
     if isinstance(m, nn.modules.conv._ConvNd):
         dims = m.weight.dim() - 2
         least, exact = min_spatial_size(model, dims)
         default = {1: 64, 2: 32, 3: 16}.get(dims, 16)
         sizes = [exact] if exact else []
         sizes += [max(default, least)] + ([FALLBACK_IMAGE] if dims == 2 and least <= FALLBACK_IMAGE else [])
-        return [((torch.randn(batch, m.in_channels, *([s] * dims), generator=g),), {}) for s in dict.fromkeys(sizes)]
+        return [((_randn(batch, m.in_channels, *([s] * dims), generator=g),), {}) for s in dict.fromkeys(sizes)]
     if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
         return [((torch.randint(0, m.num_embeddings, (batch, 8), generator=g),), {})]
     if isinstance(m, nn.RNNBase):
         shape = (batch, 5, m.input_size) if m.batch_first else (5, batch, m.input_size)
-        return [((torch.randn(*shape, generator=g),), {})]
+        return [((_randn(*shape, generator=g),), {})]
     if isinstance(m, nn.MultiheadAttention):
         shape = (batch, 5, m.embed_dim) if m.batch_first else (5, batch, m.embed_dim)
-        x = torch.randn(*shape, generator=g)
+        x = _randn(*shape, generator=g)
         return [((x,), {}), ((x, x, x), {})]  # a block that takes x and calls attn(x, x, x); the layer itself
     if type(m).__name__ == "Conv1D":
         weight = m.weight
         assert isinstance(weight, torch.Tensor)
         width = int(weight.shape[0])  # HF's Conv1D stores [in, out]
-        return [((torch.randn(batch, 8, width, generator=g),), {})]
+        return [((_randn(batch, 8, width, generator=g),), {})]
     return []
 
 
@@ -262,10 +288,10 @@ def _hugging_face(model: nn.Module, g: torch.Generator) -> Inputs | None:
     if name == "pixel_values":
         size = getattr(config, "image_size", 32)
         size = size if isinstance(size, int) else size[0]
-        kwargs[name] = torch.randn(1, getattr(config, "num_channels", 3), size, size, generator=g)
+        kwargs[name] = _randn(1, getattr(config, "num_channels", 3), size, size, generator=g)
     elif name == "input_features":
         frames = 2 * getattr(config, "max_source_positions", 1500)
-        kwargs[name] = torch.randn(1, getattr(config, "num_mel_bins", 80), frames, generator=g)
+        kwargs[name] = _randn(1, getattr(config, "num_mel_bins", 80), frames, generator=g)
     else:
         vocab = getattr(config, "vocab_size", 100) or 100
         kwargs["input_ids"] = torch.randint(0, min(vocab, 1000), (1, 8), generator=g)

@@ -17,18 +17,17 @@ import torch
 from torch import nn
 
 from .errors import InputSpecError, InputTooLarge, TargetSyntaxError, UsageError
-from .expected import INPUT_SEED, Inputs, candidates, describe, first_accepted, generator, proposals
-from .sizes import available_memory, human_bytes
+from .expected import INPUT_SEED, Inputs, candidates, describe, first_accepted, generator, proposals, too_large
+from .sizes import MAX_MEMORY_FRACTION, available_memory, human_bytes
 
 __all__ = ["ArgsKwargs", "DTYPES", "INPUT_SEED", "InputSpec", "Inputs", "build", "candidates", "check_memory", "default_limit",
            "describe", "estimate_bytes", "first_accepted", "from_shape", "guess", "load_hook", "map_tensors",
-           "normalize", "parse_spec", "parse_specs", "proposals"]
+           "normalize", "parse_spec", "parse_specs", "proposals", "too_large"]
 
 DTYPES = {"float32": torch.float32, "float": torch.float32, "float64": torch.float64, "double": torch.float64,
           "float16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64,
           "long": torch.int64, "int32": torch.int32, "int": torch.int32, "int16": torch.int16, "int8": torch.int8,
           "uint8": torch.uint8, "bool": torch.bool}
-MAX_MEMORY_FRACTION = 0.5  # of the memory free now: the model, the activations and the OS need the rest
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -114,7 +113,8 @@ def from_shape(shape: tuple[int, ...], dtype: torch.dtype, model: nn.Module, lim
 def guess(model: nn.Module, first: str | None = None, batch: int = 2) -> Inputs:
     """The most likely input for the model; raise ValueError when none can be guessed."""
     for inputs in candidates(model, first, batch):
-        return inputs
+        if too_large(inputs) is None:
+            return inputs
     raise ValueError("cannot guess an input from the model's first layer")
 
 

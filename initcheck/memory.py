@@ -25,8 +25,8 @@ from torch.utils._pytree import tree_flatten
 
 from . import devices
 from .errors import InputTooLarge
-from .inputs import MAX_MEMORY_FRACTION, Inputs, free_memory, map_tensors, normalize
-from .sizes import NO_LIMIT, human_bytes
+from .inputs import Inputs, free_memory, map_tensors, normalize
+from .sizes import MAX_MEMORY_FRACTION, NO_LIMIT, human_bytes
 from .trace import meta_copy, tensors_in
 
 # purge dead storages only when the running count passes the peak by this much: the estimate is at

@@ -65,9 +65,9 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
     estimated over it is refused before anything is allocated (memory.py)."""
     guard(model, example_inputs, activity=Activity.PROBE, max_memory=max_memory, device=device, target=target)
     first = analyze(model, example_inputs, target=target, **rule_options)
-    args, kwargs = first.inputs(example_inputs, batch=PROBE_BATCH)
-    if example_inputs is None:  # a guessed input: judged once it is known
-        guard(model, ArgsKwargs(args, kwargs), activity=Activity.PROBE, max_memory=max_memory, device=device, target=target)
+    # a guessed input is judged before the forward that tries it
+    args, kwargs = first.inputs(example_inputs, batch=PROBE_BATCH, admit=lambda a, k: guard(
+        model, ArgsKwargs(a, k), activity=Activity.PROBE, max_memory=max_memory, device=device, target=target))
     dev = devices.resolve(device)
     predicted = {lr.qualname: lr.predicted_rms for lr in first.report.layers}
     acts = {lf.qualname: lf.activation for lf in first.layers}

@@ -13,6 +13,8 @@ _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)")
 NO_LIMIT = 0  # --max-memory none (or 0): no guard at all
 OFF_WORDS = ("none", "off", "0")
 
+MAX_MEMORY_FRACTION = 0.5  # of the memory free now: the model, the activations and the OS need the rest
+
 
 def parse_size(text: str) -> int:
     """`4G` -> 4e9 bytes, `512M`, `2.5GB`, `1GiB`, `123` (bytes); `none`/`off`/`0` -> NO_LIMIT.

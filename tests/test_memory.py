@@ -162,6 +162,39 @@ def test_a_guessed_input_is_judged_too():
         probe(model, max_memory=4 * 10**6)  # the input fits; the three activations a backward needs do not
 
 
+class DeclaresHuge(Counting):
+    """Declares a 100,000-pixel side (240 GB at batch 2) before a conv that takes any size."""
+
+    img_size = 100_000
+
+
+def test_a_guess_is_refused_before_the_forward_that_tries_it():
+    model = Counting()
+    model.img_size = 64  # the declared guess: fine as an input, its activations at batch 32 are not
+    with pytest.raises(InputTooLarge, match=r"probing on 32x3x64x64 needs ~"):
+        probe(model, max_memory=8 * 10**6)
+    assert model.real_calls == 0  # judged before accepts() ran it
+    data_driven = Counting()
+    data_driven.img_size = 512
+    before = {k: v.clone() for k, v in data_driven.state_dict().items()}
+    with pytest.raises(InputTooLarge, match=r"fixing on 2x3x512x512 needs ~"):
+        fix(data_driven, data_driven=True, max_memory=10**6)
+    assert data_driven.real_calls == 0
+    assert all(torch.equal(before[k], v) for k, v in data_driven.state_dict().items())
+
+
+def test_a_declared_size_too_large_to_build_is_never_allocated_and_named():
+    from initcheck.expected import proposals, too_large
+
+    model = DeclaresHuge()
+    found = proposals(model)
+    declared = next(p for p in found if "img_size" in p.source)
+    assert declared.inputs[0][0].is_meta and declared.inputs[0][0].shape == (2, 3, 100_000, 100_000)
+    assert too_large(declared.inputs) == "needs about 240.0 GB, over half the available memory: not built"
+    report = probe(model, max_memory=10**9)  # the next guess (the first conv's smallest input) is probed
+    assert report.probe and model.real_calls >= 1
+
+
 def test_under_the_limit_the_probe_runs():
     model = Counting()
     report = probe(model, torch.zeros(2, 3, 8, 8), max_memory=10**9)

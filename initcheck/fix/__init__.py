@@ -31,6 +31,7 @@ from torch import nn
 from ..api import Analysis, analyze, reanalyze, reselect
 from ..errors import UsageError
 from ..findings import Selection
+from ..inputs import ArgsKwargs
 from ..memory import Activity, guard
 from ..records import DataDriven, FixResult, Scaled
 from ..report import Report
@@ -105,6 +106,9 @@ def fix(
               else analyze(model, example_inputs, target=target, sources=sources))
     kept = suppressed(before.report, sel)
     choice = choose_draw(before, scheme)
+    if dynamic and example_inputs is None:  # a guessed batch, judged before the forward that tries it
+        example_inputs = ArgsKwargs(*before.inputs(None, admit=lambda a, k: guard(
+            model, ArgsKwargs(a, k), activity=Activity.FIX, max_memory=max_memory, device=device, target=target)))
     acted = max((f.severity for f in before.report.findings if f.layer not in kept), default=None)
     dd: DataDriven | None = None
     with _restored_on_failure(model) if dynamic else nullcontext():
