@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,12 @@ def interruptible(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                # torch's own warnings while it imports ("Failed to initialize NumPy" on a bare
+                # install), whichever step imports it first: not the user's business. run.check
+                # records the warnings of the run itself (the model's become notes).
+                warnings.filterwarnings("ignore", module=r"torch(\.|$)")
+                return func(*args, **kwargs)
         except KeyboardInterrupt as e:
             click.echo("initcheck: interrupted", err=True)
             sys.exit(e.exit_code if isinstance(e, Interrupted) else 130)
