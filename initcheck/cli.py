@@ -137,10 +137,12 @@ def main(ctx: click.Context, /, targets: tuple[str, ...], output: str | None, co
         click.echo(options_mod.describe(settings))
         return
     if plot is not None:
+        from .errors import require
         from .plots import check_path
 
         try:
             check_path(plot)
+            require("matplotlib", "plot")  # before any work, not after the model was checked
         except InitcheckError as e:
             fail(e, verbose)
     sys.exit(check(settings, verbose, plot))

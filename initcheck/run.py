@@ -250,7 +250,8 @@ def _fix_summary(report: Report) -> str:
 
 
 def report_error(e: InitcheckError, verbose: bool) -> None:
-    click.echo(f"initcheck: {e.line()}", err=True)
+    line = e.line()  # an error about initcheck itself (a missing extra) already names it
+    click.echo(line if line.startswith("initcheck: ") else f"initcheck: {line}", err=True)
     if verbose:
         traceback.print_exception(e)
 

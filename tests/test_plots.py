@@ -275,3 +275,19 @@ def test_readme_pictures_script_writes_small_pngs(tmp_path):
     for name in ("signal.png", "probe_hist.png"):
         data = (tmp_path / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) < 100_000
+
+
+def test_missing_matplotlib_on_the_command_line_is_one_line_naming_initcheck_once(monkeypatch, tmp_path):
+    import sys
+
+    from click.testing import CliRunner
+
+    from initcheck.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    path = tmp_path / "net.py"
+    path.write_text("import torch.nn as nn\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                    "        self.fc = nn.Linear(4, 2)\n    def forward(self, x):\n        return self.fc(x)\n")
+    r = CliRunner().invoke(main, [f"{path}:Net", "--plot", str(tmp_path / "s.png")])
+    assert r.exit_code == 2
+    assert r.output.splitlines() == ["initcheck: matplotlib is not installed: pip install initcheck[plot]"]
