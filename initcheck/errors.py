@@ -78,7 +78,7 @@ class InputSpecError(UsageError):
 class InputTooLarge(InitcheckError):
     """An example input (or the run built on it) estimated not to fit memory, refused before allocation."""
 
-    hint = "pass a smaller --input"
+    hint = "pass a smaller --input or raise --max-memory"
 
 
 class MissingExtra(InitcheckError):
