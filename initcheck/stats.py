@@ -112,7 +112,8 @@ def _local(t: torch.Tensor) -> tuple[int, float, float, float, int]:
     them) takes an exact two-pass var_mean, so a constant tensor has m2 == 0 exactly."""
     flat = t.detach().reshape(-1)
     n_total, mean, m2, peak, bad = 0, 0.0, 0.0, 0.0, 0
-    for chunk in torch.split(flat, CHUNK):
+    # most weights are one chunk: torch.split costs as much as the reduction on a small one
+    for chunk in (flat,) if flat.numel() <= CHUNK else torch.split(flat, CHUNK):
         if chunk.dtype not in (torch.float32, torch.float64):
             chunk = chunk.float()
         n = chunk.numel()

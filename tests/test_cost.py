@@ -43,3 +43,28 @@ def test_fx_tracing_leaves_no_copy_of_the_model_in_reference_cycles():
     # closure per op was one more cycle; both waited for a full collection
     assert not [o for o in garbage if isinstance(o, nn.Module)]
     assert not [o for o in garbage if type(o).__name__ == "function" and o.__qualname__.endswith("visit")]
+
+
+def test_diagnose_restores_the_garbage_collector_as_it_found_it():
+    from initcheck import diagnose
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        diagnose(_mlp(3))
+        assert gc.isenabled()
+        gc.disable()
+        diagnose(_mlp(3))
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_the_stages_leave_no_cyclic_garbage_while_the_collector_is_paused():
+    from initcheck import diagnose
+
+    model = _mlp(20)
+    diagnose(model)  # warm: lazily built tables are not garbage
+    base = len(_cyclic_garbage(lambda: trace_fx(model)))
+    # the whole of diagnose (trace and stages) leaves what the trace alone leaves (fx's own graph)
+    assert len(_cyclic_garbage(lambda: diagnose(model))) <= base
