@@ -2,8 +2,9 @@
 
 Floor: tracing the model (the same tracer diagnose uses) plus one read of every weight (a chunked
 sum). Times are CPU seconds (time.process_time, one torch thread), each call after gc.collect().
-Per model case, one fresh process per first call: the peak memory of that first call (the process's
-peak RSS during it, less its RSS before it, against the model's size), then floor and diagnose
+Per model case, one fresh process per measured call: the peak memory of diagnose (or the floor) on
+its second call (the first imports and builds lazy tables; Linux's VmHWM is reset between them): the
+process's peak RSS during the call less its RSS before it, against the model's size; then floor and diagnose
 interleaved --runs N times (default 3): the medians of the times and of the per-run ratios (a
 shared machine's slow stretches hit both sides of a ratio alike). Run: python benchmarks/diagnose_cost.py
 [--cases gpt2,bert_base,gpt2_large,llama_7b_meta,llama_70b_meta] [--runs N] [--no-cli]
@@ -34,7 +35,7 @@ CASES = {
 }
 
 CHILD = r'''
-import gc, json, resource, statistics, sys, time, warnings
+import gc, json, statistics, sys, time, warnings
 warnings.filterwarnings("ignore")
 import torch, transformers as T
 torch.set_num_threads(1)
@@ -42,10 +43,10 @@ from initcheck import diagnose
 from initcheck.trace import trace, weight_params
 from initcheck.inputs import candidates
 case, what, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-def rss():
+def status(key):
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS"):
+            if line.startswith(key):
                 return int(line.split()[1]) * 1024
 if case == "gpt2":
     model = T.GPT2LMHeadModel(T.GPT2Config())
@@ -75,9 +76,13 @@ def timed(fn):
     t0 = time.process_time()
     fn()
     return time.process_time() - t0
-before = rss()
-calls[what]()  # the first call: its peak memory (and imports, first kernels: not timed)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+calls[what]()  # imports, lazily built tables, first kernels: neither timed nor counted as memory
+gc.collect()
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")  # Linux: the peak RSS (VmHWM) starts again from the RSS now
+before = status("VmRSS")
+calls[what]()
+peak = status("VmHWM")
 fs, ds = [], []
 for _ in range(runs):
     fs.append(timed(floor))
