@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 
@@ -111,15 +111,15 @@ def _compute(t: torch.Tensor, rows: int | None = None) -> TensorStats | None:
         return _sharded_stats(t)
     if rows is not None and t.ndim >= 2 and (rows == 0 or t.ndim == 2):
         n, mean, m2, peak, bad, sums = _local_rows(t, rows)
-        return replace(_stats(n, mean, m2, peak, bad), rows=RowSums(rows, sums))
+        return _stats(n, mean, m2, peak, bad, RowSums(rows, sums))
     n, mean, m2, peak, bad = _local(t)
     return _stats(n, mean, m2, peak, bad)
 
 
-def _stats(n: int, mean: float, m2: float, peak: float, bad: int) -> TensorStats:
+def _stats(n: int, mean: float, m2: float, peak: float, bad: int, rows: RowSums | None = None) -> TensorStats:
     if bad:
-        return TensorStats(n, math.nan, math.nan, False, peak, bad)
-    return TensorStats(n, mean, math.sqrt(max(m2 / max(n, 1), 0.0)), m2 == 0.0, peak, 0)
+        return TensorStats(n, math.nan, math.nan, False, peak, bad, rows)
+    return TensorStats(n, mean, math.sqrt(max(m2 / max(n, 1), 0.0)), m2 == 0.0, peak, 0, rows)
 
 
 def _local(t: torch.Tensor) -> tuple[int, float, float, float, int]:
