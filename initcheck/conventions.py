@@ -46,7 +46,11 @@ def _n_layer(model: nn.Module) -> int | None:
 
 def apply(layers: tuple[LayerFacts, ...], model: nn.Module) -> tuple[LayerFacts, ...]:
     """The conventions stage: each layer with the deliberate init it follows, if one is recognized."""
-    return tuple(replace(lf, convention=recognize(lf, model)) for lf in layers)
+    out = []
+    for lf in layers:
+        label = recognize(lf, model)
+        out.append(lf if label == lf.convention else replace(lf, convention=label))  # most layers: none to add
+    return tuple(out)
 
 
 def recognize(lf: LayerFacts, model: nn.Module) -> str | None:

@@ -12,11 +12,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 CHUNK = 1 << 22  # elements per chunk: 16 MiB in float32
+
+
+@dataclass(frozen=True)
+class RowSums:
+    """Per output unit, the sum of its weights (float32, float64 for a float64 weight): the sums along
+    every dim but 0 (`dim` 0), or along dim 0 of a 2-D (in, out) weight (`dim` 1)."""
+
+    dim: int
+    sums: torch.Tensor = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,9 @@ class TensorStats:
     constant: bool  # every element equal
     max_abs: float = 0.0  # the largest |x| (nan when a NaN is present)
     nonfinite: int = 0  # elements that are NaN or ±inf
+    # the row sums, when the read that gave these statistics summed per output unit on the way: the
+    # mean then comes from the row sums, so the weight is read once for both (signal/rows.py)
+    rows: RowSums | None = field(default=None, repr=False, compare=False)
 
     @property
     def finite(self) -> bool:
@@ -75,34 +87,39 @@ def _version(t: torch.Tensor) -> int | None:
         return None
 
 
-def tensor_stats(t: torch.Tensor) -> TensorStats | None:
-    """Statistics of a materialized tensor; None for meta tensors and uninitialized parameters."""
+def tensor_stats(t: torch.Tensor, rows: int | None = None) -> TensorStats | None:
+    """Statistics of a materialized tensor; None for meta tensors and uninitialized parameters.
+    rows: also sum per output unit on the way (RowSums.dim: 0, or 1 for a 2-D (in, out) weight),
+    unless the tensor's statistics were already read in this analysis (shared())."""
     if _ACTIVE:
         memo = _ACTIVE[-1]
         version = _version(t)
         hit = memo.get(id(t))
         if hit is not None and hit[0] is t and version is not None and hit[1] == version:
             return hit[2]
-        result = _compute(t)
+        result = _compute(t) if rows is None else _compute(t, rows)
         if version is not None:
             memo[id(t)] = (t, version, result)  # holding t keeps its id from being reused meanwhile
         return result
-    return _compute(t)
+    return _compute(t) if rows is None else _compute(t, rows)
 
 
-def _compute(t: torch.Tensor) -> TensorStats | None:
+def _compute(t: torch.Tensor, rows: int | None = None) -> TensorStats | None:
     if t.is_meta or isinstance(t, torch.nn.parameter.UninitializedParameter) or t.numel() == 0:
         return None
     if callable(getattr(t, "to_local", None)) and hasattr(t, "placements"):
         return _sharded_stats(t)
+    if rows is not None and t.ndim >= 2 and (rows == 0 or t.ndim == 2):
+        n, mean, m2, peak, bad, sums = _local_rows(t, rows)
+        return _stats(n, mean, m2, peak, bad, RowSums(rows, sums))
     n, mean, m2, peak, bad = _local(t)
     return _stats(n, mean, m2, peak, bad)
 
 
-def _stats(n: int, mean: float, m2: float, peak: float, bad: int) -> TensorStats:
+def _stats(n: int, mean: float, m2: float, peak: float, bad: int, rows: RowSums | None = None) -> TensorStats:
     if bad:
-        return TensorStats(n, math.nan, math.nan, False, peak, bad)
-    return TensorStats(n, mean, math.sqrt(max(m2 / max(n, 1), 0.0)), m2 == 0.0, peak, 0)
+        return TensorStats(n, math.nan, math.nan, False, peak, bad, rows)
+    return TensorStats(n, mean, math.sqrt(max(m2 / max(n, 1), 0.0)), m2 == 0.0, peak, 0, rows)
 
 
 def _local(t: torch.Tensor) -> tuple[int, float, float, float, int]:
@@ -111,22 +128,65 @@ def _local(t: torch.Tensor) -> tuple[int, float, float, float, int]:
     float64 with Chan's formula. A chunk whose spread is tiny against its mean (a constant one among
     them) takes an exact two-pass var_mean, so a constant tensor has m2 == 0 exactly."""
     flat = t.detach().reshape(-1)
-    n_total, mean, m2, peak, bad = 0, 0.0, 0.0, 0.0, 0
-    for chunk in torch.split(flat, CHUNK):
+    # most weights are one chunk: torch.split costs as much as the reduction on a small one
+    chunks = (flat,) if flat.numel() <= CHUNK else torch.split(flat, CHUNK)
+    acc = _Merge()
+    for chunk in chunks:
         if chunk.dtype not in (torch.float32, torch.float64):
             chunk = chunk.float()
+        acc.add(chunk, float(chunk.sum()))
+    return acc.n_total, acc.mean, acc.m2, acc.peak, acc.bad
+
+
+def _local_rows(t: torch.Tensor, dim: int) -> tuple[int, float, float, float, int, torch.Tensor]:
+    """_local's numbers and, from the same read, the sums per output unit (RowSums): each chunk is
+    a block of whole rows, summed per row (or per column for dim 1, accumulated over the blocks),
+    and the chunk's sum is the sum of those. The row sums are what the separate read
+    (`t.reshape(out, -1).sum(1)`, `t.sum(0)`) gives; the mean agrees with _local's to float32
+    rounding (tests/test_cost.py)."""
+    w = t.detach()
+    acc_dtype = torch.float64 if w.dtype == torch.float64 else torch.float32
+    matrix = w.reshape(w.shape[0], -1)
+    per_block = max(1, CHUNK // max(matrix.shape[1], 1))
+    blocks = (matrix,) if matrix.shape[0] <= per_block else torch.split(matrix, per_block)
+    parts: list[torch.Tensor] = []
+    cols: torch.Tensor | None = None
+    acc = _Merge()
+    for block in blocks:
+        if block.dtype not in (torch.float32, torch.float64):
+            block = block.float()
+        part = block.sum(1 - dim, dtype=acc_dtype)
+        if dim == 0:
+            parts.append(part)
+        else:
+            cols = part if cols is None else cols + part
+        acc.add(block.reshape(-1), float(part.sum()))
+    sums = (parts[0] if len(parts) == 1 else torch.cat(parts)) if dim == 0 else cols
+    assert sums is not None
+    return acc.n_total, acc.mean, acc.m2, acc.peak, acc.bad, sums
+
+
+class _Merge:
+    """Chan's parallel merge of chunks' (count, mean, m2) in float64, with max |x| and the
+    non-finite count."""
+
+    def __init__(self) -> None:
+        self.n_total, self.mean, self.m2, self.peak, self.bad = 0, 0.0, 0.0, 0.0, 0
+
+    def add(self, chunk: torch.Tensor, s1: float) -> None:
+        """One chunk (flat, float32 or float64) and its sum."""
         n = chunk.numel()
         # sum and dot are one vectorized read each (var_mean is ~10x slower on CPU)
-        s1, s2 = float(chunk.sum()), float(torch.dot(chunk, chunk))
+        s2 = float(torch.dot(chunk, chunk))
         lo, hi = torch.aminmax(chunk)
-        peak = max(peak, abs(float(lo)), abs(float(hi)))
+        self.peak = max(self.peak, abs(float(lo)), abs(float(hi)))
         if not (math.isfinite(s1) and math.isfinite(s2)):
             # NaN, ±inf, or values so large that their squares overflow (|x| > 1.8e19)
             nonfinite = int((~torch.isfinite(chunk)).sum())
-            if nonfinite or not math.isfinite(peak):
-                bad += nonfinite
-                n_total += n
-                continue
+            if nonfinite or not math.isfinite(self.peak):
+                self.bad += nonfinite
+                self.n_total += n
+                return
             chunk = chunk.double()
             s1, s2 = float(chunk.sum()), float(torch.dot(chunk, chunk))
         c_mean = s1 / n
@@ -134,12 +194,11 @@ def _local(t: torch.Tensor) -> tuple[int, float, float, float, int]:
         if c_m2 <= 1e-4 * s2:  # the mean dwarfs the spread: E[x^2] - mean^2 cancels, so two passes
             c_var, c_mean_t = torch.var_mean(chunk, correction=0)
             c_mean, c_m2 = float(c_mean_t), float(c_var) * n
-        delta = c_mean - mean
-        total = n_total + n
-        mean += delta * n / total
-        m2 += c_m2 + delta * delta * n_total * n / total
-        n_total = total
-    return n_total, mean, m2, peak, bad
+        delta = c_mean - self.mean
+        total = self.n_total + n
+        self.mean += delta * n / total
+        self.m2 += c_m2 + delta * delta * self.n_total * n / total
+        self.n_total = total
 
 
 def _sharded_stats(t: torch.Tensor) -> TensorStats:

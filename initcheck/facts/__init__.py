@@ -18,7 +18,15 @@ from ..theory import Family
 from ..trace.index import GraphIndex
 from .follow import Follow, feeds_attention_scores, follow, meets_another_tensor
 
-__all__ = ["LayerFacts", "collect"]
+__all__ = ["LayerFacts", "collect", "row_dim"]
+
+
+def row_dim(layout: Layout, ndim: int) -> int | None:
+    """Which sums give a weight's output units (stats.RowSums.dim): along every dim but 0 (0), along
+    dim 0 of a 2-D (in, out) weight (1); None where the signal model uses no row sums."""
+    if layout not in (Layout.OUT_IN, Layout.CONV, Layout.IN_OUT) or ndim < 2:
+        return None
+    return 1 if layout is Layout.IN_OUT and ndim == 2 else 0
 
 
 @dataclass(frozen=True)
@@ -158,7 +166,7 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
         scheme=rec.scheme,
         gain=rec.gain,
         recommended_std=rec.std,
-        stats=tensor_stats(p),
+        stats=tensor_stats(p, row_dim(use.layout, len(shape))),  # with its row sums: one read for both
         aliases=tuple(a for a in aliases.get(id(p), ()) if a != qual),
         op=op.index,
         preact_op=f.preact_op,

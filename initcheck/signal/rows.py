@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ..facts import LayerFacts
+from ..facts import LayerFacts, row_dim
 from ..ops.layers import Layout
 from ..stats import TensorStats
 from .handlers import Pass
@@ -48,16 +48,24 @@ def row_moments(p: Pass, lf: LayerFacts, w: TensorStats) -> RowMoments | None:
 
 
 def _sum_rows(p: Pass, lf: LayerFacts) -> RowMoments | None:
+    dim = row_dim(lf.layout, len(lf.shape))
+    read = lf.stats.rows if lf.stats is not None else None
+    if read is not None and read.dim == dim:
+        return _moments(read.sums)  # summed by the statistics' own read (stats.py): not read again
     try:
         t: torch.Tensor = p.model.get_parameter(lf.qualname).detach()
     except AttributeError:
         return None
     if t.ndim < 2:
         return None
+    dim = row_dim(lf.layout, t.ndim)
     # per output unit; torch's cascade summation keeps a float32 sum exact enough (relative
     # error ~1e-7 log n) at a fifth of a float64 accumulation's cost; half precisions upcast
     acc = torch.float64 if t.dtype == torch.float64 else torch.float32
-    rows = t.sum(0, dtype=acc) if lf.layout is Layout.IN_OUT and t.ndim == 2 else t.reshape(t.shape[0], -1).sum(1, dtype=acc)
+    return _moments(t.sum(0, dtype=acc) if dim == 1 else t.reshape(t.shape[0], -1).sum(1, dtype=acc))
+
+
+def _moments(rows: torch.Tensor) -> RowMoments:
     var, mean = torch.var_mean(rows.double(), correction=0)
     v, m = float(var), float(mean)  # float(), not tolist(): a DTensor (FSDP2 shard) reduces across ranks
     return v + m * m, v

@@ -24,7 +24,13 @@ def trace_fx(model: nn.Module, inputs: Iterable[Inputs] = ()) -> Graph:
     example inputs; the first the graph runs on gives every op its shape (on meta tensors), when
     some op's handler reads shapes (shapes.wanted)."""
     root = meta_copy(model)
-    fx_graph = _LeafTracer().trace(root)
+    tracer = _LeafTracer()
+    try:
+        fx_graph = tracer.trace(root)
+    finally:
+        # fx's tracer sits in reference cycles (closures over itself) and holds the meta copy: without
+        # this the copy, a few objects per module, waits for a full garbage collection
+        tracer.__dict__.clear()
     shapes = propagate(root, fx_graph, inputs)
     ops: list[Op] = []
     index: dict[fx.Node, int] = {}
@@ -78,26 +84,27 @@ def split_args(args: Sequence[Any], kwargs: Mapping[str, Any], lookup: Callable[
                ) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, Any], ...]]:
     operands: list[tuple[str, int]] = []
     scalars: list[tuple[str, Any]] = []
-
-    def visit(key: str, value: Any, depth: int = 0) -> None:
-        idx = lookup(value)
-        if idx is not None:
-            operands.append((key, idx))
-        elif isinstance(value, (list, tuple)) and depth < 2 and any(lookup(v) is not None or isinstance(v, (list, tuple, dict)) for v in value):
-            for j, v in enumerate(value):
-                visit(f"{key}.{j}", v, depth + 1)
-        elif isinstance(value, dict) and depth < 2:
-            for k, v in value.items():
-                visit(f"{key}.{k}", v, depth + 1)
-        elif isinstance(value, (int, float, bool, str, type(None))) or (
-            isinstance(value, (tuple, list)) and all(isinstance(v, (int, float, bool)) for v in value)
-        ):
-            scalars.append((key, tuple(value) if isinstance(value, list) else value))
-
     for i, a in enumerate(args):
-        visit(str(i), a)
+        _visit(str(i), a, 0, lookup, operands, scalars)
     for k, v in kwargs.items():
-        visit(k, v)
+        _visit(k, v, 0, lookup, operands, scalars)
     return tuple(operands), tuple(scalars)
 
 
+# A module-level function, not a closure calling itself: a self-referencing closure is a reference
+# cycle per call (one per op traced), garbage that only a full collection frees.
+def _visit(key: str, value: Any, depth: int, lookup: Callable[[Any], int | None],
+           operands: list[tuple[str, int]], scalars: list[tuple[str, Any]]) -> None:
+    idx = lookup(value)
+    if idx is not None:
+        operands.append((key, idx))
+    elif isinstance(value, (list, tuple)) and depth < 2 and any(lookup(v) is not None or isinstance(v, (list, tuple, dict)) for v in value):
+        for j, v in enumerate(value):
+            _visit(f"{key}.{j}", v, depth + 1, lookup, operands, scalars)
+    elif isinstance(value, dict) and depth < 2:
+        for k, v in value.items():
+            _visit(f"{key}.{k}", v, depth + 1, lookup, operands, scalars)
+    elif isinstance(value, (int, float, bool, str, type(None))) or (
+        isinstance(value, (tuple, list)) and all(isinstance(v, (int, float, bool)) for v in value)
+    ):
+        scalars.append((key, tuple(value) if isinstance(value, list) else value))
