@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {  # public name -> the module that defines it
-    "diagnose": "api", "fix": "fix", "probe": "probe", "ProbeLayer": "probe", "plan": "plan", "InitPlan": "plan",
+    "diagnose": "api", "fix": "fix", "probe": "probe", "ProbeLayer": "records", "plan": "plan", "InitPlan": "plan",
     "Report": "report", "LayerReport": "report", "Finding": "findings", "Severity": "findings", "RULES": "findings",
     "Settings": "options", "guard": "guard", "InitError": "guard",
 }
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from .guard import InitError, guard
     from .options import Settings
     from .plan import InitPlan, plan
-    from .probe import ProbeLayer, probe
+    from .probe import probe
+    from .records import ProbeLayer
     from .report import LayerReport, Report
 
 

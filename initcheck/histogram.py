@@ -18,10 +18,12 @@ histogram bins at most SAMPLE values of a layer (sample()): its total says how m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
-
 import torch
+
+from .records import Histogram, Scale
+
+__all__ = ["DECADES", "HEADER", "LINEAR_BINS", "LOG_BINS", "PER_DECADE", "SAMPLE", "Histogram", "Scale", "from_row",
+           "linear_row", "log_row", "missing", "sample", "width"]
 
 # small and fixed, so the JSON keeps a few dozen counts a histogram
 LINEAR_BINS = 33  # odd: 0 is a bin's center, so a collapsed layer is one spike, not two half ones
@@ -33,36 +35,6 @@ HEADER = 5  # low, high, zeros, below, nonfinite: then the counts
 # 2% in a bin holding 1/32 of them, and the cost stays flat however large the layer (the probe of a
 # 100M-value activation would otherwise spend seconds and gigabytes on pictures)
 SAMPLE = 1 << 16
-
-
-class Scale(StrEnum):
-    LINEAR = "linear"
-    LOG10_ABS = "log10_abs"
-
-
-@dataclass(frozen=True)
-class Histogram:
-    """Counts over equal bins (LINEAR_BINS or LOG_BINS) from `low` to `high` (of x for LINEAR, of
-    log10|x| for LOG10_ABS). LOG10_ABS only, not in `counts`: `zeros`, the exact zeros, and `below`,
-    the nonzero values under `low`. `nonfinite`: inf and NaN values, never in `counts`."""
-
-    scale: Scale
-    low: float
-    high: float
-    counts: tuple[int, ...]
-    zeros: int = 0
-    below: int = 0
-    nonfinite: int = 0
-
-    @property
-    def edges(self) -> tuple[float, ...]:
-        step = (self.high - self.low) / len(self.counts)
-        return tuple(self.low + i * step for i in range(len(self.counts))) + (self.high,)
-
-    @property
-    def total(self) -> int:
-        """How many values were measured: every one is counted once, in a bin or apart."""
-        return sum(self.counts) + self.zeros + self.below + self.nonfinite
 
 
 def sample(x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,10 +17,10 @@ from torch import nn
 from . import devices, theory
 from . import histogram as hist
 from .api import analyze, run_forward, with_probe
-from .histogram import Histogram
 from .inputs import ArgsKwargs
 from .memory import Activity, guard
 from .ops.layers import module_weights
+from .records import ProbeLayer
 from .report import Report
 from .trace import tensors_in
 
@@ -33,25 +32,6 @@ DEAD_BELOW = {"relu": 0.0, "relu6": 0.0}
 # sees 2 samples per unit, and half its units would look dead)
 DEAD_MIN_SAMPLES = 32
 PROBE_BATCH = 32  # the synthetic batch, when no example inputs are given
-
-
-@dataclass(frozen=True)
-class ProbeLayer:
-    name: str  # qualified parameter name
-    activation: str
-    mean: float  # pre-activation mean on the batch
-    std: float  # pre-activation std on the batch
-    predicted_rms: float | None  # the static prediction of measured_rms, for unit-variance inputs
-    dead_fraction: float | None  # ReLU family: units never positive on the batch
-    saturated_fraction: float | None  # saturating activations: pre-activations past the knee
-    grad_norm: float  # ||dL/dW|| for L = mean of squared outputs
-    grad_ratio: float  # ||dL/dW|| / ||W||
-    measured_rms: float | None = None  # rms of the layer's raw output on the batch, bias aside
-    # the histogram picture's data: the activation's output f(z) (LINEAR: symmetric bins over its
-    # max |x|) and the gradient of the probe's loss reaching z (LOG10_ABS), each of at most
-    # histogram.SAMPLE values; None where not measured
-    activations: Histogram | None = None
-    gradients: Histogram | None = None
 
 
 def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto", target: str | None = None,

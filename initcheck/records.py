@@ -1,16 +1,15 @@
-"""The report's records: one model's layers, parameters and findings, as plain frozen data. The
-presentation modules (formats/, notebook.py, plots.py) read these; report.Report adds the methods
-that call them, so the dependency runs one way."""
+"""The report's records: one model's layers, parameters, findings, what the probe measured and what
+fix() did, as plain frozen data (no torch). The stages build them (api.py, probe.py, fix/), the
+presentation modules (formats/, notebook.py, plots/) read them; report.Report adds the methods that
+call those, so the dependency runs one way."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
+from typing import Any
 
 from .findings import Finding, Severity
-
-if TYPE_CHECKING:  # a type only: the probe's records are built by probe.py, which needs torch
-    from .probe import ProbeLayer
 
 
 @dataclass(frozen=True)
@@ -124,6 +123,58 @@ class FixResult:
     branches_scaled: tuple[str, ...] = ()
     data_driven: DataDriven | None = None
     acted_on: Severity | None = None  # the worst severity among the findings it acted on
+
+
+class Scale(StrEnum):
+    LINEAR = "linear"
+    LOG10_ABS = "log10_abs"
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts over equal bins (LINEAR_BINS or LOG_BINS) from `low` to `high` (of x for LINEAR, of
+    log10|x| for LOG10_ABS). LOG10_ABS only, not in `counts`: `zeros`, the exact zeros, and `below`,
+    the nonzero values under `low`. `nonfinite`: inf and NaN values, never in `counts`."""
+
+    scale: Scale
+    low: float
+    high: float
+    counts: tuple[int, ...]
+    zeros: int = 0
+    below: int = 0
+    nonfinite: int = 0
+
+    @property
+    def edges(self) -> tuple[float, ...]:
+        step = (self.high - self.low) / len(self.counts)
+        return tuple(self.low + i * step for i in range(len(self.counts))) + (self.high,)
+
+    @property
+    def total(self) -> int:
+        """How many values were measured: every one is counted once, in a bin or apart."""
+        return sum(self.counts) + self.zeros + self.below + self.nonfinite
+
+
+@dataclass(frozen=True)
+class ProbeLayer:
+    """One weight module measured on a real batch by probe.py: pre-activation moments, dead and
+    saturated fractions, the gradient, and the histograms of the picture."""
+
+    name: str  # qualified parameter name
+    activation: str
+    mean: float  # pre-activation mean on the batch
+    std: float  # pre-activation std on the batch
+    predicted_rms: float | None  # the static prediction of measured_rms, for unit-variance inputs
+    dead_fraction: float | None  # ReLU family: units never positive on the batch
+    saturated_fraction: float | None  # saturating activations: pre-activations past the knee
+    grad_norm: float  # ||dL/dW|| for L = mean of squared outputs
+    grad_ratio: float  # ||dL/dW|| / ||W||
+    measured_rms: float | None = None  # rms of the layer's raw output on the batch, bias aside
+    # the histogram picture's data: the activation's output f(z) (LINEAR: symmetric bins over its
+    # max |x|) and the gradient of the probe's loss reaching z (LOG10_ABS), each of at most
+    # histogram.SAMPLE values; None where not measured
+    activations: Histogram | None = None
+    gradients: Histogram | None = None
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ without timestamps (files.py), so the same model gives the same file.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from .files import FORMATS, check_path, save
-from .histograms import compare, histogram_figure, histogram_plot, probe_histograms
+from .histograms import compare, histogram_figure, histogram_plot
 from .signal import SignalSeries
 
 if TYPE_CHECKING:
@@ -48,3 +48,19 @@ def signal_plot(source: Report | Analysis | nn.Module, path: str | os.PathLike[s
 
         source = analyze(source)
     return signal.signal_plot(source, path, title=title)
+
+
+def probe_histograms(model: nn.Module, batch: Any = None, path: str | os.PathLike[str] | None = None, *,
+                     after: nn.Module | None = None, labels: tuple[str, str] = ("before", "after"),
+                     title: str | None = None) -> Figure:
+    """Probe `model` (and `after`, the same model fixed) on `batch` and draw the histograms:
+    compare(probe(model, batch), probe(after, batch)). `batch`: as example_inputs (a tensor, tuple
+    or dict); None builds a synthetic one."""
+    from ..errors import require
+    from ..probe import probe  # runs the model: here, not in histograms.py, which draws records only
+
+    check_path(path)
+    require("matplotlib", "plot")
+
+    second = probe(after, batch) if after is not None else None
+    return compare(probe(model, batch), second, path, labels=labels, title=title)

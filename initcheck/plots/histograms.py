@@ -16,9 +16,8 @@ from ..histogram import DECADES, LINEAR_BINS, LOG_BINS, PER_DECADE, Histogram
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-    from torch import nn
 
-    from ..probe import ProbeLayer
+    from ..records import ProbeLayer
     from ..records import ReportData as Report  # the records alone: report.Report imports this module
 from .files import check_path, save, short_name
 from .signal import ACTUAL
@@ -52,20 +51,6 @@ def compare(before: Report, after: Report | None, path: str | os.PathLike[str] |
     if path is not None:
         save(fig, path)
     return fig
-
-
-def probe_histograms(model: nn.Module, batch: Any = None, path: str | os.PathLike[str] | None = None, *,
-                     after: nn.Module | None = None, labels: tuple[str, str] = ("before", "after"),
-                     title: str | None = None) -> Figure:
-    """Probe `model` (and `after`, the same model fixed) on `batch` and draw the histograms:
-    compare(probe(model, batch), probe(after, batch)). `batch`: as example_inputs (a tensor, tuple
-    or dict); None builds a synthetic one."""
-    check_path(path)
-    require("matplotlib", "plot")
-    from ..probe import probe
-
-    second = probe(after, batch) if after is not None else None
-    return compare(probe(model, batch), second, path, labels=labels, title=title)
 
 
 def _probed(report: Report) -> Sequence[ProbeLayer]:

@@ -12,6 +12,7 @@ from ..facts import LayerFacts
 from ..facts.params import ParamFacts
 from ..findings import RULES, Finding, Severity, default_thresholds
 from ..ops.layers import Layout
+from ..records import ProbeLayer
 from ..signal import Signal
 from ..trace.index import GraphIndex
 
@@ -28,7 +29,7 @@ class Context:
     effective: Signal | None
     reference: Signal | None
     data_operand: Mapping[int, int]  # weight op -> op feeding its data input
-    probe: tuple[Any, ...] = ()  # probe.ProbeLayer records when a real batch was run
+    probe: tuple[ProbeLayer, ...] = ()  # when a real batch was run (probe.py)
     unreached: tuple[str, ...] = ()  # weight parameters the traced forward never read
     lazy: tuple[str, ...] = ()  # uninitialized lazy parameters
     thresholds: Mapping[str, float] = field(default_factory=default_thresholds)

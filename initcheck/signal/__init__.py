@@ -24,8 +24,9 @@ from ..ops.layers import Layout, WeightRole
 from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
 from .attention import mha_values
-from .handlers import Pass, constant_index, handler_for, scalar_arg
+from .handlers import constant_index, handler_for, scalar_arg
 from .moments import UNIT, Moment, Signal
+from .passes import Pass
 from .recurrent import through_rnn
 from .rows import RowMoments, row_moments, shared_rows
 

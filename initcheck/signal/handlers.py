@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -14,39 +13,15 @@ from torch import nn
 from .. import theory
 from ..graph import Op, OpKind
 from ..ops.activations import RoleKind, match_elementwise
-from ..stats import StatsCache, TensorStats
+from ..stats import TensorStats
 from ..trace.index import GraphIndex
 from .attention import averaged_values, fluctuation, logit_std
 from .moments import Moment, activated, activation_moments
+from .passes import Pass
 from .pooling import transparent
 
 _ONE = TensorStats(1, 1.0, 0.0, True)
 _ZERO = TensorStats(1, 0.0, 0.0, True)
-
-
-@dataclass
-class Pass:
-    """The state of one forward sweep that handlers read and write."""
-
-    index: GraphIndex
-    model: nn.Module
-    stats: StatsCache
-    fwd: list[Moment | None]
-    slope2: dict[int, float] = field(default_factory=dict)  # activation op -> E[f'(z)^2]
-    norm_gain: dict[int, float] = field(default_factory=dict)  # norm op -> E[gamma^2] / var_in
-
-    def param(self, name: str) -> TensorStats | None:
-        try:
-            return self.stats(self.model.get_parameter(name))
-        except AttributeError:
-            return None
-
-    def tensor(self, t: object) -> TensorStats | None:
-        return self.stats(t) if isinstance(t, torch.Tensor) else None
-
-    def others(self, op: Op, first: int) -> list[Moment]:
-        """Moments of the op's other tensor operands (parameters included), in order."""
-        return [m for i in op.inputs if i != first and (m := self.fwd[i]) is not None]
 
 
 Handler = Callable[[Pass, Op, Moment], Moment | None]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -14,9 +13,7 @@ from .. import theory
 from ..graph import Op, OpKind
 from ..ops.activations import RoleKind
 from .moments import Moment, max_gain
-
-if TYPE_CHECKING:
-    from .handlers import Pass
+from .passes import Pass
 
 
 def transparent(p: Pass, op: Op, x: Moment) -> Moment:

@@ -9,8 +9,8 @@ from torch import nn
 
 from ..facts import LayerFacts
 from ..stats import TensorStats
-from .handlers import Pass
 from .moments import Moment, activation_moments
+from .passes import Pass
 
 
 def through_rnn(p: Pass, mod: nn.RNNBase, weights: Mapping[str, TensorStats], lf: LayerFacts,

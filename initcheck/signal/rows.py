@@ -11,7 +11,7 @@ import torch
 from ..facts import LayerFacts, row_dim
 from ..ops.layers import Layout
 from ..stats import TensorStats
-from .handlers import Pass
+from .passes import Pass
 
 # Of a weight's row sums r_j (per output unit), what the model uses: (mean_j r_j^2, var_j r_j).
 RowMoments = tuple[float, float]
