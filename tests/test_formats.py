@@ -200,3 +200,14 @@ def test_output_file_into_a_missing_folder_is_one_line(project):
     assert r.exit_code == 2
     assert r.output.strip().splitlines() == [
         f"initcheck: {os.path.join('no', 'such', 'dir', 'report.txt')}: cannot be written: its directory does not exist"]
+
+
+def test_json_writes_number_arrays_on_one_line_and_never_touches_a_string():
+    from initcheck.formats.json_report import _flat_number_lists
+
+    payload = {"shape": [256, 784], "counts": [0, 3, -1.5e-07, None], "message": "net[1,2] and\\n[3,\n4]",
+               "nested": [[1, 2], ["a", 1]]}
+    text = _flat_number_lists(json.dumps(payload, indent=2))
+    assert json.loads(text) == payload
+    assert '"shape": [256, 784]' in text and '"counts": [0, 3, -1.5e-07, null]' in text
+    assert json.dumps(payload["message"]) in text  # the string, escapes and all, as json wrote it

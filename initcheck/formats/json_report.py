@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -70,4 +71,16 @@ def write(run: Run) -> str:
         "models": [report_dict(r, run.show_suppressed) for r in run.reports],
         "failed": [{"target": f.target, "reason": f.reason} for f in run.failures],
     }
-    return json.dumps(payload, indent=2) + "\n"
+    return _flat_number_lists(json.dumps(payload, indent=2)) + "\n"
+
+
+# a JSON array of numbers (or nulls) as indent=2 writes it: one element a line. The newlines it
+# requires never occur inside a JSON string (they are escaped there), so no message can match.
+_NUMBER = r"(?:-?[0-9][0-9.eE+-]*|null)"
+_NUMBER_LIST = re.compile(rf"\[\n\s*({_NUMBER}(?:,\n\s*{_NUMBER})*)\n\s*\]")
+
+
+def _flat_number_lists(text: str) -> str:
+    """Arrays of numbers on one line (shapes, the probe's histogram counts): indent=2 gives each
+    element a line of its own, which made a probed report half again as long."""
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
