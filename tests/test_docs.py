@@ -89,3 +89,18 @@ def test_the_readme_shows_what_the_command_prints(monkeypatch):
     result = CliRunner().invoke(main, ["examples/seeds.py:TanhNormal001"])
     assert result.exit_code == 1
     assert result.output.strip() == shown.strip()
+
+
+def test_the_readme_findings_table_names_every_rule():
+    import re
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        table = fh.read().split("## Findings", 1)[1].split("\n\n", 2)[1]
+    named: set[str] = set()
+    for first, last in re.findall(r"\b(IC\d{3})(?:\s*[–/-]\s*(IC\d{3}))?", table):
+        lo, hi = int(first[2:]), int((last or first)[2:])
+        named |= {f"IC{n:03d}" for n in range(lo, hi + 1)}
+    from initcheck.options import load_rules
+
+    load_rules()  # every rule module imported: the registry is whole
+    assert named == set(RULES)
