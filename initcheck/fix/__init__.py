@@ -132,8 +132,7 @@ def _sharded(model: nn.Module) -> str | None:
     would give each rank its own slice of a different matrix. By class name, so that checking
     imports nothing of torch.distributed."""
     for name, p in model.named_parameters():
-        if any(c.__name__ == "DTensor" for c in type(p).__mro__) or any(
-                c.__name__ == "DTensor" for c in type(p.data).__mro__):
+        if any(c.__name__ == "DTensor" for c in type(p).__mro__):  # a Parameter of a DTensor is one
             return name
     return None
 
