@@ -23,6 +23,7 @@ from .facts.params import ParamFacts, classify
 from .findings import Finding, Selection, default_thresholds
 from .graph import Graph, OpKind
 from .ops.layers import WeightRole
+from .ops.parametrized import keeps_parametrizations
 from .records import site_of
 from .report import LayerReport, ParamReport, Report
 from .rules import Context
@@ -133,6 +134,7 @@ def run_forward(target: str, model: nn.Module, args: tuple[Any, ...], kwargs: di
         raise ForwardError(target, f"the forward pass failed on the example input: {type(e).__name__}: {e}") from e
 
 
+@keeps_parametrizations
 def analyze(
     model: nn.Module,
     example_inputs: Any = None,

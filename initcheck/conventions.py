@@ -14,6 +14,7 @@ from torch import nn
 
 from .facts import LayerFacts
 from .ops.layers import Layout, WeightRole
+from .ops.parametrized import fixed_scale
 
 CLOSE = 0.03  # std within 3% of the convention's (truncation, uniform vs normal), plus sampling error
 
@@ -57,6 +58,9 @@ def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
     s = lf.stats
     if s is None or lf.fan_in == 0:
         return None
+    fixed = _parametrized_scale(lf, model)
+    if fixed:
+        return fixed
     if s.constant and s.mean == 0.0:
         if lf.residual_end:
             return "zero residual end (Fixup / SkipInit / ReZero)"
@@ -105,6 +109,22 @@ def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
                 return f"{lib}kaiming_normal(mode='fan_out')"
     if _close(std, 0.02, s.count) and (lf.in_residual_branch or lf.role is WeightRole.EMBEDDING):
         return "normal(0, 0.02) transformer init"
+    return None
+
+
+def _parametrized_scale(lf: LayerFacts, model: nn.Module) -> str | None:
+    """A weight whose scale a parametrization sets (spectral_norm: largest singular value 1;
+    orthogonal): no init changes it, so its variance is not an init's to judge."""
+    owner, _, name = lf.qualname.rpartition(".")
+    try:
+        module = model.get_submodule(owner) if owner else model
+    except AttributeError:
+        return None
+    kind = fixed_scale(module, name)
+    if kind == "spectral_norm":
+        return "spectral_norm sets its scale (largest singular value 1)"
+    if kind == "orthogonal":
+        return "orthogonal parametrization sets its scale"
     return None
 
 

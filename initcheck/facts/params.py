@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..ops.activations import is_norm_module
+from ..ops.parametrized import is_original
 from ..stats import TensorStats, tensor_stats
 from . import LayerFacts
 
@@ -78,7 +79,7 @@ def _kind(name: str, attr: str, owner: nn.Module, p: torch.Tensor, in_layers: se
         return ParamKind.OTHER, "a lazy parameter with no shape yet: not judged (IC002)"
     if name in in_layers:
         return ParamKind.WEIGHT, "judged against the scheme its use calls for (layer table)"
-    if ".parametrizations." in f".{name}" and attr.startswith("original"):
+    if is_original(owner, attr):
         return ParamKind.PARAMETRIZED, "the original of a parametrization: judged through the effective weight"
     if name in unused:
         return ParamKind.UNUSED_WEIGHT, "never read by the traced forward pass (IC001)"

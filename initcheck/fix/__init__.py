@@ -33,6 +33,7 @@ from ..errors import UsageError
 from ..findings import Selection
 from ..inputs import ArgsKwargs
 from ..memory import Activity, guard
+from ..ops.parametrized import keeps_parametrizations
 from ..records import DataDriven, FixResult, Scaled
 from ..report import Report
 from ..schemes import Scheme
@@ -51,6 +52,7 @@ from .static import (
 )
 
 
+@keeps_parametrizations
 def fix(
     model: nn.Module,
     example_inputs: Any = None,

@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import devices
 from ..api import Analysis, run_forward
+from ..ops.parametrized import scale_carrier
 from ..records import Scaled
 from .static import COMPROMISE_PASSES, Progress, _scalable, scaled_here, scaled_param
 
@@ -63,7 +64,7 @@ def data_driven_pass(
                                               if lf.qualname in keep and math.isfinite(lf.recommended_std)}
     with devices.working_copy(model, dev, write_back=True) as work:
         uses = _uses(work, keep, canonical, target_std)
-        weights = {m: _weight_of(m) for m in uses}
+        weights = {m: _carrier(m) for m in uses}
         args, kwargs = devices.move(args, dev), devices.move(kwargs, dev)
         name = analysis.report.target
         with torch.no_grad(), devices.eval_mode(work):
@@ -82,7 +83,7 @@ def data_driven_pass(
                 for k in shared:
                     c = _compromise(last[k])
                     if k in band:
-                        c = _within_band(c, _param_of(weights, uses, k), band[k])
+                        c = _within_band(c, _effective(next(m for m, (key, _) in uses.items() if key == k)), band[k])
                     _scale_param(weights, uses, k, c)
                     factors[k] = factors[k] * c
             after = first
@@ -111,25 +112,38 @@ def _uses(work: nn.Module, keep: dict[str, float], canonical: dict[str, str], ta
             continue
         q = f"{name}.{scaled_param(m)}" if name else scaled_param(m)
         key = canonical.get(q, q)
-        if key not in keep:
-            continue
+        if key not in keep or _weight_of(m) is None:
+            continue  # not scaled here, or a parametrization (spectral_norm) fixes its scale
         # a tied alias used by another kind of module (an embedding as the output head): aim that
         # use at unit-variance outputs (LeCun), the owner's target being a lookup's
         out[m] = (key, keep[key] if q == key or target_std is not None else 1.0)
     return out
 
 
-def _weight_of(module: nn.Module) -> torch.Tensor:
-    return _tensor(module.get_parameter(scaled_param(module)))
+def _owner(module: nn.Module) -> tuple[nn.Module, str]:
+    path, _, name = scaled_param(module).rpartition(".")
+    return (module.get_submodule(path) if path else module), name
+
+
+def _weight_of(module: nn.Module) -> torch.Tensor | None:
+    """The tensor that carries the scaled weight's scale (weight_norm's g for a weight-normed one);
+    None where a parametrization fixes the scale."""
+    return scale_carrier(*_owner(module))
+
+
+def _carrier(module: nn.Module) -> torch.Tensor:
+    return _tensor(_weight_of(module))
+
+
+def _effective(module: nn.Module) -> torch.Tensor:
+    """The weight the module computes with (a parametrized one recomputed from its originals)."""
+    owner, name = _owner(module)
+    return _tensor(getattr(owner, name))
 
 
 def _tensor(value: object) -> torch.Tensor:
     assert isinstance(value, torch.Tensor), type(value)
     return value
-
-
-def _param_of(weights: dict[nn.Module, torch.Tensor], uses: dict[nn.Module, Use], key: str) -> torch.Tensor:
-    return next(weights[m] for m, (k, _) in uses.items() if k == key)
 
 
 # the per-weight rules flag a variance more than 4x off its scheme's (a std 2x off): stay inside
@@ -205,7 +219,7 @@ def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use]
         factor = target / std.clamp_min(1e-12)
         factor = torch.where(torch.isfinite(factor), factor, torch.ones_like(factor))
         if band and key in band:
-            factor = _within_band(factor, weight, band[key])
+            factor = _within_band(factor, _effective(module), band[key])
         weight.mul_(factor.to(weight.dtype))
         recs.append((names[module], std, factor, target))
         if progress:
@@ -216,8 +230,8 @@ def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use]
         x = inputs[0] if inputs else None
         if not isinstance(x, torch.Tensor):
             return None  # a PackedSequence: keep the static init
-        w = _weight_of(module)
-        std = torch.nn.functional.linear(x, w).float().std()
+        w = _carrier(module)
+        std = torch.nn.functional.linear(x, _effective(module)).float().std()
         if measure(module, key, std, w, target) is None:
             return None
         busy.add(module)
@@ -240,7 +254,7 @@ def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use]
 def _weight_and_bias(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
     owner = module.out_proj if isinstance(module, nn.MultiheadAttention) else module
     bias = getattr(owner, "bias", None)
-    return _weight_of(module), bias if isinstance(bias, torch.Tensor) else None
+    return _carrier(module), bias if isinstance(bias, torch.Tensor) else None
 
 
 def _broadcast_bias(bias: torch.Tensor | None, module: nn.Module, y: torch.Tensor) -> torch.Tensor | None:

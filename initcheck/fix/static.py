@@ -11,13 +11,13 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn.utils.parametrize import is_parametrized
 
 from ..api import Analysis
 from ..facts import LayerFacts
 from ..facts.params import ParamKind
 from ..findings import Selection
 from ..ops.layers import is_hf_conv1d
+from ..ops.parametrized import assign, computed
 from ..records import FixDraw
 from ..remedy import for_layer
 from ..report import Report
@@ -154,11 +154,10 @@ def reinit_layer(model: nn.Module, lf: LayerFacts, generator: torch.Generator | 
     parametrization's right_inverse sets the originals."""
     owner, _, pname = lf.qualname.rpartition(".")
     module = model.get_submodule(owner) if owner else model
-    if is_parametrized(module, pname):
+    if computed(module, pname):
         new = torch.empty_like(getattr(module, pname).detach())
         reinit_(new, lf, generator, scheme)
-        with torch.no_grad():
-            setattr(module, pname, new)
+        assign(module, pname, new)
         return
     reinit_(model.get_parameter(lf.qualname), lf, generator, scheme)
 
@@ -255,7 +254,7 @@ def _draw_orthogonal_batches(model: nn.Module, chosen: list[LayerFacts], schemes
         drawn, init = for_layer(lf, scheme)
         owner, _, pname = lf.qualname.rpartition(".")
         module = model.get_submodule(owner) if owner else model
-        if drawn not in BATCHED or init.blocks > 1 or is_parametrized(module, pname):
+        if drawn not in BATCHED or init.blocks > 1 or computed(module, pname):
             continue
         w = model.get_parameter(lf.qualname)
         if not w.dtype.is_floating_point or w.is_meta:

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.parametrize import is_parametrized
 
 from ..graph import Graph, OpKind
 from ..ops.activations import is_norm_module
 from ..ops.layers import function_weight, get_path, module_weights, weight_views
+from ..ops.parametrized import computed, is_original
 from .copying import meta_copy
 from .fx_trace import trace_fx
 from .recorded import TraceFailure, accepts, first_line, meta_first, tensors_in, trace_recorded
@@ -45,7 +45,8 @@ def weight_params(model: nn.Module) -> dict[str, torch.Tensor]:
                 seen.add(id(p))
                 out[_join(mname, use.param)] = p
     for name, p in model.named_parameters():
-        if ".parametrizations." in f".{name}":
+        owner, _, attr = name.rpartition(".")
+        if is_original(model.get_submodule(owner) if owner else model, attr):
             continue  # the original of a parametrization: its module's effective weight is judged
         if p.dim() >= 2 and id(p) not in seen and not _owned_by_norm(model, name):
             seen.add(id(p))
@@ -74,7 +75,7 @@ def reached_weights(graph: Graph, model: nn.Module) -> set[str]:
         if op.kind is OpKind.MODULE and op.module is not None:
             module = model.get_submodule(op.module)
             for use in module_weights(module):
-                if is_parametrized(module, use.param):
+                if computed(module, use.param):
                     reached.add(_join(op.module, use.param))  # recomputed at each access: named by its module
                     continue
                 p = get_path(module, use.param)
