@@ -115,7 +115,8 @@ class DataDriven:
 @dataclass(frozen=True)
 class FixResult:
     """What fix() did: the draw, the weights reinitialized, the parameters reset, the residual
-    branches scaled, the data-driven pass when it ran, and the severity it acted on."""
+    branches scaled, the data-driven pass when it ran, the severity it acted on, and the query
+    projections scaled to unsaturate an attention."""
 
     draw: FixDraw
     reinitialized: tuple[str, ...] = ()
@@ -123,6 +124,7 @@ class FixResult:
     branches_scaled: tuple[str, ...] = ()
     data_driven: DataDriven | None = None
     acted_on: Severity | None = None  # the worst severity among the findings it acted on
+    queries_scaled: tuple[str, ...] = ()  # query projections that fold in a missing 1/sqrt(d_head) (IC207)
 
 
 class Scale(StrEnum):

@@ -242,6 +242,9 @@ def _fix_summary(report: Report) -> str:
     result = report.fix
     n = 0 if result is None else len(result.reinitialized)
     text = f"{n} weight{'s' if n != 1 else ''} reinitialized"
+    if result is not None and result.queries_scaled:
+        q = len(result.queries_scaled)
+        text += f", {q} attention quer{'ies' if q != 1 else 'y'} scaled down to unsaturate the softmax"
     dd = None if result is None else result.data_driven
     if dd:
         text += (f", {len(dd.layers)} layers scaled in {dd.forward_passes} forward passes, "

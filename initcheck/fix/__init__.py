@@ -50,6 +50,7 @@ from .static import (
     to_reinit,
     unit_targets,
 )
+from .temperature import temperature_pass
 
 
 @keeps_parametrizations
@@ -117,12 +118,13 @@ def fix(
         reinitialized = static_pass(model, before, generator, keep_intentional, progress, choice=choice, kept=kept)
         reset = param_pass(model, before, kept)
         branches = residual_pass(model, before, kept)
+        queries = temperature_pass(model, before, kept)
         if dynamic:
             scaled, passes, worst = data_driven_pass(model, before, example_inputs, device=device, target_std=target_std,
                                                      keep_intentional=keep_intentional, verify=verify, progress=progress,
                                                      kept=kept, unit=unit_targets(before, choice))
             dd = DataDriven(passes, target_std, worst, tuple(scaled))
-    result = FixResult(choice.record(), tuple(reinitialized), tuple(reset), tuple(branches), dd, acted)
+    result = FixResult(choice.record(), tuple(reinitialized), tuple(reset), tuple(branches), dd, acted, tuple(queries))
     # the weights changed, the graph did not: the report after the fix reuses the trace and index
     after = reanalyze(before, selection=sel).report
     note = f"fix drew replaced weights by {choice.reason}" if reinitialized else None

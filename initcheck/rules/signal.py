@@ -10,7 +10,7 @@ from ..facts import LayerFacts
 from ..findings import RULES, Finding, Setting, Severity, rule
 from ..ops.layers import WeightRole
 from ..remedy import accessor, init_call
-from ..signal import Signal, attention
+from ..signal import Signal, attention, temperature
 from .context import Context, describe, finding
 
 EXPLODE_RMS = Setting("explode-rms", 10.0,
@@ -250,35 +250,20 @@ FREEZE = Setting(
       "inputs of rms sqrt(d) (embeddings scaled up) all put it there.",
       example="scores = q @ k.transpose(-2, -1)  # no / sqrt(d_head), with xavier_uniform_ q/k projections",
       fix="scale the logits by d_head**-0.5 and initialize the q/k projections with variance 1/fan_in "
-          "(nn.init.xavier_uniform_, or normal_(std=0.02) as GPT-2 does)",
+          "(nn.init.xavier_uniform_, or normal_(std=0.02) as GPT-2 does); or fold the missing factor into "
+          "the q projection's init as T5 does (initcheck.fix scales it by 1/s, s the predicted logit std)",
       settings=(FREEZE,))
 def attention_saturates(ctx: Context) -> Iterator[Finding]:
     if ctx.actual is None:
         return
-    in_proj = {lf.op: lf.fan_in * lf.stats.second for lf in ctx.layers
-               if lf.stats is not None and lf.param == "in_proj_weight"}
     by_op = {lf.op: lf for lf in ctx.layers}
-    factor = ctx.threshold(FREEZE.name)
-    for b in attention.blocks(ctx.index, ctx.actual.forward, in_proj):
-        limit = factor * attention.freezing_std(b.keys)
-        if b.keys < 2 or b.logit_std <= limit:
-            continue
-        lf = by_op.get(b.op) or _projection(ctx, b.query, by_op)
+    found = temperature.saturated(ctx.index, ctx.actual.forward, temperature.in_proj_gains(ctx.layers), set(by_op),
+                                  ctx.threshold(FREEZE.name))
+    for sat in found:
+        b, limit = sat.block, sat.limit
+        lf = by_op.get(sat.query) if sat.query is not None else None
         where = lf.qualname if lf is not None else f"the attention at op {b.op}"
         share = attention.participation(b.keys, b.logit_std)
         yield finding("IC207", lf, f"{where}: the attention over {b.keys} keys has predicted logit std {b.logit_std:.3g} "
                       f"(over sqrt(2 ln {b.keys}) = {limit:.3g}): its softmax weights about {1 / share:.2g} key(s) per query at init",
                       RULES["IC207"].fix)
-
-
-def _projection(ctx: Context, start: int, by_op: dict[int, LayerFacts]) -> LayerFacts | None:
-    """The weight layer that feeds an attention's queries (or logits), walking back along first operands."""
-    i: int | None = start
-    for _ in range(32):
-        if i is None:
-            return None
-        if i in by_op:
-            return by_op[i]
-        data = ctx.index.data_operands(ctx.index.ops[i])
-        i = data[0] if data else None
-    return None

@@ -10,6 +10,7 @@ from ..facts import LayerFacts
 from ..findings import Finding, Setting, Severity, rule
 from ..ops.layers import WeightRole
 from ..remedy import init_call
+from ..signal import temperature
 from .context import Context, describe, finding, looks_like
 
 VARIANCE_BAND = Setting(
@@ -76,24 +77,40 @@ def _gates_in_range(ctx: Context, lf: LayerFacts) -> bool:
     return m is not None and ctx.threshold("vanish-rms") <= m.rms <= ctx.threshold("saturate-rms")
 
 
+def _temperature_ops(ctx: Context) -> frozenset[int]:
+    """The query/key projections (they meet only in attention logits), when no attention of the model
+    is saturated: their outputs are not a signal path, and T5 folds 1/sqrt(d_head) into its q init."""
+    if ctx.actual is None:
+        return frozenset()
+    weight_ops = {lf.op for lf in ctx.layers}
+    limit = ctx.threshold("attention-freeze")
+    if any(temperature.saturated(ctx.index, ctx.actual.forward, temperature.in_proj_gains(ctx.layers), weight_ops, limit)):
+        return frozenset()
+    return temperature.logit_weight_ops(ctx.index)
+
+
 @rule("IC103", "weight-variance-mismatch", Severity.WARNING,
       "The weight's variance is more than 4x off the scheme that fits its activation.",
       "Each layer multiplies the signal's variance by fan_in·Var(w)·E[f(z)²]; the recommended "
       "scheme makes that factor 1. PyTorch's default before a ReLU gives 1/6 per layer. Layers "
       "followed by a normalization, output layers, and layers scaled down inside a residual "
-      "branch (Fixup, GPT-2's 0.02, zero branch ends) are exempt; the IC2xx rules still judge "
-      "what their scale does to the signal.",
+      "branch (Fixup, GPT-2's 0.02, zero branch ends) are exempt, and so are attention query/key "
+      "projections while no attention saturates (their scale is the softmax's sharpness: T5 folds "
+      "1/sqrt(d_head) into its q init); the IC2xx rules still judge what their scale does to the signal.",
       example="nn.init.normal_(model.fc1.weight, std=0.01)  # fc1 is followed by a tanh",
       fix="the scheme that fits the activation (He for the ReLU family, Xavier for tanh/sigmoid, LeCun for SELU)",
       settings=(VARIANCE_BAND,))
 def variance_mismatch(ctx: Context) -> Iterator[Finding]:
     band = ctx.threshold(VARIANCE_BAND.name)
+    temper = _temperature_ops(ctx)
     for lf in ctx.layers:
         ratio = lf.variance_ratio
         if ratio is None or lf.stats is None or lf.stats.constant or lf.normalized or lf.role is WeightRole.EMBEDDING or math.isnan(ratio):
             continue
         if lf.intentionally_small or (lf.in_residual_branch and ratio < 1.0) or lf.convention:
             continue  # scaled-down branches and library conventions are deliberate; IC2xx still judge them
+        if lf.op in temper:
+            continue  # a query/key projection's scale is its attention's sharpness, which is sound (IC207)
         if lf.is_output and _output_in_range(ctx, lf):
             continue  # a head's scheme matters through its logits' scale, and that scale is sound
         if lf.kind in ("LSTM", "GRU", "RNN") and _gates_in_range(ctx, lf):

@@ -1,0 +1,120 @@
+"""The fix and the variance rule around attention logits: q and k set the softmax's sharpness, not
+a signal's scale. Expectations from the logit std s = sqrt(d_head E[q^2] E[k^2]) * scale against
+the freezing point sqrt(2 ln n) of n keys (IC207), written before running."""
+
+import math
+
+import torch
+from attention_cases import DefaultMultiheadAttention, GPT2Attention, UnitNormalQK, UnscaledAttention
+from torch import nn
+
+from initcheck import diagnose, fix
+
+
+class T5Attention(nn.Module):
+    """T5's attention (no residual, so no branch exemption): logits q·k with no 1/sqrt(d_kv), which
+    T5 folds into its init instead: q ~ N(0, 1/(d_model d_kv)), k and v ~ N(0, 1/d_model), o ~
+    N(0, 1/(H d_kv)). After the RMS-scaled input (E[x^2] = 1): E[q^2] = 1/d_kv, E[k^2] = 1, so
+    s = sqrt(d_kv * 1/d_kv * 1) = 1, under sqrt(2 ln 32) = 2.6: sound. q's variance is 1/64 of
+    Xavier's for d_kv = 64 x 4 heads = 256: a convention, not a bug."""
+
+    def __init__(self, d: int = 256, heads: int = 4) -> None:
+        super().__init__()
+        self.heads, self.dk = heads, d // heads
+        self.norm = nn.LayerNorm(d, elementwise_affine=False)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
+        nn.init.normal_(self.q.weight, std=(d * self.dk) ** -0.5)
+        nn.init.normal_(self.k.weight, std=d ** -0.5)
+        nn.init.normal_(self.v.weight, std=d ** -0.5)
+        nn.init.normal_(self.o.weight, std=(heads * self.dk) ** -0.5)
+        self.head = nn.Linear(d, 10)
+
+    def split(self, t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(t.shape[0], t.shape[1], self.heads, self.dk).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        q, k, v = self.split(self.q(h)), self.split(self.k(h)), self.split(self.v(h))
+        y = (q @ k.transpose(-2, -1)).softmax(-1) @ v
+        return self.head(self.o(y.transpose(1, 2).reshape(x.shape)))
+
+
+def x() -> torch.Tensor:
+    return torch.randn(4, 32, 256, generator=torch.Generator().manual_seed(1))
+
+
+def test_a_t5_style_query_is_a_convention_not_a_variance_mismatch():
+    torch.manual_seed(0)
+    report = diagnose(T5Attention(), x())
+    assert [(f.code, f.layer) for f in report.findings] == []
+
+
+def test_the_data_driven_fix_keeps_the_scale_a_model_folded_into_its_queries():
+    # aimed at a signal's std, q would be scaled up by sqrt(d_kv) = 8: logit std 8, saturated
+    torch.manual_seed(0)
+    model = T5Attention()
+    q, k = model.q.weight.detach().clone(), model.k.weight.detach().clone()
+    report = fix(model, x())
+    assert torch.equal(model.q.weight, q) and torch.equal(model.k.weight, k)
+    assert report.fix is not None and report.fix.data_driven is not None
+    assert "q.weight" not in {s.param for s in report.fix.data_driven.layers}
+    assert [f.code for f in diagnose(model, x()).findings] == []
+
+
+def test_a_missing_scale_is_folded_into_the_query_projection():
+    # Xavier q/k after a LayerNorm: E[q^2] = E[k^2] = 1, no 1/sqrt(64): s = 8 > 2.6. A redraw cannot
+    # help; q * 1/s brings s to 1 (T5's way), k, v and o stay as they were
+    for data_driven in (False, True):
+        torch.manual_seed(0)
+        model = UnscaledAttention()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        assert {f.code for f in diagnose(model, x()).findings} == {"IC207"}
+        report = fix(model, x(), data_driven=data_driven)
+        assert report.fix is not None and report.fix.queries_scaled == ("q.weight",)
+        factor = (model.q.weight / before["q.weight"]).mean().item()
+        assert abs(factor * 8.0 - 1.0) < 0.15, factor
+        assert torch.equal(model.k.weight, before["k.weight"])
+        assert not [f for f in diagnose(model, x()).findings if f.severity in ("warning", "error")]
+
+
+def test_sound_attentions_are_left_alone():
+    for cls in (DefaultMultiheadAttention, GPT2Attention):
+        torch.manual_seed(0)
+        model = cls()
+        report = fix(model, x())
+        assert report.fix is not None and report.fix.queries_scaled == ()
+        assert diagnose(model, x()).ok
+
+
+def test_unit_normal_queries_are_redrawn_and_then_sound():
+    # q/k at N(0, 1): s = 256. The static step redraws both (IC103: 256x Xavier's variance); after
+    # that s = 1 with sdpa's own scale: nothing left for the query pass
+    torch.manual_seed(0)
+    model = UnitNormalQK()
+    report = fix(model, x(), data_driven=False)
+    assert report.fix is not None
+    assert set(report.fix.reinitialized) >= {"q.weight", "k.weight"} and report.fix.queries_scaled == ()
+    assert math.isclose(model.q.weight.std().item(), (2 / 512) ** 0.5, rel_tol=0.05)
+    assert not [f for f in diagnose(model, x()).findings if f.severity in ("warning", "error")]
+
+
+def test_only_projections_that_feed_nothing_but_logits_set_the_temperature():
+    from initcheck.api import analyze
+    from initcheck.signal.temperature import logit_weight_ops
+
+    class Packed(nn.Module):
+        """One Linear makes q, k and v (GPT-2's c_attn): v is a signal path, so it is not one."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv, self.o = nn.Linear(64, 192), nn.Linear(64, 64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q, k, v = self.qkv(x).split(64, dim=-1)
+            return self.o(torch.nn.functional.scaled_dot_product_attention(q, k, v))
+
+    for model, expected in ((UnscaledAttention(), {"q.weight", "k.weight"}), (T5Attention(), {"q.weight", "k.weight"}),
+                            (Packed(), set())):
+        a = analyze(model, torch.randn(2, 16, 256 if not isinstance(model, Packed) else 64))
+        ops = logit_weight_ops(a.context.index)
+        assert {lf.qualname for lf in a.layers if lf.op in ops} == expected, type(model).__name__
