@@ -206,12 +206,47 @@ def function_weight(op: Op, views: Mapping[int, tuple[int, bool, bool]]) -> tupl
             stride = tuple(stride) if isinstance(stride, (tuple, list)) else (int(stride),)
             role = WeightRole.EMBEDDING if layout is Layout.EMBEDDING else WeightRole.WEIGHT
             return param, WeightUse("", layout, role=role, groups=int(groups), stride=stride, stacked=stacked or sliced)
+    if op.target == "einsum":
+        return _einsum_weight(op, views)
     if op.target == "matmul":
         # W @ x with the weight first: [out, in] applied from the left.
         idx = op.operand("0", "input")
         if idx is not None and idx in views:
             param, flipped, sliced = views[idx]
             return param, WeightUse("", Layout.IN_OUT if flipped else Layout.OUT_IN, stacked=sliced)
+    return None
+
+
+def _einsum_weight(op: Op, views: Mapping[int, tuple[int, bool, bool]]) -> tuple[int, WeightUse] | None:
+    """The weight an einsum contracts with the signal, when its subscripts say a layout: two
+    letters, one summed against the other operands ("in") and one kept in the output ("out"), after
+    an optional leading letter shared by all (a stack: per-head or per-expert matrices)."""
+    eq = op.scalar("0", "equation")
+    if not isinstance(eq, str) or "->" not in eq or "." in eq:
+        return None
+    lhs, out = eq.replace(" ", "").split("->")
+    subs = lhs.split(",")
+    for k, letters in enumerate(subs):
+        idx = op.operand(str(k + 1))
+        if idx is None or idx not in views:
+            continue
+        others = set("".join(subs[:k] + subs[k + 1:]))
+        stacked = len(letters) == 3 and letters[0] in others and letters[0] in out
+        pair = letters[1:] if stacked else letters
+        if len(pair) != 2 or len(others) == 0:
+            return None
+        summed = [c in others and c not in out for c in pair]
+        kept = [c in out and c not in others for c in pair]
+        if summed == [True, False] and kept == [False, True]:
+            layout = Layout.IN_OUT
+        elif summed == [False, True] and kept == [True, False]:
+            layout = Layout.OUT_IN
+        else:
+            return None
+        param, flipped, sliced = views[idx]
+        if flipped:
+            layout = _SWAP[layout]
+        return param, WeightUse("", layout, stacked=stacked or sliced)
     return None
 
 
