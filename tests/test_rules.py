@@ -4,6 +4,7 @@
 import models as M
 import pytest
 import seeds
+import torch
 from torch import nn
 
 from initcheck import RULES, diagnose
@@ -151,3 +152,22 @@ def test_registry_codes_are_unique_documented_and_named():
         assert code.startswith("IC") and len(code) == 5
         assert r.severity in ("info", "warning", "error")
         assert r.summary and r.why and "-" in r.name
+
+
+def test_ic001_tells_a_weight_read_by_an_unmodelled_op_from_one_never_read():
+    # "never used" is a claim about the forward: a weight it reads through a batched matmul of an
+    # unsqueezed copy is used, only its fans are unknown
+    class Bmm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(16, 32) * 0.35)
+            self.spare = nn.Linear(3, 3)
+            self.h = nn.Linear(32, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.h(torch.relu(torch.bmm(x.unsqueeze(0), self.w.unsqueeze(0)).squeeze(0)))
+
+    found = {f.layer: f.message for f in diagnose(Bmm(), torch.randn(8, 16)).findings if f.code == "IC001"}
+    assert set(found) == {"w", "spare.weight"}
+    assert "never used" not in found["w"] and "read by the traced forward pass only through" in found["w"]
+    assert "never used" in found["spare.weight"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..findings import Finding, Severity, rule
+from ..graph import OpKind
+from ..ops.activations import RoleKind
 from .context import Context
 
 
@@ -16,9 +18,41 @@ from .context import Context
       fix="give an example input that runs it (--input-shape / example_inputs=), or check the model in the "
           "mode that uses it")
 def weight_not_reached(ctx: Context) -> Iterator[Finding]:
+    readers = _readers(ctx)
     for name in ctx.unreached:
+        ops = readers.get(name)
+        if ops:  # read, but by ops whose fans initcheck cannot tell: saying "never used" would be false
+            yield Finding("IC001", Severity.WARNING, name,
+                          f"{name} is read by the traced forward pass only through {', '.join(ops)}, which initcheck "
+                          "does not read as a weight op (no fans): not judged",
+                          "apply it with F.linear, matmul, einsum or a conv, or check its init by hand")
+            continue
         yield Finding("IC001", Severity.WARNING, name, f"{name} was never used by the traced forward pass: not judged",
                       "give an example input that runs it (--input-shape / example_inputs=)")
+
+
+def _readers(ctx: Context) -> dict[str, list[str]]:
+    """Parameter name -> the ops that read it, seen through views (each named once)."""
+    index = ctx.index
+    out: dict[str, list[str]] = {}
+    for op in index.ops:
+        if op.kind is not OpKind.PARAM:
+            continue
+        names: list[str] = []
+        stack, seen = list(index.users(op.index)), set()
+        while stack:
+            u = stack.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            user = index.ops[u]
+            if index.role(user).kind is RoleKind.TRANSPARENT and user.kind is not OpKind.OUTPUT:
+                stack.extend(index.users(u))
+            elif str(user.target) not in names:
+                names.append(str(user.target))
+        if names:
+            out[str(op.target)] = names
+    return out
 
 
 @rule("IC002", "lazy-module-uninitialized", Severity.WARNING,
