@@ -195,6 +195,32 @@ class AdaLNZeroBlock(nn.Module):
         return self.head(h)
 
 
+class RWKVTimeMix(nn.Module):
+    """RWKV-4's time mixing with its own zeros (BlinkDL's init): the key, receptance and output
+    projections start at 0. The keys go through exp to weigh each channel's values over time: at 0
+    the average is uniform, and key unit c gets the gradient of its own channel's values, so the
+    units differ after one step (not symmetric); the receptance gates its channel through a
+    sigmoid; the output ends the residual branch. No error, no IC101."""
+
+    def __init__(self, d: int = 64) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(d)
+        self.mix = nn.Parameter(torch.rand(1, 1, d))
+        self.key, self.value, self.receptance, self.output = (nn.Linear(d, d, bias=False) for _ in range(4))
+        for lin in (self.key, self.receptance, self.output):
+            nn.init.zeros_(lin.weight)
+        nn.init.orthogonal_(self.value.weight)
+        self.head = nn.Linear(d, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln(x)
+        shifted = F.pad(h, (0, 0, 1, -1))
+        xm = h * self.mix + shifted * (1 - self.mix)
+        w = torch.exp(self.key(xm))
+        wkv = torch.cumsum(w * self.value(xm), dim=1) / torch.cumsum(w, dim=1)
+        return self.head(x + self.output(torch.sigmoid(self.receptance(xm)) * wkv))
+
+
 class Sine(nn.Module):
     def __init__(self, w0: float) -> None:
         super().__init__()

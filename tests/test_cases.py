@@ -46,12 +46,13 @@ SOUND = [
     (A.GPT2Attention, (torch.randn(2, 64, 256),)),
     (A.SelfAttention, (torch.randn(2, 64, 256),)),
     (C.StandardizedConv, (torch.randn(2, 3, 16, 16),)),
+    (C.RWKVTimeMix, (torch.randn(2, 12, 64),)),
 ]
 
 
 @pytest.mark.parametrize("make,inputs", SOUND, ids=["adaln_zero", "siren", "zero_init_residual", "tiny_vit",
                                                     "tied_0.02", "weight_norm", "multihead_attention",
-                                                    "gpt2_attention", "scaled_attention", "weight_standardization"])
+                                                    "gpt2_attention", "scaled_attention", "weight_standardization", "rwkv_zeros"])
 def test_sound_init_gets_no_error(make, inputs):
     report = diagnose(make(), inputs)
     assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]

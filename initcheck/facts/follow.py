@@ -128,6 +128,8 @@ def meets_another_tensor(view: GraphIndex, start: int, limit: int = 64) -> bool:
                     return True
                 if role.kind in (RoleKind.ACTIVATION, RoleKind.TRANSPARENT, RoleKind.ADD, RoleKind.SCALE):
                     nxt.append(u)
+                elif role.kind is RoleKind.OTHER and len(view.data_operands(op)) == 1:
+                    nxt.append(u)  # a function of this output alone (exp, square, cumsum): still its channels
         frontier = nxt
     return False
 
