@@ -60,6 +60,14 @@ def test_sound_init_gets_no_error(make, inputs):
     assert "IC001" not in {f.code for f in report.findings}
 
 
+def test_a_film_layer_is_a_modulation_not_followed_by_the_features_activation():
+    report = diagnose(C.FiLMResBlock(), (torch.randn(2, 32, 8, 8), torch.randn(2, 256)))
+    emb = next(lr for lr in report.layers if lr.name == "emb.1")
+    assert emb.activation == "identity"
+    assert not [f for f in report.findings if f.layer == "emb.1.weight"], report.findings
+    assert report.ok
+
+
 def test_every_parameter_is_reported_with_its_kind():
     model = C.TinyViT()
     report = diagnose(model, (torch.randn(2, 16, 48),))

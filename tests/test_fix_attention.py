@@ -100,7 +100,6 @@ def test_unit_normal_queries_are_redrawn_and_then_sound():
 
 def test_only_projections_that_feed_nothing_but_logits_set_the_temperature():
     from initcheck.api import analyze
-    from initcheck.signal.temperature import logit_weight_ops
 
     class Packed(nn.Module):
         """One Linear makes q, k and v (GPT-2's c_attn): v is a signal path, so it is not one."""
@@ -116,5 +115,4 @@ def test_only_projections_that_feed_nothing_but_logits_set_the_temperature():
     for model, expected in ((UnscaledAttention(), {"q.weight", "k.weight"}), (T5Attention(), {"q.weight", "k.weight"}),
                             (Packed(), set())):
         a = analyze(model, torch.randn(2, 16, 256 if not isinstance(model, Packed) else 64))
-        ops = logit_weight_ops(a.context.index)
-        assert {lf.qualname for lf in a.layers if lf.op in ops} == expected, type(model).__name__
+        assert {lf.qualname for lf in a.layers if lf.attention_score} == expected, type(model).__name__

@@ -89,12 +89,17 @@ def test_moe_experts_are_followed_from_the_parameter():
 
 
 def test_a_broken_hugging_face_init_is_caught():
+    # a constant 0.5 gate: every unit computes the same 0.5 * sum(x), 24x Xavier's variance, not a
+    # design; a zero gate_proj is one (silu(0) * up = 0: each unit's gradient runs through its own
+    # up channel, so the units part after one step, and the MLP starts as the identity)
     model = build("llama")
-    torch.nn.init.zeros_(model.model.layers[0].mlp.gate_proj.weight)
+    torch.nn.init.constant_(model.model.layers[0].mlp.gate_proj.weight, 0.5)
+    torch.nn.init.zeros_(model.model.layers[1].mlp.gate_proj.weight)
     torch.nn.init.normal_(model.model.layers[1].mlp.up_proj.weight, 0, 1.0)
     codes = {(f.code, f.layer) for f in diagnose(model).findings}
     assert ("IC101", "model.layers.0.mlp.gate_proj.weight") in codes
     assert ("IC103", "model.layers.1.mlp.up_proj.weight") in codes
+    assert not {c for c in codes if c[1] == "model.layers.1.mlp.gate_proj.weight"}
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))

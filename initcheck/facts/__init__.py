@@ -48,6 +48,7 @@ class LayerFacts(WeightSite):
     pre_scale: float = 1.0  # |c| of a scalar multiplication before the activation (SIREN's w0): the
     # recommended std is divided by it
     gated: bool = False  # the output gates or modulates another tensor (adaLN, SE, GLU)
+    modulation: bool = False  # a FiLM/adaLN scale or shift: multiplies and shifts another tensor, no activation of its own
     reads_input: bool = False  # its data operand is a model input (the first layer)
 
     @property
@@ -174,6 +175,7 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
         attention_score=use.role is not WeightRole.EMBEDDING and feeds_attention_scores(view, op.index),
         pre_scale=f.pre_scale,
         gated=f.gated or meets_another_tensor(view, op.index),
+        modulation=f.modulation,
         reads_input=any(view.ops[i].kind is OpKind.INPUT for i in view.data_operands(op)),
     )
 

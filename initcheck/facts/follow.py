@@ -27,6 +27,7 @@ class Follow:
     norm: str | None = None
     pre_scale: float = 1.0  # |c| of scalar multiplications between the layer and its activation (SIREN's w0)
     gated: bool = False  # the output multiplies another tensor (a gate, a modulation: adaLN, SE, GLU)
+    modulation: bool = False  # split into a scale and a shift of another tensor (FiLM, adaLN)
 
 
 def follow(view: GraphIndex, start: int) -> Follow:
@@ -103,6 +104,11 @@ def follow(view: GraphIndex, start: int) -> Follow:
         return Follow("identity", None, normalized, residual_end, is_output, start, norm=norm_module, gated=gated)
     name, param, preact, custom_gain = found
     is_output = is_output or _reaches_output(view, start)
+    if merged and _modulates(view, start):
+        # FiLM / adaLN: the output is split into a scale that multiplies another tensor and a shift
+        # added to it; the activation past that sum is the other tensor's, not this layer's
+        return Follow("identity", None, normalized, residual_end, is_output, start, norm=norm_module, gated=True,
+                      modulation=True)
     return Follow(name, param, normalized, residual_end, is_output, preact, custom_gain, norm_module,
                   pre_scale=abs(scale_at.get(preact, 1.0)) or 1.0, gated=gated)
 
@@ -130,6 +136,30 @@ def meets_another_tensor(view: GraphIndex, start: int, limit: int = 64) -> bool:
                     nxt.append(u)
                 elif role.kind is RoleKind.OTHER and len(view.data_operands(op)) == 1:
                     nxt.append(u)  # a function of this output alone (exp, square, cumsum): still its channels
+        frontier = nxt
+    return False
+
+
+def _modulates(view: GraphIndex, start: int, limit: int = 32) -> bool:
+    """Whether the layer's output, through views, chunks and scalar arithmetic only (no activation),
+    multiplies another tensor: a scale (FiLM, adaLN), not a signal."""
+    frontier, seen = [start], {start}
+    while frontier and len(seen) < limit:
+        nxt = []
+        for i in frontier:
+            for u in view.users(i):
+                if u in seen:
+                    continue
+                seen.add(u)
+                op = view.ops[u]
+                if view.is_weight_op(op) or op.kind is OpKind.OUTPUT:
+                    continue
+                role = view.role(op)
+                data = view.data_operands(op)
+                if role.kind is RoleKind.SCALE and len(data) >= 2:
+                    return True
+                if role.kind is RoleKind.TRANSPARENT or (role.kind in (RoleKind.ADD, RoleKind.SCALE) and len(data) == 1):
+                    nxt.append(u)
         frontier = nxt
     return False
 

@@ -14,7 +14,6 @@ from .. import devices
 from ..api import Analysis, run_forward
 from ..ops.parametrized import scale_carrier
 from ..records import Scaled
-from ..signal.temperature import logit_weight_ops
 from .static import COMPROMISE_PASSES, Progress, _scalable, scaled_here, scaled_param
 
 
@@ -57,7 +56,7 @@ def data_driven_pass(
     dev = devices.resolve(device)
     args, kwargs = analysis.inputs(example_inputs)
     goal = targets(analysis)
-    temperature = logit_weight_ops(analysis.context.index)  # q and k: their scale is the softmax's sharpness
+    temperature = {lf.op for lf in analysis.layers if lf.attention_score}  # q, k: their scale is the softmax's sharpness
     keep = {lf.qualname: (target_std if target_std is not None else 1.0 if lf.qualname in unit else goal.get(lf.qualname, 1.0))
             for lf in analysis.layers
             if lf.qualname not in kept and lf.op not in temperature and _scalable(lf, keep_intentional)}

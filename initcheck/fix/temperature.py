@@ -27,7 +27,7 @@ def temperature_pass(model: nn.Module, analysis: Analysis, kept: frozenset[str] 
     if ctx.actual is None:
         return []
     by_op = {lf.op: lf for lf in now.layers}
-    queries = temperature.logit_weight_ops(ctx.index)
+    queries = {lf.op for lf in now.layers if lf.attention_score}
     done: list[str] = []
     for sat in temperature.saturated(ctx.index, ctx.actual.forward, temperature.in_proj_gains(now.layers), set(by_op),
                                      ctx.threshold(FREEZE.name)):

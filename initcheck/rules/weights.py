@@ -38,8 +38,8 @@ def constant_weights(ctx: Context) -> Iterator[Finding]:
             continue
         if (lf.residual_end or lf.is_output) and s.mean == 0.0:
             continue
-        if lf.gated:
-            continue  # its units gate, scale or shift different channels: they get different gradients
+        if lf.gated and s.mean == 0.0:
+            continue  # a zero gate or modulation: each unit meets its own channel and gets its own gradient
         yield finding("IC101", lf, f"{describe(lf)}: weight is constant ({s.mean:g} everywhere); its {lf.fan_out} units stay identical",
                       init_call(lf))
 
@@ -86,7 +86,7 @@ def _temperature_ops(ctx: Context) -> frozenset[int]:
     limit = ctx.threshold("attention-freeze")
     if any(temperature.saturated(ctx.index, ctx.actual.forward, temperature.in_proj_gains(ctx.layers), weight_ops, limit)):
         return frozenset()
-    return temperature.logit_weight_ops(ctx.index)
+    return frozenset(lf.op for lf in ctx.layers if lf.attention_score)
 
 
 @rule("IC103", "weight-variance-mismatch", Severity.WARNING,
@@ -94,7 +94,8 @@ def _temperature_ops(ctx: Context) -> frozenset[int]:
       "Each layer multiplies the signal's variance by fan_in·Var(w)·E[f(z)²]; the recommended "
       "scheme makes that factor 1. PyTorch's default before a ReLU gives 1/6 per layer. Layers "
       "followed by a normalization, output layers, and layers scaled down inside a residual "
-      "branch (Fixup, GPT-2's 0.02, zero branch ends) are exempt, and so are attention query/key "
+      "branch or a modulation (Fixup, GPT-2's 0.02, zero branch ends, adaLN/FiLM scales and shifts) are "
+      "exempt, and so are attention query/key "
       "projections while no attention saturates (their scale is the softmax's sharpness: T5 folds "
       "1/sqrt(d_head) into its q init); the IC2xx rules still judge what their scale does to the signal.",
       example="nn.init.normal_(model.fc1.weight, std=0.01)  # fc1 is followed by a tanh",
@@ -107,8 +108,8 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
         ratio = lf.variance_ratio
         if ratio is None or lf.stats is None or lf.stats.constant or lf.normalized or lf.role is WeightRole.EMBEDDING or math.isnan(ratio):
             continue
-        if lf.intentionally_small or (lf.in_residual_branch and ratio < 1.0) or lf.convention:
-            continue  # scaled-down branches and library conventions are deliberate; IC2xx still judge them
+        if lf.intentionally_small or ((lf.in_residual_branch or lf.modulation) and ratio < 1.0) or lf.convention:
+            continue  # scaled-down branches and modulations, and library conventions, are deliberate
         if lf.op in temper:
             continue  # a query/key projection's scale is its attention's sharpness, which is sound (IC207)
         if lf.is_output and _output_in_range(ctx, lf):

@@ -1,11 +1,10 @@
-"""The weights that set an attention's temperature: the query and key projections (and a learned
-logit bias) whose outputs meet in the logits q·k. Their outputs are never the signal: their scale
-is the softmax's sharpness, which IC207 judges, so the per-weight variance rule and the data-driven
-fix leave them to it.
+"""Saturated attentions (IC207) and the query projection each one's logits come from. A query or key
+projection (`LayerFacts.attention_score`) is never the signal: its scale is the softmax's sharpness,
+which IC207 judges, so the per-weight variance rule and the data-driven fix leave it to that rule.
 
 A model may fold the 1/sqrt(d_head) into its q init instead of the logits (T5, Mesh TensorFlow):
 aimed at the std of a signal path, those queries were scaled back up by sqrt(d_head) and the
-attentions saturated. Folding is also how the fix repairs a missing scale (`fold_scale`).
+attentions saturated. Folding is also how the fix repairs a missing scale (fix/temperature.py).
 """
 
 from __future__ import annotations
@@ -14,67 +13,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..facts import LayerFacts
-from ..graph import OpKind
-from ..ops.activations import RoleKind
 from ..trace.index import GraphIndex
 from . import attention
 from .moments import Moment
-
-# a projection sits a few views, a rotary embedding or a scaling away from the logits: a walk
-# longer than this has left the attention (an unprojected q = x reaches back into earlier layers)
-HOPS = 12
-
-
-def logit_weight_ops(index: GraphIndex) -> frozenset[int]:
-    """The weight ops whose outputs reach attention logits, and nothing else of an attention, without
-    passing another weight op. A packed q/k/v projection (GPT-2's c_attn) also makes the values, a
-    signal path: not among them; nor nn.MultiheadAttention, one op that holds q, k and v."""
-    logits: list[int] = []
-    values: list[int] = []
-    for op in index.ops:
-        if op.kind is OpKind.FUNCTION and op.target == "scaled_dot_product_attention":
-            logits += [i for i in (op.operand("0", "query"), op.operand("1", "key")) if i is not None]
-            values += [i for i in (op.operand("2", "value"),) if i is not None]
-        elif index.role(op).activation == "softmax" and attention._weights_values(index, op.index):
-            logits += list(index.data_operands(op)[:1])
-            values += _values_of(index, op.index)
-    return _reached(index, logits) - _reached(index, values)
-
-
-def _values_of(index: GraphIndex, soft: int) -> list[int]:
-    """The V operands of the products softmax(...) @ V that a softmax's output weights."""
-    out, stack, seen = [], [soft], set()
-    while stack:
-        i = stack.pop()
-        for u in index.users(i):
-            if u in seen:
-                continue
-            seen.add(u)
-            user = index.ops[u]
-            data = index.data_operands(user)
-            if user.kind is OpKind.FUNCTION and user.target in ("matmul", "einsum") and data[:1] == (i,):
-                out += list(data[1:2])
-            elif index.role(user).kind is RoleKind.TRANSPARENT:
-                stack.append(u)
-    return out
-
-
-def _reached(index: GraphIndex, starts: list[int]) -> frozenset[int]:
-    """The weight ops met walking back from `starts`, at most HOPS ops, without passing one."""
-    found: set[int] = set()
-    seen: set[int] = set()
-    frontier = [(i, 0) for i in starts]
-    while frontier:
-        i, hops = frontier.pop()
-        if i in seen or hops > HOPS:
-            continue
-        seen.add(i)
-        op = index.ops[i]
-        if index.is_weight_op(op):
-            found.add(i)
-            continue
-        frontier += [(j, hops + 1) for j in index.data_operands(op)]
-    return frozenset(found)
 
 
 def query_op(index: GraphIndex, start: int, weight_ops: frozenset[int] | set[int]) -> int | None:
