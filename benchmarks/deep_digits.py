@@ -7,7 +7,7 @@ channels, no normalization, no residual, then a Linear head). Inits:
   the `lsuv` package 0.3.0 (orthonormal, then layer by layer to std 1, on the same 256 images);
   orthogonal + scaling (`fix(model, x, scheme="orthogonal")`: every weight orthogonal, then the pass).
 Prints final training loss (mean of the last 20 steps), test loss and test accuracy.
-Run: python benchmarks/deep_digits.py [--mlp-depth 100] [--conv-depth 30] [--steps 200] [--seeds 3]
+Run: python benchmarks/deep_digits.py [--mlp-depth 100] [--conv-depth 30] [--steps 200] [--seeds 3] [--only mlp|conv]
 """
 
 from __future__ import annotations
@@ -114,11 +114,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", choices=["mlp", "conv"], help="one of the two models (to run them in parallel)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_digits()
     models = {f"{args.mlp_depth}-layer tanh MLP (width 128)": lambda: tanh_mlp(args.mlp_depth),
               f"{args.conv_depth}-layer plain tanh conv net (16 ch)": lambda: PlainConv(args.conv_depth)}
+    if args.only:
+        models = dict(list(models.items())[:1] if args.only == "mlp" else list(models.items())[1:])
     print(f"torch {torch.__version__}, CPU, {args.threads} thread(s); digits, Adam lr 1e-3, batch 64, "
           f"{args.steps} steps, mean of {args.seeds} seeds")
     for label, build in models.items():
