@@ -233,6 +233,7 @@ def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Sele
                  sources: Mapping[str, str] | None) -> Analysis:
     collected = facts_mod.collect(index, model)
     layers = conventions.apply(collected.layers, model)
+    stats_mod.prefetch((p, None) for p in model.parameters())  # biases, norms, scales: in batches
     params = classify(model, layers, unreached)
     ctx = _context(index, model, layers, collected.tied_uses, params, probed, unreached, limits)
     notes = trace_notes

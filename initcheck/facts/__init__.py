@@ -13,7 +13,7 @@ from .. import theory
 from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole, WeightUse, function_weight, get_path, module_weights
 from ..records import WeightSite
-from ..stats import TensorStats, tensor_stats
+from ..stats import TensorStats, prefetch, tensor_stats
 from ..theory import Family
 from ..trace.index import GraphIndex
 from .follow import Follow, feeds_attention_scores, follow, meets_another_tensor
@@ -96,9 +96,8 @@ def collect(index: GraphIndex, model: nn.Module) -> Collected:
     graph = index.graph
     view = index
     aliases = _aliases(model)
-    out: list[LayerFacts] = []
-    tied: list[LayerFacts] = []
-    judged: set[int] = set()
+    # each use of a weight: (op, owner, use, the tensor, kind), in execution order
+    uses: list[tuple[Op, str, WeightUse, torch.Tensor, str]] = []
     for op in graph.ops:
         if op.kind is OpKind.MODULE:
             mod = view.module(op)
@@ -107,20 +106,28 @@ def collect(index: GraphIndex, model: nn.Module) -> Collected:
             for use in module_weights(mod):
                 p = get_path(mod, use.param)
                 if isinstance(p, torch.Tensor):
-                    first = id(p) not in judged
-                    judged.add(id(p))
-                    (out if first else tied).append(_facts(view, op, op.module or "", use, p, type(mod).__name__, aliases))
+                    uses.append((op, op.module or "", use, p, type(mod).__name__))
         elif op.kind is OpKind.FUNCTION:
             hit = function_weight(op, view.views)
             if hit is None:
                 continue
             pname = graph.ops[hit[0]].target
-            p = model.get_parameter(pname)
-            first = id(p) not in judged
-            judged.add(id(p))
             owner, _, attr = pname.rpartition(".")
-            (out if first else tied).append(_facts(view, op, owner, _with_param(hit[1], attr), p, op.target, aliases))
+            uses.append((op, owner, _with_param(hit[1], attr), model.get_parameter(pname), op.target))
+    # the weights' statistics with their row sums, small ones read in batches (one question per tensor)
+    prefetch((p, row_dim(use.layout, p.ndim)) for _, _, use, p, _ in uses if not _lazy(p))
+    out: list[LayerFacts] = []
+    tied: list[LayerFacts] = []
+    judged: set[int] = set()
+    for op, owner, use, p, kind in uses:
+        first = id(p) not in judged
+        judged.add(id(p))
+        (out if first else tied).append(_facts(view, op, owner, use, p, kind, aliases))
     return Collected(tuple(out), tuple(tied))
+
+
+def _lazy(p: torch.Tensor) -> bool:
+    return isinstance(p, nn.parameter.UninitializedParameter)
 
 
 def _with_param(use: WeightUse, attr: str) -> WeightUse:
