@@ -231,10 +231,11 @@ def _no_cycle_collection() -> Iterator[None]:
 def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
                  probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
                  sources: Mapping[str, str] | None) -> Analysis:
-    collected = facts_mod.collect(index, model)
+    named = tuple(model.named_parameters(remove_duplicate=False))  # one walk of the model for every stage
+    collected = facts_mod.collect(index, model, named)
     layers = conventions.apply(collected.layers, model)
-    stats_mod.prefetch((p, None) for p in model.parameters())  # biases, norms, scales: in batches
-    params = classify(model, layers, unreached)
+    stats_mod.prefetch((p, None) for _, p in named)  # biases, norms, scales: in batches
+    params = classify(model, layers, unreached, named=named, modules=index.modules)
     ctx = _context(index, model, layers, collected.tied_uses, params, probed, unreached, limits)
     notes = trace_notes
     if ctx.actual is not None and (note := signal.unhandled_note(ctx.actual, index, layers)):
@@ -304,9 +305,9 @@ def _param_reports(ctx: Context, findings: list[Finding]) -> tuple[ParamReport, 
     for pf in ctx.params:
         mine = worst.get(pf.name, [])
         top = max(mine, key=lambda f: f.severity.rank, default=None)
-        verdict = "ok" if top is None else f"{top.severity.value} {','.join(sorted({f.code for f in mine}))}"
+        verdict = "ok" if top is None else f"{top.severity._value_} {','.join(sorted({f.code for f in mine}))}"
         s = pf.stats
-        out.append(ParamReport(pf.name, pf.kind.value, pf.shape, None if s is None else s.std, None if s is None else s.mean,
+        out.append(ParamReport(pf.name, pf.kind._value_, pf.shape, None if s is None else s.std, None if s is None else s.mean,
                                None if s is None else s.max_abs, pf.note, verdict))
     return tuple(out)
 
@@ -336,13 +337,13 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
     for lf in ctx.layers:
         mine = by_layer.get(lf.qualname, [])
         worst = max(mine, key=lambda f: f.severity.rank, default=None)
-        verdict = "ok" if worst is None else f"{worst.severity} {','.join(sorted({f.code for f in mine}))}"
+        verdict = "ok" if worst is None else f"{worst.severity._value_} {','.join(sorted({f.code for f in mine}))}"
         if worst is None and lf.convention:
             verdict = f"ok: {lf.convention}"
         m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
         ref = ctx.reference.preact(lf.op, lf.preact_op) if ctx.reference else None
         out.append(LayerReport(
-            **site_of(lf), scheme=lf.scheme.value, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
+            **site_of(lf), scheme=lf.scheme._value_, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
             variance_ratio=lf.variance_ratio, predicted_rms=_raw(ctx, lf, m, model),
             aliases=lf.aliases, convention=lf.convention, verdict=verdict, source=sources.get(lf.qualname),
             driven_rms=_finite(math.sqrt(max(m.signal, 0.0))) if m is not None else None,

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -44,7 +45,7 @@ class TensorStats:
     def finite(self) -> bool:
         return self.nonfinite == 0
 
-    @property
+    @cached_property
     def second(self) -> float:
         """E[w^2]."""
         return self.std * self.std + self.mean * self.mean
@@ -100,7 +101,7 @@ def prefetch(items: Iterable[tuple[torch.Tensor, int | None]]) -> None:
     if not _ACTIVE:
         return
     memo, ahead = _ACTIVE[-1], _AHEAD[-1]
-    groups: dict[tuple[object, ...], list[torch.Tensor]] = {}
+    groups: dict[tuple[torch.dtype, torch.device, tuple[int, ...], int | None], list[torch.Tensor]] = {}
     seen: set[int] = set()
     for t, rows in items:
         if id(t) in seen or not _batchable(t) or id(t) in memo or (id(t), rows) in ahead:
@@ -134,27 +135,27 @@ def _read_batch(ts: list[torch.Tensor], dim: int | None) -> list[TensorStats | N
     dot product."""
     k = len(ts)
     with torch.no_grad():
-        stack = torch.stack([t.detach() for t in ts])
+        stack = torch.stack(ts)
         flat = stack.reshape(k, -1)
-        part: torch.Tensor | None = None
+        parts: tuple[torch.Tensor, ...] | None = None
         if dim is None:
             s1 = flat.sum(1)
         else:
             acc = torch.float64 if stack.dtype == torch.float64 else torch.float32
             part = stack.reshape(k, stack.shape[1], -1).sum(2, dtype=acc) if dim == 0 else stack.sum(1, dtype=acc)
-            s1 = part.sum(1)
+            s1, parts = part.sum(1), part.unbind(0)
         s2 = torch.stack([torch.dot(row, row) for row in flat])
-        numbers = torch.stack([s1.to(flat.dtype), s2, flat.amin(1), flat.amax(1)]).tolist()
+        numbers = torch.stack([s1, s2, flat.amin(1), flat.amax(1)]).tolist()
     n = flat.shape[1]
     out: list[TensorStats | None] = []
     for i, (a, b, lo, hi) in enumerate(zip(*numbers)):
-        acc_ = _Merge()
-        acc_.peak = max(acc_.peak, abs(lo), abs(hi))
-        if not acc_.merge(n, a, b):
+        merged = _Merge()
+        merged.peak = max(merged.peak, abs(lo), abs(hi))
+        if not merged.merge(n, a, b):
             out.append(None)
             continue
-        out.append(_stats(acc_.n_total, acc_.mean, acc_.m2, acc_.peak, acc_.bad,
-                          RowSums(dim, part[i]) if part is not None and dim is not None else None))
+        rows = RowSums(dim, parts[i]) if parts is not None and dim is not None else None
+        out.append(TensorStats(n, merged.mean, math.sqrt(max(merged.m2 / n, 0.0)), merged.m2 == 0.0, merged.peak, 0, rows))
     return out
 
 

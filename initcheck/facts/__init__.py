@@ -4,6 +4,7 @@ normalization, residual ends, the recommended scheme and the weight's actual sta
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -89,13 +90,15 @@ class Collected:
     tied_uses: tuple[LayerFacts, ...]  # every later use of the same tensor (tied heads, shared layers)
 
 
-def collect(index: GraphIndex, model: nn.Module) -> Collected:
+def collect(index: GraphIndex, model: nn.Module,
+            named: Sequence[tuple[str, torch.Tensor]] | None = None) -> Collected:
     """One LayerFacts per weight tensor the graph reads, in execution order, tied weights once;
     and one per later use of a tensor already seen, so that each use is modelled and judged.
-    Conventions (conventions.py) are a later stage."""
+    Conventions (conventions.py) are a later stage. named: the model's
+    `named_parameters(remove_duplicate=False)`, when the caller walked it already."""
     graph = index.graph
     view = index
-    aliases = _aliases(model)
+    aliases = _aliases(model.named_parameters(remove_duplicate=False) if named is None else named)
     # each use of a weight: (op, owner, use, the tensor, kind), in execution order
     uses: list[tuple[Op, str, WeightUse, torch.Tensor, str]] = []
     for op in graph.ops:
@@ -185,8 +188,8 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
     )
 
 
-def _aliases(model: nn.Module) -> dict[int, tuple[str, ...]]:
+def _aliases(named: Iterable[tuple[str, torch.Tensor]]) -> dict[int, tuple[str, ...]]:
     names: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
+    for name, p in named:
         names.setdefault(id(p), []).append(name)
     return {k: tuple(v) for k, v in names.items()}

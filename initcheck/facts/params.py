@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -52,16 +53,21 @@ _POSITION = re.compile(r"pos(ition)?(al)?_?(emb|embed|embedding|encoding|bias)|r
 _SCALE = re.compile(r"(^|[._])(gamma|ls\d?|layer_?scale|scale|alpha|gain|gate|temperature|logit_scale|beta|skipinit_gain)(\d*)($|[._])")
 
 
-def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[str, ...] = ()) -> tuple[ParamFacts, ...]:
-    """One ParamFacts per parameter tensor (tied ones once), in named_parameters() order."""
+def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[str, ...] = (), *,
+             named: Sequence[tuple[str, torch.Tensor]] | None = None,
+             modules: Mapping[str, nn.Module] | None = None) -> tuple[ParamFacts, ...]:
+    """One ParamFacts per parameter tensor (tied ones once), in named_parameters() order. named,
+    modules: the model's named_parameters(remove_duplicate=False) and a name -> module map, when
+    the caller walked them already (api: one walk per analysis)."""
     in_layers = {lf.qualname for lf in layers} | {a for lf in layers for a in lf.aliases}
     residual_norms = {lf.norm for lf in layers if lf.residual_end and lf.norm}
     unused = set(unreached)
-    modules = dict(model.named_modules(remove_duplicate=False))  # one walk, not one per parameter
+    if modules is None:
+        modules = dict(model.named_modules(remove_duplicate=False))  # one walk, not one per parameter
     out = []
-    for name, p in model.named_parameters():
+    for name, p in (model.named_parameters() if named is None else _first_names(named)):
         owner_name, _, attr = name.rpartition(".")
-        owner = modules[owner_name]
+        owner = modules[owner_name] if owner_name in modules else model.get_submodule(owner_name)
         kind, note = _kind(name, attr, owner, p, in_layers, unused)
         stats = tensor_stats(p) if not isinstance(p, nn.parameter.UninitializedParameter) else None
         shape = tuple(int(s) for s in p.shape) if not isinstance(p, nn.parameter.UninitializedParameter) else ()
@@ -70,6 +76,18 @@ def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[
         out.append(ParamFacts(name, kind, shape, stats, note,
                               residual_norm=kind is ParamKind.NORM_WEIGHT and owner_name in residual_norms))
     return tuple(out)
+
+
+def _first_names(named: Sequence[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+    """named_parameters() from named_parameters(remove_duplicate=False): each tensor under its first
+    name (both walk the modules in the same order)."""
+    seen: set[int] = set()
+    out = []
+    for name, p in named:
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    return out
 
 
 def _kind(name: str, attr: str, owner: nn.Module, p: torch.Tensor, in_layers: set[str],

@@ -182,9 +182,7 @@ class Role:
 
 
 def module_role(module: nn.Module) -> Role:
-    entry = MODULE_ACTIVATIONS.get(type(module))
-    if entry is None:
-        entry = next((v for t, v in MODULE_ACTIVATIONS.items() if isinstance(module, t)), None)
+    entry = _activation_entry(type(module))
     if entry is not None:
         name, attr = entry
         return Role(RoleKind.ACTIVATION, name, _param_value(getattr(module, attr, None)) if attr else None)
@@ -193,6 +191,22 @@ def module_role(module: nn.Module) -> Role:
     if is_norm_module(module):
         return Role(RoleKind.NORM)
     return Role(RoleKind.OTHER)
+
+
+def _activation_entry(cls: type) -> tuple[str, str | None] | None:
+    """MODULE_ACTIVATIONS' entry for a module class or its first listed base; looked up once per
+    class (a deep stack asks for every layer)."""
+    if cls in _ENTRIES:
+        return _ENTRIES[cls]
+    entry = MODULE_ACTIVATIONS.get(cls)
+    if entry is None:
+        entry = next((v for t, v in MODULE_ACTIVATIONS.items() if issubclass(cls, t)), None)
+    if len(_ENTRIES) < 4096:  # classes made on the fly (tests, notebooks) do not grow it without bound
+        _ENTRIES[cls] = entry
+    return entry
+
+
+_ENTRIES: dict[type, tuple[str, str | None] | None] = {}
 
 
 def function_role(op: Op) -> Role:
