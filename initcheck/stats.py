@@ -71,6 +71,9 @@ _ACTIVE: list[dict[int, tuple[torch.Tensor, int, TensorStats | None]]] = []
 # Per running analysis, statistics read ahead in batches (`prefetch`), keyed by (tensor id, rows
 # asked): a call gets them only for the very question it asks.
 _AHEAD: list[dict[tuple[int, int | None], tuple[torch.Tensor, int, TensorStats]]] = []
+# Per running analysis, the (variance, mean) of row sums the batched read reduced too, keyed by the
+# row sums' tensor (`row_var_mean`).
+_ROW_VAR_MEAN: list[dict[int, tuple[torch.Tensor, float, float]]] = []
 
 
 @contextmanager
@@ -79,11 +82,21 @@ def shared() -> Iterator[None]:
     is written: its version counter moves)."""
     _ACTIVE.append({})
     _AHEAD.append({})
+    _ROW_VAR_MEAN.append({})
     try:
         yield
     finally:
+        _ROW_VAR_MEAN.pop()
         _AHEAD.pop()
         _ACTIVE.pop()
+
+
+def row_var_mean(sums: torch.Tensor) -> tuple[float, float] | None:
+    """The population variance and mean of a weight's row sums (RowSums.sums), when the batched
+    read that summed them reduced them too (`torch.var_mean` of the float64 sums along the batch's
+    rows: the numbers the tensor alone gives); None otherwise."""
+    hit = _ROW_VAR_MEAN[-1].get(id(sums)) if _ROW_VAR_MEAN else None
+    return (hit[1], hit[2]) if hit is not None and hit[0] is sums else None
 
 
 SMALL = 1 << 16  # elements: a tensor read with others of its shape (`prefetch`)
@@ -144,6 +157,11 @@ def _read_batch(ts: list[torch.Tensor], dim: int | None) -> list[TensorStats | N
             acc = torch.float64 if stack.dtype == torch.float64 else torch.float32
             part = stack.reshape(k, stack.shape[1], -1).sum(2, dtype=acc) if dim == 0 else stack.sum(1, dtype=acc)
             s1, parts = part.sum(1), part.unbind(0)
+            row_var, row_mean = torch.var_mean(part.double(), dim=1, correction=0)
+            if _ROW_VAR_MEAN:
+                known = _ROW_VAR_MEAN[-1]
+                for sums, v, m in zip(parts, row_var.tolist(), row_mean.tolist()):
+                    known[id(sums)] = (sums, v, m)
         s2 = torch.stack([torch.dot(row, row) for row in flat])
         numbers = torch.stack([s1, s2, flat.amin(1), flat.amax(1)]).tolist()
     n = flat.shape[1]

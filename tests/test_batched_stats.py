@@ -35,6 +35,11 @@ def test_a_batched_read_gives_each_tensors_own_numbers_bit_for_bit(shape, rows, 
         assert len(stats._AHEAD[-1]) == len(ts)  # read ahead, all of them
         batched = [stats.tensor_stats(t, rows) for t in ts]
         assert not stats._AHEAD[-1]  # each answered from the batch
+        for a in batched:  # the row sums' variance and mean, reduced with the batch: what they give alone
+            if a is not None and a.rows is not None:
+                var, mean = torch.var_mean(a.rows.sums.double(), correction=0)
+                assert stats.row_var_mean(a.rows.sums) == (float(var), float(mean))
+    assert stats.row_var_mean(ts[0]) is None  # outside the analysis, and for any other tensor
     for a, b, t in zip(batched, alone, ts):
         _same(a, b)
         oracle = t.double()

@@ -234,6 +234,22 @@ def _param_value(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+@functools.lru_cache(maxsize=4)
+def _references(dtype: torch.dtype) -> tuple[tuple[str, float | None, torch.Tensor], ...]:
+    """The known activations on match_elementwise's grid, in the order they are tried: computed once
+    per dtype (a model with one GELU module per block asks for each block's)."""
+    x = torch.linspace(-8.0, 8.0, 321, dtype=dtype)
+    out: list[tuple[str, float | None, torch.Tensor]] = []
+    with torch.no_grad():
+        for name in ("identity", "relu", "relu6", "gelu", "silu", "mish", "elu", "selu", "celu", "softplus",
+                     "hardswish", "hardsigmoid", "hardtanh", "tanh", "sigmoid", "softsign"):
+            fn_ref = activation_fn(name)
+            assert fn_ref is not None
+            out.append((name, None, fn_ref(x)))
+        out += [("leaky_relu", slope, torch.nn.functional.leaky_relu(x, slope)) for slope in (0.01, 0.1, 0.2, 0.3)]
+    return tuple(out)
+
+
 def match_elementwise(fn: Callable[[torch.Tensor], Any], atol: float = 2e-3) -> tuple[str, float | None] | None:
     """(canonical activation, its parameter) that `fn` computes, checked numerically on [-8, 8];
     ("", None) for an elementwise function none of the known ones; None when `fn` is not elementwise.
@@ -250,14 +266,7 @@ def match_elementwise(fn: Callable[[torch.Tensor], Any], atol: float = 2e-3) -> 
     if not isinstance(y, torch.Tensor) or y.shape != x.shape or not torch.isfinite(y).all():
         return None
     y = y.float()
-    for name in ("identity", "relu", "relu6", "gelu", "silu", "mish", "elu", "selu", "celu", "softplus",
-                 "hardswish", "hardsigmoid", "hardtanh", "tanh", "sigmoid", "softsign"):
-        fn_ref = activation_fn(name)
-        assert fn_ref is not None
-        ref = fn_ref(x)
+    for name, slope, ref in _references(x.dtype):
         if torch.allclose(y, ref, atol=atol, rtol=0):
-            return name, None
-    for slope in (0.01, 0.1, 0.2, 0.3):
-        if torch.allclose(y, torch.nn.functional.leaky_relu(x, slope), atol=atol, rtol=0):
-            return "leaky_relu", slope
+            return name, slope
     return "", None  # elementwise, but none of the known ones
