@@ -156,7 +156,9 @@ def analyze(
         selection, thresholds = selection or settings.selection, thresholds or settings.thresholds
     selection = selection or Selection(select, ignore, per_layer_ignore=per_layer_ignore)
     limits = {**default_thresholds(), **(thresholds or {})}
-    lazy = tuple(n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter))
+    # one walk of the model's parameters for the lazy check and every stage (tracing changes none)
+    named = tuple(model.named_parameters(remove_duplicate=False))
+    lazy = tuple(n for n, p in facts_mod.canonical(named) if facts_mod.is_lazy(p))
     if lazy:
         index = index_graph(Graph.build("none", []), model)
         ctx = Context(index, (), None, None, None, {}, lazy=lazy, thresholds=limits, params=classify(model, ()))
@@ -172,7 +174,8 @@ def analyze(
     except TraceFailure as e:
         raise ForwardError(name, str(e)) from e
     index = index_graph(traced.graph, model)
-    return _stages(name, index, model, selection, limits, tuple(probed or ()), traced.notes, traced.unreached, sources)
+    return _stages(name, index, model, selection, limits, tuple(probed or ()), traced.notes, traced.unreached, sources,
+                   named)
 
 
 def reanalyze(analysis: Analysis, *, probed: tuple[Any, ...] | None = None, selection: Selection | None = None,
@@ -207,10 +210,12 @@ def reselect(analysis: Analysis, selection: Selection) -> Analysis:
 
 def _stages(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
             probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
-            sources: Mapping[str, str] | None) -> Analysis:
-    """Everything after the trace: facts -> conventions -> signal -> rules -> report."""
+            sources: Mapping[str, str] | None, named: tuple[tuple[str, torch.Tensor], ...] | None = None) -> Analysis:
+    """Everything after the trace: facts -> conventions -> signal -> rules -> report. named: the
+    model's named_parameters(remove_duplicate=False) when just walked (walked here otherwise)."""
     with _no_cycle_collection(), stats_mod.shared(), signal.shared_rows():  # each weight is read once
-        return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources)
+        return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources,
+                            named if named is not None else tuple(model.named_parameters(remove_duplicate=False)))
 
 
 @contextmanager
@@ -230,8 +235,7 @@ def _no_cycle_collection() -> Iterator[None]:
 
 def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
                  probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
-                 sources: Mapping[str, str] | None) -> Analysis:
-    named = tuple(model.named_parameters(remove_duplicate=False))  # one walk of the model for every stage
+                 sources: Mapping[str, str] | None, named: tuple[tuple[str, torch.Tensor], ...]) -> Analysis:
     collected = facts_mod.collect(index, model, named)
     layers = conventions.apply(collected.layers, model)
     stats_mod.prefetch((p, None) for _, p in named)  # biases, norms, scales: in batches

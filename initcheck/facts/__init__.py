@@ -19,7 +19,7 @@ from ..theory import Family
 from ..trace.index import GraphIndex
 from .follow import Follow, feeds_attention_scores, follow, meets_another_tensor
 
-__all__ = ["LayerFacts", "collect", "row_dim"]
+__all__ = ["LayerFacts", "canonical", "collect", "is_lazy", "row_dim"]
 
 
 def row_dim(layout: Layout, ndim: int) -> int | None:
@@ -118,7 +118,7 @@ def collect(index: GraphIndex, model: nn.Module,
             owner, _, attr = pname.rpartition(".")
             uses.append((op, owner, _with_param(hit[1], attr), model.get_parameter(pname), op.target))
     # the weights' statistics with their row sums, small ones read in batches (one question per tensor)
-    prefetch((p, row_dim(use.layout, p.ndim)) for _, _, use, p, _ in uses if not _lazy(p))
+    prefetch((p, row_dim(use.layout, p.ndim)) for _, _, use, p, _ in uses if not is_lazy(p))
     out: list[LayerFacts] = []
     tied: list[LayerFacts] = []
     judged: set[int] = set()
@@ -129,8 +129,25 @@ def collect(index: GraphIndex, model: nn.Module,
     return Collected(tuple(out), tuple(tied))
 
 
-def _lazy(p: torch.Tensor) -> bool:
-    return isinstance(p, nn.parameter.UninitializedParameter)
+def is_lazy(p: torch.Tensor) -> bool:
+    """An uninitialized (lazy) parameter. Its mixin is a plain class: isinstance on it skips the
+    Parameter metaclass's Python-level check, a microsecond per parameter of a deep model."""
+    return isinstance(p, _LAZY)
+
+
+_LAZY: type = nn.parameter.UninitializedTensorMixin  # type: ignore[attr-defined]  # (not in torch's stub)
+
+
+def canonical(named: Iterable[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+    """named_parameters() from named_parameters(remove_duplicate=False): each tensor under its first
+    name (both walk the modules in the same order)."""
+    seen: set[int] = set()
+    out = []
+    for name, p in named:
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    return out
 
 
 def _with_param(use: WeightUse, attr: str) -> WeightUse:

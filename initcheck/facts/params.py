@@ -14,7 +14,7 @@ from torch import nn
 
 from ..ops.activations import is_norm_module
 from ..stats import TensorStats, tensor_stats
-from . import LayerFacts
+from . import LayerFacts, canonical
 
 
 class ParamKind(str, enum.Enum):
@@ -65,7 +65,7 @@ def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[
     if modules is None:
         modules = dict(model.named_modules(remove_duplicate=False))  # one walk, not one per parameter
     out = []
-    for name, p in (model.named_parameters() if named is None else _first_names(named)):
+    for name, p in (model.named_parameters() if named is None else canonical(named)):
         owner_name, _, attr = name.rpartition(".")
         owner = modules[owner_name] if owner_name in modules else model.get_submodule(owner_name)
         kind, note = _kind(name, attr, owner, p, in_layers, unused)
@@ -76,18 +76,6 @@ def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[
         out.append(ParamFacts(name, kind, shape, stats, note,
                               residual_norm=kind is ParamKind.NORM_WEIGHT and owner_name in residual_norms))
     return tuple(out)
-
-
-def _first_names(named: Sequence[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
-    """named_parameters() from named_parameters(remove_duplicate=False): each tensor under its first
-    name (both walk the modules in the same order)."""
-    seen: set[int] = set()
-    out = []
-    for name, p in named:
-        if id(p) not in seen:
-            seen.add(id(p))
-            out.append((name, p))
-    return out
 
 
 def _kind(name: str, attr: str, owner: nn.Module, p: torch.Tensor, in_layers: set[str],
