@@ -173,7 +173,7 @@ def analyze(
         traced = trace(model, args, kwargs, build_inputs=build)
     except TraceFailure as e:
         raise ForwardError(name, str(e)) from e
-    index = index_graph(traced.graph, model)
+    index = index_graph(traced.graph, model, traced.modules or None)
     return _stages(name, index, model, selection, limits, tuple(probed or ()), traced.notes, traced.unreached, sources,
                    named)
 
