@@ -156,8 +156,7 @@ def analyze(
         selection, thresholds = selection or settings.selection, thresholds or settings.thresholds
     selection = selection or Selection(select, ignore, per_layer_ignore=per_layer_ignore)
     limits = {**default_thresholds(), **(thresholds or {})}
-    # one walk of the model's parameters for the lazy check and every stage (tracing changes none)
-    named = tuple(model.named_parameters(remove_duplicate=False))
+    named = tuple(model.named_parameters(remove_duplicate=False))  # one walk: the lazy check, every stage
     lazy = tuple(n for n, p in facts_mod.canonical(named) if facts_mod.is_lazy(p))
     if lazy:
         index = index_graph(Graph.build("none", []), model)
@@ -174,8 +173,7 @@ def analyze(
     except TraceFailure as e:
         raise ForwardError(name, str(e)) from e
     index = index_graph(traced.graph, model, traced.modules or None)
-    return _stages(name, index, model, selection, limits, tuple(probed or ()), traced.notes, traced.unreached, sources,
-                   named)
+    return _stages(name, index, model, selection, limits, tuple(probed or ()), traced.notes, traced.unreached, sources, named)
 
 
 def reanalyze(analysis: Analysis, *, probed: tuple[Any, ...] | None = None, selection: Selection | None = None,
@@ -213,9 +211,9 @@ def _stages(name: str, index: GraphIndex, model: nn.Module, selection: Selection
             sources: Mapping[str, str] | None, named: tuple[tuple[str, torch.Tensor], ...] | None = None) -> Analysis:
     """Everything after the trace: facts -> conventions -> signal -> rules -> report. named: the
     model's named_parameters(remove_duplicate=False) when just walked (walked here otherwise)."""
+    named = named if named is not None else tuple(model.named_parameters(remove_duplicate=False))
     with _no_cycle_collection(), stats_mod.shared(), signal.shared_rows():  # each weight is read once
-        return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources,
-                            named if named is not None else tuple(model.named_parameters(remove_duplicate=False)))
+        return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources, named)
 
 
 @contextmanager
