@@ -175,6 +175,8 @@ def depth_sweep(depths: list[int], runs: int = 3, stages: bool = False) -> None:
 
     print(tabulate(rows, headers=["depth", "floor s", "diagnose s", "diagnose / floor", "fix (static) s", "fix / diagnose"],
                    disable_numparse=True))
+    if len(depths) < 2:
+        return  # no exponent to fit from one depth
     last = max(len(depths) - 2, 0)
     for key, ys in series.items():
         print(f"{key}: time ~ depth^{slope(ys):.2f} over {depths[0]}..{depths[-1]}, "

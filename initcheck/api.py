@@ -158,7 +158,8 @@ def analyze(
         selection, thresholds = selection or settings.selection, thresholds or settings.thresholds
     selection = selection or Selection(select, ignore, per_layer_ignore=per_layer_ignore)
     limits = {**default_thresholds(), **(thresholds or {})}
-    lazy = tuple(n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter))
+    named = tuple(model.named_parameters(remove_duplicate=False))  # one walk: the lazy check, every stage
+    lazy = tuple(n for n, p in facts_mod.canonical(named) if facts_mod.is_lazy(p))
     if lazy:
         index = index_graph(Graph.build("none", []), model)
         ctx = Context(index, (), None, None, None, {}, lazy=lazy, thresholds=limits, params=classify(model, ()))
@@ -173,8 +174,8 @@ def analyze(
         traced = trace(model, args, kwargs, build_inputs=build)
     except TraceFailure as e:
         raise ForwardError(name, str(e)) from e
-    index = index_graph(traced.graph, model)
-    return _stages(name, index, model, selection, limits, tuple(probed or ()), traced.notes, traced.unreached, sources)
+    index = index_graph(traced.graph, model, traced.modules or None)
+    return _stages(name, index, model, selection, limits, tuple(probed or ()), traced.notes, traced.unreached, sources, named)
 
 
 def reanalyze(analysis: Analysis, *, probed: tuple[Any, ...] | None = None, selection: Selection | None = None,
@@ -209,10 +210,12 @@ def reselect(analysis: Analysis, selection: Selection) -> Analysis:
 
 def _stages(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
             probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
-            sources: Mapping[str, str] | None) -> Analysis:
-    """Everything after the trace: facts -> conventions -> signal -> rules -> report."""
+            sources: Mapping[str, str] | None, named: tuple[tuple[str, torch.Tensor], ...] | None = None) -> Analysis:
+    """Everything after the trace: facts -> conventions -> signal -> rules -> report. named: the
+    model's named_parameters(remove_duplicate=False) when just walked (walked here otherwise)."""
+    named = named if named is not None else tuple(model.named_parameters(remove_duplicate=False))
     with _no_cycle_collection(), stats_mod.shared(), signal.shared_rows():  # each weight is read once
-        return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources)
+        return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources, named)
 
 
 @contextmanager
@@ -232,10 +235,11 @@ def _no_cycle_collection() -> Iterator[None]:
 
 def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
                  probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
-                 sources: Mapping[str, str] | None) -> Analysis:
-    collected = facts_mod.collect(index, model)
+                 sources: Mapping[str, str] | None, named: tuple[tuple[str, torch.Tensor], ...]) -> Analysis:
+    collected = facts_mod.collect(index, model, named)
     layers = conventions.apply(collected.layers, model)
-    params = classify(model, layers, unreached)
+    stats_mod.prefetch((p, None) for _, p in named)  # biases, norms, scales: in batches
+    params = classify(model, layers, unreached, named=named, modules=index.modules)
     ctx = _context(index, model, layers, collected.tied_uses, params, probed, unreached, limits)
     notes = trace_notes
     if ctx.actual is not None and (note := signal.unhandled_note(ctx.actual, index, layers)):
@@ -305,9 +309,9 @@ def _param_reports(ctx: Context, findings: list[Finding]) -> tuple[ParamReport, 
     for pf in ctx.params:
         mine = worst.get(pf.name, [])
         top = max(mine, key=lambda f: f.severity.rank, default=None)
-        verdict = "ok" if top is None else f"{top.severity.value} {','.join(sorted({f.code for f in mine}))}"
+        verdict = "ok" if top is None else f"{top.severity._value_} {','.join(sorted({f.code for f in mine}))}"
         s = pf.stats
-        out.append(ParamReport(pf.name, pf.kind.value, pf.shape, None if s is None else s.std, None if s is None else s.mean,
+        out.append(ParamReport(pf.name, pf.kind._value_, pf.shape, None if s is None else s.std, None if s is None else s.mean,
                                None if s is None else s.max_abs, pf.note, verdict))
     return tuple(out)
 
@@ -337,13 +341,13 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
     for lf in ctx.layers:
         mine = by_layer.get(lf.qualname, [])
         worst = max(mine, key=lambda f: f.severity.rank, default=None)
-        verdict = "ok" if worst is None else f"{worst.severity} {','.join(sorted({f.code for f in mine}))}"
+        verdict = "ok" if worst is None else f"{worst.severity._value_} {','.join(sorted({f.code for f in mine}))}"
         if worst is None and lf.convention:
             verdict = f"ok: {lf.convention}"
         m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
         ref = ctx.reference.preact(lf.op, lf.preact_op) if ctx.reference else None
         out.append(LayerReport(
-            **site_of(lf), scheme=lf.scheme.value, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
+            **site_of(lf), scheme=lf.scheme._value_, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
             variance_ratio=lf.variance_ratio, predicted_rms=_raw(ctx, lf, m, model),
             aliases=lf.aliases, convention=lf.convention, verdict=verdict, source=sources.get(lf.qualname),
             driven_rms=_finite(math.sqrt(max(m.signal, 0.0))) if m is not None else None,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from .findings import Finding, Severity
@@ -31,8 +32,8 @@ class WeightSite:
     gain: float
     recommended_std: float
 
-    @property
-    def qualname(self) -> str:
+    @cached_property
+    def qualname(self) -> str:  # asked thousands of times per analysis (every sweep, rule and row)
         return f"{self.name}.{self.param}" if self.name else self.param
 
 
@@ -59,7 +60,10 @@ class LayerReport(WeightSite):
 
 def site_of(site: WeightSite) -> dict[str, Any]:
     """The WeightSite fields of `site` (a LayerFacts, say), to build a LayerReport from."""
-    return {f.name: getattr(site, f.name) for f in fields(WeightSite)}
+    return {name: getattr(site, name) for name in _SITE_FIELDS}
+
+
+_SITE_FIELDS = tuple(f.name for f in fields(WeightSite))  # once, not per row
 
 
 @dataclass(frozen=True)

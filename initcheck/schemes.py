@@ -21,8 +21,8 @@ alike gives torch's numbers. Closed forms (torch.nn.init's docstrings; the paper
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -233,7 +233,7 @@ def accessor(qualname: str, root: str = "model") -> str:
     """"encoder.0.weight" -> 'model.encoder[0].weight'."""
     out = root
     for part in qualname.split("."):
-        out += f"[{part}]" if re.fullmatch(r"\d+", part) else f".{part}"
+        out += f"[{part}]" if part.isdecimal() else f".{part}"  # what re.fullmatch(r"\d+") matches
     return out
 
 
@@ -241,7 +241,17 @@ def call_text(scheme: Scheme, target: str, shape: tuple[int, ...], init: Init) -
     """One line of Python (with `nn` = torch.nn in scope) that draws `target` by `scheme`; exec'd, it
     gives the weight `expected_std`. torch's kaiming_/xavier_ helpers are named where torch's
     shape rule computes our fans and its gain is ours; otherwise an explicit normal_ with a comment."""
-    w = target
+    return _call_template(scheme, shape, init).replace(_TARGET, target)
+
+
+_TARGET = "\x00"  # where the target goes in a cached call text: a character no accessor holds
+
+
+@functools.lru_cache(maxsize=1024)
+def _call_template(scheme: Scheme, shape: tuple[int, ...], init: Init) -> str:
+    """call_text with _TARGET for the target: once per (scheme, shape, init), which the layers of
+    a deep stack share (a finding per layer asks for each)."""
+    w = _TARGET
     if scheme == Scheme.ZEROS:
         return f"nn.init.zeros_({w})"
     if scheme == Scheme.EMBEDDING:

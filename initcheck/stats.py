@@ -10,9 +10,10 @@ call diagnose() together, as for any collective.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -44,7 +45,7 @@ class TensorStats:
     def finite(self) -> bool:
         return self.nonfinite == 0
 
-    @property
+    @cached_property
     def second(self) -> float:
         """E[w^2]."""
         return self.std * self.std + self.mean * self.mean
@@ -67,6 +68,12 @@ class StatsCache:
 # One memo per running analysis (`shared()`): the facts, the parameter classification and the
 # signal passes each ask for the same weights' statistics; a tensor is read once per analysis.
 _ACTIVE: list[dict[int, tuple[torch.Tensor, int, TensorStats | None]]] = []
+# Per running analysis, statistics read ahead in batches (`prefetch`), keyed by (tensor id, rows
+# asked): a call gets them only for the very question it asks.
+_AHEAD: list[dict[tuple[int, int | None], tuple[torch.Tensor, int, TensorStats]]] = []
+# Per running analysis, the (variance, mean) of row sums the batched read reduced too, keyed by the
+# row sums' tensor (`row_var_mean`).
+_ROW_VAR_MEAN: list[dict[int, tuple[torch.Tensor, float, float]]] = []
 
 
 @contextmanager
@@ -74,10 +81,100 @@ def shared() -> Iterator[None]:
     """Within the block, each tensor's statistics are computed once (and again only when the tensor
     is written: its version counter moves)."""
     _ACTIVE.append({})
+    _AHEAD.append({})
+    _ROW_VAR_MEAN.append({})
     try:
         yield
     finally:
+        _ROW_VAR_MEAN.pop()
+        _AHEAD.pop()
         _ACTIVE.pop()
+
+
+def row_var_mean(sums: torch.Tensor) -> tuple[float, float] | None:
+    """The population variance and mean of a weight's row sums (RowSums.sums), when the batched
+    read that summed them reduced them too (`torch.var_mean` of the float64 sums along the batch's
+    rows: the numbers the tensor alone gives); None otherwise."""
+    hit = _ROW_VAR_MEAN[-1].get(id(sums)) if _ROW_VAR_MEAN else None
+    return (hit[1], hit[2]) if hit is not None and hit[0] is sums else None
+
+
+SMALL = 1 << 16  # elements: a tensor read with others of its shape (`prefetch`)
+BATCH = 1 << 18  # elements per batched read: 1 MiB of float32 copied at a time
+
+
+def prefetch(items: Iterable[tuple[torch.Tensor, int | None]]) -> None:
+    """Read ahead, in batches, the statistics that `tensor_stats(t, rows)` will be asked for, for
+    each (t, rows) of `items`, within a shared() block (nothing happens outside one). Small float
+    tensors of the same shape are stacked and reduced together (sums, row sums, min and max per
+    tensor along one dim; the squares' sum by the same dot product as alone), so a deep stack of
+    small layers pays a few torch calls per batch, not per tensor; every number is bit for bit
+    what tensor_stats computes alone (tests/test_batched_stats.py). The rest is left to
+    tensor_stats."""
+    if not _ACTIVE:
+        return
+    memo, ahead = _ACTIVE[-1], _AHEAD[-1]
+    groups: dict[tuple[torch.dtype, torch.device, tuple[int, ...], int | None], list[torch.Tensor]] = {}
+    seen: set[int] = set()
+    for t, rows in items:
+        if id(t) in seen or not _batchable(t) or id(t) in memo or (id(t), rows) in ahead:
+            continue  # a tensor once: at the first question asked of it
+        seen.add(id(t))
+        groups.setdefault((t.dtype, t.device, tuple(t.shape), rows), []).append(t)
+    for (_, _, shape, rows), ts in groups.items():
+        if len(ts) < 2:
+            continue  # alone: its own read, when asked
+        per = max(1, BATCH // max(ts[0].numel(), 1))
+        dim = rows if rows is not None and len(shape) >= 2 and (rows == 0 or len(shape) == 2) else None
+        for i in range(0, len(ts), per):
+            for t, result in zip(ts[i:i + per], _read_batch(ts[i:i + per], dim)):
+                version = _version(t)
+                if result is not None and version is not None:
+                    ahead[(id(t), rows)] = (t, version, result)
+
+
+def _batchable(t: object) -> bool:
+    """A plain, materialized, dense, contiguous float32/float64 tensor of at most SMALL elements."""
+    return (type(t) in (torch.Tensor, torch.nn.Parameter) and isinstance(t, torch.Tensor) and not t.is_meta
+            and t.layout is torch.strided and t.dtype in (torch.float32, torch.float64) and 0 < t.numel() <= SMALL
+            and t.is_contiguous())  # a strided tensor alone is reduced in another order: other roundings
+
+
+def _read_batch(ts: list[torch.Tensor], dim: int | None) -> list[TensorStats | None]:
+    """The statistics of same-shape tensors from one stacked read (None for a tensor whose chunk
+    needs the exact path: non-finite, or a mean that dwarfs the spread; tensor_stats reads it
+    alone). Each reduction runs along a contiguous row of the stack, the kernel a tensor alone
+    gets: the sums, row sums, min and max are the same numbers; the squares' sum is each row's own
+    dot product."""
+    k = len(ts)
+    with torch.no_grad():
+        stack = torch.stack(ts)
+        flat = stack.reshape(k, -1)
+        parts: tuple[torch.Tensor, ...] | None = None
+        if dim is None:
+            s1 = flat.sum(1)
+        else:
+            acc = torch.float64 if stack.dtype == torch.float64 else torch.float32
+            part = stack.reshape(k, stack.shape[1], -1).sum(2, dtype=acc) if dim == 0 else stack.sum(1, dtype=acc)
+            s1, parts = part.sum(1), part.unbind(0)
+            row_var, row_mean = torch.var_mean(part.double(), dim=1, correction=0)
+            if _ROW_VAR_MEAN:
+                known = _ROW_VAR_MEAN[-1]
+                for sums, v, m in zip(parts, row_var.tolist(), row_mean.tolist()):
+                    known[id(sums)] = (sums, v, m)
+        s2 = torch.stack([torch.dot(row, row) for row in flat])
+        numbers = torch.stack([s1, s2, flat.amin(1), flat.amax(1)]).tolist()
+    n = flat.shape[1]
+    out: list[TensorStats | None] = []
+    for i, (a, b, lo, hi) in enumerate(zip(*numbers)):
+        merged = _Merge()
+        merged.peak = max(merged.peak, abs(lo), abs(hi))
+        if not merged.merge(n, a, b):
+            out.append(None)
+            continue
+        rows = RowSums(dim, parts[i]) if parts is not None and dim is not None else None
+        out.append(TensorStats(n, merged.mean, math.sqrt(max(merged.m2 / n, 0.0)), merged.m2 == 0.0, merged.peak, 0, rows))
+    return out
 
 
 def _version(t: torch.Tensor) -> int | None:
@@ -97,7 +194,11 @@ def tensor_stats(t: torch.Tensor, rows: int | None = None) -> TensorStats | None
         hit = memo.get(id(t))
         if hit is not None and hit[0] is t and version is not None and hit[1] == version:
             return hit[2]
-        result = _compute(t) if rows is None else _compute(t, rows)
+        ahead = _AHEAD[-1].pop((id(t), rows), None) if _AHEAD else None
+        if ahead is not None and ahead[0] is t and version is not None and ahead[1] == version:
+            result: TensorStats | None = ahead[2]
+        else:
+            result = _compute(t) if rows is None else _compute(t, rows)
         if version is not None:
             memo[id(t)] = (t, version, result)  # holding t keeps its id from being reused meanwhile
         return result
@@ -180,6 +281,22 @@ class _Merge:
         s2 = float(torch.dot(chunk, chunk))
         lo, hi = torch.aminmax(chunk)
         self.peak = max(self.peak, abs(float(lo)), abs(float(hi)))
+        if not self.merge(n, s1, s2):
+            self._exact(chunk, n, s1, s2)
+
+    def merge(self, n: int, s1: float, s2: float) -> bool:
+        """Merge a chunk of n values from its sum and sum of squares; False (nothing merged) when
+        they are not finite or the mean dwarfs the spread: the chunk itself must be read again."""
+        if not (math.isfinite(s1) and math.isfinite(s2)):
+            return False
+        c_mean = s1 / n
+        c_m2 = s2 - s1 * c_mean
+        if c_m2 <= 1e-4 * s2:
+            return False
+        self._merge(n, c_mean, c_m2)
+        return True
+
+    def _exact(self, chunk: torch.Tensor, n: int, s1: float, s2: float) -> None:
         if not (math.isfinite(s1) and math.isfinite(s2)):
             # NaN, ±inf, or values so large that their squares overflow (|x| > 1.8e19)
             nonfinite = int((~torch.isfinite(chunk)).sum())
@@ -194,6 +311,9 @@ class _Merge:
         if c_m2 <= 1e-4 * s2:  # the mean dwarfs the spread: E[x^2] - mean^2 cancels, so two passes
             c_var, c_mean_t = torch.var_mean(chunk, correction=0)
             c_mean, c_m2 = float(c_mean_t), float(c_var) * n
+        self._merge(n, c_mean, c_m2)
+
+    def _merge(self, n: int, c_mean: float, c_m2: float) -> None:
         delta = c_mean - self.mean
         total = self.n_total + n
         self.mean += delta * n / total

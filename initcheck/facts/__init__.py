@@ -4,6 +4,7 @@ normalization, residual ends, the recommended scheme and the weight's actual sta
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -13,12 +14,12 @@ from .. import theory
 from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole, WeightUse, function_weight, get_path, module_weights
 from ..records import WeightSite
-from ..stats import TensorStats, tensor_stats
+from ..stats import TensorStats, prefetch, tensor_stats
 from ..theory import Family
 from ..trace.index import GraphIndex
 from .follow import Follow, feeds_attention_scores, follow, meets_another_tensor
 
-__all__ = ["LayerFacts", "collect", "row_dim"]
+__all__ = ["LayerFacts", "canonical", "collect", "is_lazy", "row_dim"]
 
 
 def row_dim(layout: Layout, ndim: int) -> int | None:
@@ -90,16 +91,17 @@ class Collected:
     tied_uses: tuple[LayerFacts, ...]  # every later use of the same tensor (tied heads, shared layers)
 
 
-def collect(index: GraphIndex, model: nn.Module) -> Collected:
+def collect(index: GraphIndex, model: nn.Module,
+            named: Sequence[tuple[str, torch.Tensor]] | None = None) -> Collected:
     """One LayerFacts per weight tensor the graph reads, in execution order, tied weights once;
     and one per later use of a tensor already seen, so that each use is modelled and judged.
-    Conventions (conventions.py) are a later stage."""
+    Conventions (conventions.py) are a later stage. named: the model's
+    `named_parameters(remove_duplicate=False)`, when the caller walked it already."""
     graph = index.graph
     view = index
-    aliases = _aliases(model)
-    out: list[LayerFacts] = []
-    tied: list[LayerFacts] = []
-    judged: set[int] = set()
+    aliases = _aliases(model.named_parameters(remove_duplicate=False) if named is None else named)
+    # each use of a weight: (op, owner, use, the tensor, kind), in execution order
+    uses: list[tuple[Op, str, WeightUse, torch.Tensor, str]] = []
     for op in graph.ops:
         if op.kind is OpKind.MODULE:
             mod = view.module(op)
@@ -108,20 +110,45 @@ def collect(index: GraphIndex, model: nn.Module) -> Collected:
             for use in module_weights(mod):
                 p = get_path(mod, use.param)
                 if isinstance(p, torch.Tensor):
-                    first = id(p) not in judged
-                    judged.add(id(p))
-                    (out if first else tied).append(_facts(view, op, op.module or "", use, p, type(mod).__name__, aliases))
+                    uses.append((op, op.module or "", use, p, type(mod).__name__))
         elif op.kind is OpKind.FUNCTION:
             hit = function_weight(op, view.views)
             if hit is None:
                 continue
             pname = graph.ops[hit[0]].target
-            p = model.get_parameter(pname)
-            first = id(p) not in judged
-            judged.add(id(p))
             owner, _, attr = pname.rpartition(".")
-            (out if first else tied).append(_facts(view, op, owner, _with_param(hit[1], attr), p, op.target, aliases))
+            uses.append((op, owner, _with_param(hit[1], attr), model.get_parameter(pname), op.target))
+    # the weights' statistics with their row sums, small ones read in batches (one question per tensor)
+    prefetch((p, row_dim(use.layout, p.ndim)) for _, _, use, p, _ in uses if not is_lazy(p))
+    out: list[LayerFacts] = []
+    tied: list[LayerFacts] = []
+    judged: set[int] = set()
+    for op, owner, use, p, kind in uses:
+        first = id(p) not in judged
+        judged.add(id(p))
+        (out if first else tied).append(_facts(view, op, owner, use, p, kind, aliases))
     return Collected(tuple(out), tuple(tied))
+
+
+def is_lazy(p: torch.Tensor) -> bool:
+    """An uninitialized (lazy) parameter. Its mixin is a plain class: isinstance on it skips the
+    Parameter metaclass's Python-level check, a microsecond per parameter of a deep model."""
+    return isinstance(p, _LAZY)
+
+
+_LAZY: type = nn.parameter.UninitializedTensorMixin  # type: ignore[attr-defined]  # (not in torch's stub)
+
+
+def canonical(named: Iterable[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+    """named_parameters() from named_parameters(remove_duplicate=False): each tensor under its first
+    name (both walk the modules in the same order)."""
+    seen: set[int] = set()
+    out = []
+    for name, p in named:
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    return out
 
 
 def _with_param(use: WeightUse, attr: str) -> WeightUse:
@@ -180,8 +207,8 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
     )
 
 
-def _aliases(model: nn.Module) -> dict[int, tuple[str, ...]]:
+def _aliases(named: Iterable[tuple[str, torch.Tensor]]) -> dict[int, tuple[str, ...]]:
     names: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
+    for name, p in named:
         names.setdefault(id(p), []).append(name)
     return {k: tuple(v) for k, v in names.items()}

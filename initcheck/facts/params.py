@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 from ..ops.activations import is_norm_module
 from ..ops.parametrized import is_original
 from ..stats import TensorStats, tensor_stats
-from . import LayerFacts
+from . import LayerFacts, canonical
 
 
 class ParamKind(str, enum.Enum):
@@ -53,16 +54,21 @@ _POSITION = re.compile(r"pos(ition)?(al)?_?(emb|embed|embedding|encoding|bias)|r
 _SCALE = re.compile(r"(^|[._])(gamma|ls\d?|layer_?scale|scale|alpha|gain|gate|temperature|logit_scale|beta|skipinit_gain)(\d*)($|[._])")
 
 
-def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[str, ...] = ()) -> tuple[ParamFacts, ...]:
-    """One ParamFacts per parameter tensor (tied ones once), in named_parameters() order."""
+def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[str, ...] = (), *,
+             named: Sequence[tuple[str, torch.Tensor]] | None = None,
+             modules: Mapping[str, nn.Module] | None = None) -> tuple[ParamFacts, ...]:
+    """One ParamFacts per parameter tensor (tied ones once), in named_parameters() order. named,
+    modules: the model's named_parameters(remove_duplicate=False) and a name -> module map, when
+    the caller walked them already (api: one walk per analysis)."""
     in_layers = {lf.qualname for lf in layers} | {a for lf in layers for a in lf.aliases}
     residual_norms = {lf.norm for lf in layers if lf.residual_end and lf.norm}
     unused = set(unreached)
-    modules = dict(model.named_modules(remove_duplicate=False))  # one walk, not one per parameter
+    if modules is None:
+        modules = dict(model.named_modules(remove_duplicate=False))  # one walk, not one per parameter
     out = []
-    for name, p in model.named_parameters():
+    for name, p in (model.named_parameters() if named is None else canonical(named)):
         owner_name, _, attr = name.rpartition(".")
-        owner = modules[owner_name]
+        owner = modules[owner_name] if owner_name in modules else model.get_submodule(owner_name)
         kind, note = _kind(name, attr, owner, p, in_layers, unused)
         stats = tensor_stats(p) if not isinstance(p, nn.parameter.UninitializedParameter) else None
         shape = tuple(int(s) for s in p.shape) if not isinstance(p, nn.parameter.UninitializedParameter) else ()

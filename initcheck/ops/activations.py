@@ -182,9 +182,7 @@ class Role:
 
 
 def module_role(module: nn.Module) -> Role:
-    entry = MODULE_ACTIVATIONS.get(type(module))
-    if entry is None:
-        entry = next((v for t, v in MODULE_ACTIVATIONS.items() if isinstance(module, t)), None)
+    entry = _activation_entry(type(module))
     if entry is not None:
         name, attr = entry
         return Role(RoleKind.ACTIVATION, name, _param_value(getattr(module, attr, None)) if attr else None)
@@ -193,6 +191,22 @@ def module_role(module: nn.Module) -> Role:
     if is_norm_module(module):
         return Role(RoleKind.NORM)
     return Role(RoleKind.OTHER)
+
+
+def _activation_entry(cls: type) -> tuple[str, str | None] | None:
+    """MODULE_ACTIVATIONS' entry for a module class or its first listed base; looked up once per
+    class (a deep stack asks for every layer)."""
+    if cls in _ENTRIES:
+        return _ENTRIES[cls]
+    entry = MODULE_ACTIVATIONS.get(cls)
+    if entry is None:
+        entry = next((v for t, v in MODULE_ACTIVATIONS.items() if issubclass(cls, t)), None)
+    if len(_ENTRIES) < 4096:  # classes made on the fly (tests, notebooks) do not grow it without bound
+        _ENTRIES[cls] = entry
+    return entry
+
+
+_ENTRIES: dict[type, tuple[str, str | None] | None] = {}
 
 
 def function_role(op: Op) -> Role:
@@ -220,6 +234,22 @@ def _param_value(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+@functools.lru_cache(maxsize=4)
+def _references(dtype: torch.dtype) -> tuple[tuple[str, float | None, torch.Tensor], ...]:
+    """The known activations on match_elementwise's grid, in the order they are tried: computed once
+    per dtype (a model with one GELU module per block asks for each block's)."""
+    x = torch.linspace(-8.0, 8.0, 321, dtype=dtype)
+    out: list[tuple[str, float | None, torch.Tensor]] = []
+    with torch.no_grad():
+        for name in ("identity", "relu", "relu6", "gelu", "silu", "mish", "elu", "selu", "celu", "softplus",
+                     "hardswish", "hardsigmoid", "hardtanh", "tanh", "sigmoid", "softsign"):
+            fn_ref = activation_fn(name)
+            assert fn_ref is not None
+            out.append((name, None, fn_ref(x)))
+        out += [("leaky_relu", slope, torch.nn.functional.leaky_relu(x, slope)) for slope in (0.01, 0.1, 0.2, 0.3)]
+    return tuple(out)
+
+
 def match_elementwise(fn: Callable[[torch.Tensor], Any], atol: float = 2e-3) -> tuple[str, float | None] | None:
     """(canonical activation, its parameter) that `fn` computes, checked numerically on [-8, 8];
     ("", None) for an elementwise function none of the known ones; None when `fn` is not elementwise.
@@ -236,14 +266,7 @@ def match_elementwise(fn: Callable[[torch.Tensor], Any], atol: float = 2e-3) -> 
     if not isinstance(y, torch.Tensor) or y.shape != x.shape or not torch.isfinite(y).all():
         return None
     y = y.float()
-    for name in ("identity", "relu", "relu6", "gelu", "silu", "mish", "elu", "selu", "celu", "softplus",
-                 "hardswish", "hardsigmoid", "hardtanh", "tanh", "sigmoid", "softsign"):
-        fn_ref = activation_fn(name)
-        assert fn_ref is not None
-        ref = fn_ref(x)
+    for name, slope, ref in _references(x.dtype):
         if torch.allclose(y, ref, atol=atol, rtol=0):
-            return name, None
-    for slope in (0.01, 0.1, 0.2, 0.3):
-        if torch.allclose(y, torch.nn.functional.leaky_relu(x, slope), atol=atol, rtol=0):
-            return "leaky_relu", slope
+            return name, slope
     return "", None  # elementwise, but none of the known ones

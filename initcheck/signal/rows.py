@@ -10,7 +10,7 @@ import torch
 
 from ..facts import LayerFacts, row_dim
 from ..ops.layers import Layout
-from ..stats import TensorStats
+from ..stats import TensorStats, row_var_mean
 from .passes import Pass
 
 # Of a weight's row sums r_j (per output unit), what the model uses: (mean_j r_j^2, var_j r_j).
@@ -66,6 +66,10 @@ def _sum_rows(p: Pass, lf: LayerFacts) -> RowMoments | None:
 
 
 def _moments(rows: torch.Tensor) -> RowMoments:
-    var, mean = torch.var_mean(rows.double(), correction=0)
-    v, m = float(var), float(mean)  # float(), not tolist(): a DTensor (FSDP2 shard) reduces across ranks
+    known = row_var_mean(rows)  # reduced with the batch that read the weight (stats.prefetch)
+    if known is not None:
+        v, m = known
+    else:
+        var, mean = torch.var_mean(rows.double(), correction=0)
+        v, m = float(var), float(mean)  # float(), not tolist(): a DTensor (FSDP2 shard) reduces across ranks
     return v + m * m, v

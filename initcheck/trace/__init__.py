@@ -8,8 +8,8 @@ needs data (`.item()`, data-dependent branches).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,13 +32,16 @@ class Traced:
     graph: Graph
     notes: tuple[str, ...]  # why a tracer was skipped, what was not reached
     unreached: tuple[str, ...]  # weight parameters that no traced op read
+    # the model's named_modules() as the trace walked them: the index needs the same map
+    modules: Mapping[str, nn.Module] = field(default_factory=dict, repr=False, compare=False)
 
 
-def weight_params(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Qualified name -> parameter for every weight a report must judge (tied ones once)."""
+def weight_params(model: nn.Module, modules: Mapping[str, nn.Module] | None = None) -> dict[str, torch.Tensor]:
+    """Qualified name -> parameter for every weight a report must judge (tied ones once). modules:
+    dict(model.named_modules()), when the caller walked it already."""
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
-    for mname, module in model.named_modules():
+    for mname, module in (model.named_modules() if modules is None else modules.items()):
         for use in module_weights(module):
             p = get_path(module, use.param)
             if isinstance(p, torch.Tensor) and id(p) not in seen:
@@ -133,14 +136,15 @@ def trace(model: nn.Module, args: tuple[Any, ...] | None, kwargs: dict[str, Any]
     build_inputs: a callable giving candidate (args, kwargs) pairs for the recorded pass when none
     were given; the first that runs is used.
     """
-    expected = set(weight_params(model))
+    modules = dict(model.named_modules())
+    expected = set(weight_params(model, modules))
     notes: list[str] = []
     given = args is not None or kwargs is not None
     try:
         graph = trace_fx(model, [(args or (), kwargs or {})] if given else _lazy(build_inputs))
         missing = missing_weights(graph, model, expected)
         if not missing:
-            return Traced(graph, (), ())
+            return Traced(graph, (), (), modules)
         notes.append(f"fx reached {len(expected) - len(missing)} of {len(expected)} weights; recorded a forward pass instead")
     except Exception as e:  # fx raises many types on untraceable code
         notes.append(f"fx could not trace ({type(e).__name__}: {first_line(e)}); recorded a forward pass instead")
@@ -151,7 +155,7 @@ def trace(model: nn.Module, args: tuple[Any, ...] | None, kwargs: dict[str, Any]
     if graph.guesses:
         notes.append(f"the model lives on the meta device: {graph.guesses} data-dependent check(s) in its forward "
                      "were answered with a default (True / 0)")
-    return Traced(graph, tuple(notes), tuple(sorted(missing_weights(graph, model, expected))))
+    return Traced(graph, tuple(notes), tuple(sorted(missing_weights(graph, model, expected))), modules)
 
 
 def _lazy(build: Callable[[], Iterable[tuple[tuple[Any, ...], dict[str, Any]]]]

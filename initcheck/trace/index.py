@@ -48,9 +48,10 @@ class GraphIndex:
         return self.data[op.index]
 
 
-def index_graph(graph: Graph, model: nn.Module) -> GraphIndex:
-    """Index `graph`, whose leaf modules are `model`'s, in a few linear sweeps."""
-    modules = dict(model.named_modules())
+def index_graph(graph: Graph, model: nn.Module, modules: Mapping[str, nn.Module] | None = None) -> GraphIndex:
+    """Index `graph`, whose leaf modules are `model`'s, in a few linear sweeps. modules:
+    dict(model.named_modules()) when the caller has it (the trace walked it)."""
+    modules = dict(model.named_modules()) if modules is None else modules
     ops = graph.ops
     param_ops = {op.index for op in ops if op.kind is OpKind.PARAM}
     views = weight_views(ops, param_ops)
