@@ -12,10 +12,10 @@ from torch import nn
 
 from .. import theory
 from ..graph import Op, OpKind
-from ..ops.activations import RoleKind, match_elementwise
+from ..ops.activations import RoleKind, match_elementwise, module_role
 from ..stats import TensorStats
 from ..trace.index import GraphIndex
-from .attention import averaged_values, fluctuation, logit_std
+from .attention import averaged_values, fluctuation, logit_std, participation
 from .moments import Moment, activated, activation_moments
 from .passes import Pass
 from .pooling import transparent
@@ -37,7 +37,9 @@ def scalar_arg(op: Op, default: float = 0.0) -> float:
 def _activation(p: Pass, op: Op, x: Moment) -> Moment:
     role = p.index.role(op)
     name = role.activation or "identity"
-    if name in ("softmax", "log_softmax"):
+    if name == "softmax":
+        return _probabilities(p, op, x)
+    if name == "log_softmax":
         # a normalization along its axis: the output's scale no longer follows the input's
         return Moment(0.0, 1.0, min(1.0, x.signal / max(x.var, 1e-30)))
     m = activation_moments(name, role.param, round(x.mean, 9), round(x.var, 9))
@@ -45,7 +47,41 @@ def _activation(p: Pass, op: Op, x: Moment) -> Moment:
     return activated(m, x)
 
 
+def _probabilities(p: Pass, op: Op, x: Moment) -> Moment:
+    """softmax over n entries: n probabilities that sum to one, so the mean is 1/n and E[p^2] is
+    the participation E[sum p^2] over n (1/n^2 for uniform weights, up to 1/n once one entry takes
+    all): what a layer reading the weights themselves sees (CaiT's talking heads mix them)."""
+    mod = p.index.module(op)
+    dim = getattr(mod, "dim", None) if mod is not None else op.scalar("1", "dim", default=-1)
+    n = op.size(int(dim)) if isinstance(dim, int) else None
+    frac = min(1.0, x.signal / max(x.var, 1e-30))
+    if not n:
+        return Moment(0.0, 1.0, frac)  # no shapes: the scale no longer follows the input's
+    second = participation(n, math.sqrt(fluctuation(x))) / n
+    return Moment(1.0 / n, second, frac * max(second - 1.0 / (n * n), 0.0))
+
+
 def _norm(p: Pass, op: Op, x: Moment) -> Moment:
+    out = _normalized(p, op, x)
+    act = getattr(p.index.module(op), "act", None)
+    if not isinstance(act, nn.Module):
+        return out
+    # a norm module that applies its activation inside (timm's BatchNormAct2d, GroupNormAct, ...):
+    # the traced op is the norm alone, so the activation is pushed through here
+    role = module_role(act)
+    if role.kind is RoleKind.TRANSPARENT or (role.kind is RoleKind.ACTIVATION and role.activation == "identity"):
+        return out
+    if role.kind is RoleKind.ACTIVATION and role.activation in theory.KNOWN:
+        m = activation_moments(role.activation or "identity", role.param, round(out.mean, 9), round(out.var, 9))
+    elif match_elementwise(act) is not None:
+        m = theory.gaussian_moments(act, out.mean, out.var)
+    else:
+        return out
+    p.norm_gain[op.index] = p.norm_gain.get(op.index, 1.0) * m.slope2  # the backward passes both
+    return activated(m, out)
+
+
+def _normalized(p: Pass, op: Op, x: Moment) -> Moment:
     gamma, beta = _norm_affine(p, op)
     mod = p.index.module(op)
     if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training and mod.running_var is not None:
@@ -168,10 +204,13 @@ def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
     soft = _softmax_source(p.index, data[0])
     if soft is not None:
         return _weighted_average(p, soft, b)
-    # a product of two activations sums K products along the contracted axis (K = 1 when unknown)
+    # a product of two activations sums K products along the contracted axis (K = 1 when unknown):
+    # their fluctuations add up incoherently (K terms), the parts each shares along that axis (a
+    # channel's or a head's mean: the global mean and the spread of those means) coherently (K^2)
     k = p.index.ops[data[0]].size(-1) or 1
     mean = k * x.mean * b.mean
-    second = k * x.second * b.second + k * (k - 1) * (x.mean * b.mean) ** 2
+    common = (x.mean * x.mean + max(x.between, 0.0)) * (b.mean * b.mean + max(b.between, 0.0))
+    second = k * x.second * b.second + k * (k - 1) * common
     return Moment(mean, second, k * (x.signal * b.second + b.signal * x.second))
 
 

@@ -35,10 +35,25 @@ def transparent(p: Pass, op: Op, x: Moment) -> Moment:
     return Moment(x.mean, x.second * max_gain(k), x.signal * max_gain(k))
 
 
-# An average over a window of unknown size (a global pool, `x.mean(dims)`: the graph carries no
-# shapes) is taken over this many independent values: a final 4x4 to 7x7 map whose neighbours are
-# correlated by the convs before it. With shapes in the graph it would be exact.
+# An average over a window of unknown size (a global pool, `x.mean(dims)` on a graph that carries no
+# shapes) is taken over this many independent values: a final 4x4 to 7x7 map. Where the graph has
+# shapes the count is the input's elements per output element: the fluctuation within a channel is
+# nearly independent from one position to the next (a random conv's neighbouring outputs share
+# inputs through different weights, so they are uncorrelated on average over the draw); what the
+# positions share is the channel's mean, carried apart (`between`).
 GLOBAL_AVERAGE_COUNT = 16
+
+
+def _global_count(p: Pass, op: Op) -> float:
+    """The number of values a global or adaptive average takes the mean of: from the shapes of its
+    input and output where the graph has them (at least 1: an adaptive pool may enlarge a map)."""
+    data = p.index.data_operands(op)
+    src = p.index.ops[data[0]].shape if data else None
+    if src is not None and op.shape is not None and len(op.shape) <= len(src):
+        ins, outs = math.prod(src), math.prod(op.shape)
+        if ins > 0 and outs > 0:
+            return max(ins / outs, 1.0)
+    return float(GLOBAL_AVERAGE_COUNT)
 
 
 def averaged(x: Moment, k: float) -> Moment:
@@ -56,11 +71,11 @@ def average_window(p: Pass, op: Op) -> float | None:
     if op.kind is OpKind.MODULE:
         mod = p.index.module(op)
         if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
-            return float(GLOBAL_AVERAGE_COUNT)
+            return _global_count(p, op)
         if isinstance(mod, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
             kernel, dims = mod.kernel_size, int(type(mod).__name__[-2])
     elif op.target.startswith("adaptive_avg_pool") or op.target == "mean":
-        return float(GLOBAL_AVERAGE_COUNT)
+        return _global_count(p, op)
     elif op.target.startswith("avg_pool") and op.target[8:9].isdigit():
         kernel, dims = op.scalar("1", "kernel_size"), int(op.target[8])
     if kernel is None:

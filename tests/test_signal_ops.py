@@ -1,0 +1,90 @@
+"""The signal model's ops the real torchvision/timm zoo taught it, one by one, against a measured
+forward (torch is the oracle): the predicted raw output rms of the weight layer after the op
+(signal.raw_rms: bias aside, before any norm) beside the one a forward hook measures, in train mode."""
+
+import pytest
+import torch
+from torch import nn
+
+from initcheck.api import analyze
+from initcheck.signal import raw_rms
+
+
+def predicted_and_measured(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[float, float]:
+    model.train()
+    a = analyze(model, x)
+    lf = next(lf for lf in a.layers if lf.name == layer)
+    pred = raw_rms(a.context.actual, a.context.index, lf, model)
+    got: list[float] = []
+
+    def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+        if getattr(m, "bias", None) is not None:
+            shape = [1] * y.ndim
+            shape[1 if isinstance(m, nn.Conv2d) else -1] = -1
+            y = y - m.bias.view(shape)
+        got.append(float(y.pow(2).mean().sqrt()))
+
+    h = model.get_submodule(layer).register_forward_hook(hook)
+    try:
+        with torch.no_grad(), torch.random.fork_rng():
+            model(x)
+    finally:
+        h.remove()
+    assert pred is not None
+    return pred, got[0]
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm's fused norm + activation: one module, so the trace sees one norm op."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__(c)
+        self.drop = nn.Identity()
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
+def test_a_norm_with_its_activation_inside_applies_it():
+    """BN in train mode gives N(0, 1) per channel; the ReLU inside keeps E[relu(z)^2] = 1/2 of it,
+    so a 1x1 conv of fan_in n with E[w^2] = 1/n after it has rms sqrt(1/2 + mean part), not 1."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1, bias=False), BatchNormAct2d(64),
+                          nn.Conv2d(64, 256, 1, bias=False))
+    nn.init.normal_(model[2].weight, std=64 ** -0.5)
+    pred, got = predicted_and_measured(model, torch.randn(32, 3, 16, 16), "2")
+    assert pred == pytest.approx(got, rel=0.1)
+    assert got < 0.95  # the activation matters: a bare norm would give rms 1
+
+
+class TalkingHeads(nn.Module):
+    """CaiT's talking-heads attention: a Linear over the heads mixes the softmax weights themselves."""
+
+    def __init__(self, d: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj_w = nn.Linear(heads, heads)
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5).softmax(-1)
+        attn = self.proj_w(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+@pytest.mark.parametrize("tokens", [16, 128])
+def test_a_layer_reading_softmax_weights_sees_probabilities(tokens):
+    """The weights of n keys sum to one: mean 1/n, E[p^2] from 1/n^2 up. A layer on them is ~1/n
+    in rms, not 1 (CaiT was 480x over); the layer after the attention follows."""
+    torch.manual_seed(0)
+    model = TalkingHeads()
+    x = torch.randn(16, tokens, 64)
+    pred, got = predicted_and_measured(model, x, "proj_w")
+    assert pred == pytest.approx(got, rel=0.3)
+    assert got < 2.0 / tokens
+    pred, got = predicted_and_measured(model, x, "proj")
+    assert pred == pytest.approx(got, rel=0.3)
