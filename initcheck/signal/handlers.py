@@ -15,8 +15,11 @@ from ..graph import Op, OpKind
 from ..ops.activations import RoleKind, match_elementwise, module_role
 from ..stats import TensorStats
 from ..trace.index import GraphIndex
+from . import channels
 from .attention import averaged_values, fluctuation, logit_std, participation
-from .moments import Moment, activated, activation_moments
+from .channels import Channels
+from .masks import causal_attn_mask, causal_logits
+from .moments import Moment, activated, activation_moments, from_channels
 from .passes import Pass
 from .pooling import transparent
 
@@ -44,7 +47,14 @@ def _activation(p: Pass, op: Op, x: Moment) -> Moment:
         return Moment(0.0, 1.0, min(1.0, x.signal / max(x.var, 1e-30)))
     m = activation_moments(name, role.param, round(x.mean, 9), round(x.var, 9))
     p.slope2[op.index] = m.slope2
-    return activated(m, x)
+    return _per_channel(activated(m, x), x, theory.activation_fn(name, role.param))
+
+
+def _per_channel(out: Moment, x: Moment, fn: Callable[[torch.Tensor], torch.Tensor] | None) -> Moment:
+    """An elementwise function's output, per channel where the input's channels are known."""
+    if x.chan is None or fn is None:
+        return out
+    return from_channels(channels.activated(fn, x.chan), out.signal)
 
 
 def _probabilities(p: Pass, op: Op, x: Moment) -> Moment:
@@ -71,14 +81,16 @@ def _norm(p: Pass, op: Op, x: Moment) -> Moment:
     role = module_role(act)
     if role.kind is RoleKind.TRANSPARENT or (role.kind is RoleKind.ACTIVATION and role.activation == "identity"):
         return out
+    fn: Callable[[torch.Tensor], torch.Tensor] | None
     if role.kind is RoleKind.ACTIVATION and role.activation in theory.KNOWN:
         m = activation_moments(role.activation or "identity", role.param, round(out.mean, 9), round(out.var, 9))
+        fn = theory.activation_fn(role.activation or "identity", role.param)
     elif match_elementwise(act) is not None:
-        m = theory.gaussian_moments(act, out.mean, out.var)
+        m, fn = theory.gaussian_moments(act, out.mean, out.var), act
     else:
         return out
     p.norm_gain[op.index] = p.norm_gain.get(op.index, 1.0) * m.slope2  # the backward passes both
-    return activated(m, out)
+    return _per_channel(activated(m, out), out, fn)
 
 
 def _normalized(p: Pass, op: Op, x: Moment) -> Moment:
@@ -90,8 +102,25 @@ def _normalized(p: Pass, op: Op, x: Moment) -> Moment:
     # a pattern of channel means shared by every token survives a norm over the channels (LayerNorm,
     # GroupNorm) in proportion; a BatchNorm removes each channel's mean
     kept = 0.0 if isinstance(mod, nn.modules.batchnorm._BatchNorm) else gamma.second * min(1.0, x.between / max(x.var, 1e-30))
-    return Moment(beta.mean, gamma.second + beta.second, gamma.second * min(1.0, x.signal / max(x.var, 1e-30)),
-                  kept + beta.std * beta.std)
+    out = Moment(beta.mean, gamma.second + beta.second, gamma.second * min(1.0, x.signal / max(x.var, 1e-30)),
+                 kept + beta.std * beta.std)
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        # on the batch's statistics channel c leaves with mean beta_c and variance gamma_c^2
+        c = _batch_norm_channels(mod)
+        return from_channels(c, out.signal) if c is not None else out
+    return out
+
+
+def _batch_norm_channels(mod: nn.modules.batchnorm._BatchNorm) -> Channels | None:
+    n = mod.num_features
+    w, b = mod.weight, mod.bias
+    if (w is not None and (w.is_meta or w.numel() != n)) or (b is not None and (b.is_meta or b.numel() != n)):
+        return None
+    gamma = w.detach().double().reshape(-1) if w is not None else torch.ones(n, dtype=torch.float64)
+    beta = b.detach().double().reshape(-1) if b is not None else torch.zeros(n, dtype=torch.float64)
+    if type(mod).__name__.startswith("Gemma"):
+        gamma = gamma + 1.0
+    return Channels(beta, gamma * gamma)
 
 
 def _batch_norm_eval(p: Pass, op: Op, mod: nn.modules.batchnorm._BatchNorm, x: Moment, gamma: TensorStats,
@@ -150,10 +179,15 @@ def _add(p: Pass, op: Op, x: Moment) -> Moment:
     others = p.others(op, data[0]) if data else []
     if others:
         o = others[0]
-        return Moment(x.mean + sign * o.mean, x.second + o.second + 2 * sign * x.mean * o.mean, x.signal + o.signal,
-                      x.between + o.between)
+        out = Moment(x.mean + sign * o.mean, x.second + o.second + 2 * sign * x.mean * o.mean, x.signal + o.signal,
+                     x.between + o.between)
+        if x.chan is not None and o.chan is not None and len(x.chan) == len(o.chan):
+            both = Channels(x.chan.mean + sign * o.chan.mean, x.chan.var + o.chan.var)  # independent: variances add
+            return from_channels(both, out.signal)
+        return out
     c = scalar_arg(op)
-    return Moment(x.mean + sign * c, x.second + 2 * sign * x.mean * c + c * c, x.signal, x.between)
+    shifted = Channels(x.chan.mean + sign * c, x.chan.var) if x.chan is not None else None
+    return Moment(x.mean + sign * c, x.second + 2 * sign * x.mean * c + c * c, x.signal, x.between, shifted)
 
 
 def _scale(p: Pass, op: Op, x: Moment) -> Moment:
@@ -163,9 +197,15 @@ def _scale(p: Pass, op: Op, x: Moment) -> Moment:
     others = p.others(op, data[0]) if data else []
     if others:
         if op.target == "div":
-            return x  # x / ||x||, x / sqrt(var): a normalization of some kind keeps the scale
+            return x.summary()  # x / ||x||, x / sqrt(var): a normalization of some kind keeps the scale
         o = others[0]
-        return Moment(x.mean * o.mean, x.second * o.second, x.signal * o.second + o.signal * x.second)
+        out = Moment(x.mean * o.mean, x.second * o.second, x.signal * o.second + o.signal * x.second)
+        if x.chan is not None and o.chan is not None and len(x.chan) == len(o.chan):
+            # a gate per channel (squeeze-excitation's sigmoid): channel c is x_c * s_c, independent
+            m = x.chan.mean * o.chan.mean
+            second = (x.chan.mean ** 2 + x.chan.var) * (o.chan.mean ** 2 + o.chan.var)
+            return from_channels(Channels(m, (second - m * m).clamp(min=0.0)), out.signal)
+        return out
     c = scalar_arg(op, default=1.0)
     return x.scaled(1.0 / c if op.target == "div" and c else c)
 
@@ -175,7 +215,15 @@ def _concatenate(p: Pass, op: Op, x: Moment) -> Moment:
     are not in the graph)."""
     parts = [m for i in p.index.data_operands(op) if (m := p.fwd[i]) is not None]
     n = len(parts)
-    return Moment(sum(m.mean for m in parts) / n, sum(m.second for m in parts) / n, sum(m.signal for m in parts) / n)
+    out = Moment(sum(m.mean for m in parts) / n, sum(m.second for m in parts) / n, sum(m.signal for m in parts) / n)
+    dim = op.scalar("1", "dim", default=0)
+    chans = [m.chan for m in parts]
+    if op.target == "stack" or dim != 1 or any(c is None for c in chans):
+        return out
+    # along the channels (Inception's branches, DenseNet's growing input): each part in proportion to its width
+    c = Channels(torch.cat([c.mean for c in chans if c is not None]), torch.cat([c.var for c in chans if c is not None]))
+    signal = sum(m.signal * len(m.chan) for m in parts if m.chan is not None) / max(len(c), 1)
+    return from_channels(c, signal)
 
 
 def _attention(p: Pass, op: Op, x: Moment) -> Moment:
@@ -191,7 +239,7 @@ def _attention(p: Pass, op: Op, x: Moment) -> Moment:
         return mv  # no shapes: the average's size is unknown
     scale = op.scalar("6", "scale")
     scale = float(scale) if isinstance(scale, (int, float)) else 1.0 / math.sqrt(d)
-    causal = bool(op.scalar("5", "is_causal", default=False))
+    causal = bool(op.scalar("5", "is_causal", default=False)) or causal_attn_mask(p, op)
     return averaged_values(mv, keys, logit_std(mq, mk, d, scale), causal)
 
 
@@ -199,7 +247,7 @@ def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
     data = p.index.data_operands(op)
     b = p.fwd[data[1]] if len(data) >= 2 else None
     if b is None:
-        return x
+        return x.summary()
     # attention: softmax(scores) @ V averages V's rows over the keys
     soft = _softmax_source(p.index, data[0])
     if soft is not None:
@@ -223,14 +271,14 @@ def _weighted_average(p: Pass, soft: int, v: Moment) -> Moment:
     logits = p.fwd[before[0]] if before else None
     if keys is None or logits is None:
         return v  # no shapes: the average's size is unknown
-    return averaged_values(v, keys, math.sqrt(fluctuation(logits)))
+    return averaged_values(v, keys, math.sqrt(fluctuation(logits)), causal_logits(p, before[0]))
 
 
 def _elementwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Handler:
     def handler(p: Pass, op: Op, x: Moment) -> Moment:
         m = theory.gaussian_moments(fn, x.mean, x.var)
         p.slope2[op.index] = m.slope2
-        return activated(m, x)
+        return _per_channel(activated(m, x), x, fn)
     return handler
 
 

@@ -1,0 +1,50 @@
+"""A weight layer's output channels from its input's, with the actual weight tensor (channels.py):
+what the forward sweep carries on, and what the report's raw rms reads."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..facts import LayerFacts
+from ..graph import OpKind
+from ..ops.layers import Layout, WeightRole
+from ..stats import TensorStats
+from .channels import Channels, through_weight, uniform
+from .moments import Moment
+from .passes import Pass
+
+
+def layer_channels(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> Channels | None:
+    """The layer's output channels, bias aside; None unless `w` is the actual weight's statistics
+    (a scheme's weights have no rows to sum) of a conv or linear layer whose input width is known."""
+    if w is not lf.stats or lf.layout not in (Layout.CONV, Layout.OUT_IN) or lf.role is WeightRole.EMBEDDING:
+        return None
+    op = p.index.ops[lf.op]
+    mod = p.index.module(op) if op.kind is OpKind.MODULE else None
+    if isinstance(mod, (nn.MultiheadAttention, nn.RNNBase)) or len(p.index.data_operands(op)) > 1 and lf.layout is Layout.OUT_IN \
+            and op.target in ("matmul", "bmm"):
+        return None
+    try:
+        t: torch.Tensor = p.model.get_parameter(lf.qualname)
+    except AttributeError:
+        return None
+    if t.ndim < 2 or t.is_meta or tuple(t.shape) != tuple(lf.shape):
+        return None
+    conv = lf.layout is Layout.CONV
+    chan = x.chan
+    if chan is None:
+        # every channel alike (after a norm and its activation, or the model's input): one mean and variance
+        if x.between > 1e-9 * max(x.second, 1e-30):
+            return None
+        groups = int(getattr(mod, "groups", 1) or 1) if conv else 1
+        chan = uniform(int(t.shape[1]) * groups, x.mean, x.var)
+    return through_weight(t, chan, conv)
+
+
+def raw_second(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> float | None:
+    """E[y^2] of the layer's raw output from its input's channels, or None without them."""
+    if x.chan is None:
+        return None
+    c = layer_channels(p, lf, w, x)
+    return None if c is None else c.second
