@@ -88,3 +88,37 @@ def test_a_layer_reading_softmax_weights_sees_probabilities(tokens):
     assert got < 2.0 / tokens
     pred, got = predicted_and_measured(model, x, "proj")
     assert pred == pytest.approx(got, rel=0.3)
+
+
+class Untraceable(nn.Module):
+    """A net fx cannot trace (a branch on the data), so the recorded pass gives the graph its shapes."""
+
+    def __init__(self, tail: nn.Module) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 1)
+        self.norm = nn.BatchNorm2d(64)
+        self.tail = tail
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.abs().sum() > 0):
+            x = self.norm(self.stem(x))
+        return self.tail(x)
+
+
+def test_zero_padding_on_a_small_map_reads_fewer_taps():
+    """A 7x7 depthwise conv (padding 3) on a 4x4 map: per axis 18 of 28 taps fall inside, so
+    E[y^2] is (18/28)^2 = 0.41 of the unpadded prediction (ConvNeXt's last stage at 128 px)."""
+    torch.manual_seed(0)
+    model = Untraceable(nn.Sequential(nn.Conv2d(64, 64, 7, padding=3, groups=64)))
+    pred, got = predicted_and_measured(model, torch.randn(32, 3, 4, 4), "tail.0")
+    assert pred == pytest.approx(got, rel=0.1)
+
+
+def test_global_average_counts_the_positions_from_the_shapes():
+    """After BN every channel is N(0, 1) over the batch's positions, which the 1x1 stem keeps
+    independent: the mean over a 32x32 map has variance 1/1024, not 1/16 (a fixed guess), so the
+    conv after it (a squeeze-excitation's reduction) is 8x smaller in rms than the guess says."""
+    torch.manual_seed(0)
+    model = Untraceable(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(64, 16, 1)))
+    pred, got = predicted_and_measured(model, torch.randn(16, 3, 32, 32), "tail.1")
+    assert pred == pytest.approx(got, rel=0.15)

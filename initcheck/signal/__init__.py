@@ -31,7 +31,7 @@ from .moments import UNIT, Moment, Signal, from_channels
 from .passes import Pass
 from .recurrent import through_rnn
 from .rows import RowMoments, row_moments, shared_rows
-from .weighted import layer_channels, raw_second
+from .weighted import layer_channels, padding_fraction, raw_second
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
            "unhandled_note", "raw_rms", "shared_rows", "sweep", "Sweep"]
@@ -189,6 +189,8 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
     chan = layer_channels(p, lf, w, x)
     if chan is not None:  # each channel's own mean and variance, from the actual weight
         return from_channels(with_bias(chan, _bias_tensor(p, mod, op)), signal)
+    f = padding_fraction(p, op)  # taps that read the zero padding add nothing
+    mean, second, between, signal = mean * f, second * f, between * f, signal * f
     if b is not None:
         second += b.second + 2 * mean * b.mean
         mean += b.mean
@@ -338,7 +340,7 @@ def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w:
     exact = raw_second(p, lf, w, x)
     rows = row_moments(p, lf, w) if x.mean != 0.0 and exact is None else None
     n = max(lf.fan_in, 1)
-    second = exact if exact is not None else _weighted_sum_second(n, w, x, rows)
+    second = exact if exact is not None else _weighted_sum_second(n, w, x, rows) * padding_fraction(p, op)
     if lf.layout is Layout.BILINEAR and len(data) > 1 and (x2 := sig.forward[data[1]]) is not None:
         second *= x2.second
     return math.sqrt(max(second, 0.0))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..facts import LayerFacts
-from ..graph import OpKind
+from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole
 from ..stats import TensorStats
 from .channels import Channels, through_weight, uniform
@@ -39,7 +39,9 @@ def layer_channels(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> Channe
             return None
         groups = int(getattr(mod, "groups", 1) or 1) if conv else 1
         chan = uniform(int(t.shape[1]) * groups, x.mean, x.var)
-    return through_weight(t, chan, conv)
+    out = through_weight(t, chan, conv)
+    f = padding_fraction(p, op) if out is not None and conv else 1.0
+    return out if out is None or f == 1.0 else Channels(out.mean * f, out.var * f)
 
 
 def raw_second(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> float | None:
@@ -48,3 +50,31 @@ def raw_second(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> float | No
         return None
     c = layer_channels(p, lf, w, x)
     return None if c is None else c.second
+
+
+def padding_fraction(p: Pass, op: Op) -> float:
+    """The share of a zero-padded conv's taps that land inside its input, averaged over the output
+    positions (1 without shapes, or without padding). A 7x7 depthwise conv on a 4x4 map sees 16 of
+    its 49 taps at best: the rest read zeros, and E[y^2] falls by that share."""
+    mod = p.index.module(op) if op.kind is OpKind.MODULE else None
+    if not isinstance(mod, nn.modules.conv._ConvNd) or isinstance(mod, nn.modules.conv._ConvTransposeNd):
+        return 1.0
+    data = p.index.data_operands(op)
+    shape = p.index.ops[data[0]].shape if data else None
+    dims = len(mod.kernel_size)
+    if shape is None or len(shape) < dims or mod.padding_mode != "zeros":
+        return 1.0
+    if isinstance(mod.padding, str):
+        pads = tuple((d * (k - 1)) // 2 for d, k in zip(mod.dilation, mod.kernel_size)) if mod.padding == "same" else (0,) * dims
+    else:
+        pads = tuple(int(v) for v in mod.padding)
+    f = 1.0
+    for size, k, s, pad, d in zip(shape[-dims:], mod.kernel_size, mod.stride, pads, mod.dilation):
+        if pad == 0:
+            continue
+        outs = (size + 2 * pad - d * (k - 1) - 1) // s + 1
+        if outs <= 0:
+            return 1.0
+        inside = sum(1 for o in range(outs) for t in range(k) if 0 <= o * s - pad + t * d < size)
+        f *= inside / (outs * k)
+    return f
