@@ -41,7 +41,11 @@ def layer_channels(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> Channe
         chan = uniform(int(t.shape[1]) * groups, x.mean, x.var)
     out = through_weight(t, chan, conv)
     f = padding_fraction(p, op) if out is not None and conv else 1.0
-    return out if out is None or f == 1.0 else Channels(out.mean * f, out.var * f)
+    if out is None or f == 1.0:
+        return out
+    # a border position sums a part of each row: its square is f of the whole's on average (a random
+    # row's partial sums), while the mean over positions is f of it; the rest varies with the position
+    return Channels(out.mean * f, out.var * f + out.mean * out.mean * (f - f * f))
 
 
 def raw_second(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> float | None:
