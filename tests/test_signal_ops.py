@@ -122,3 +122,16 @@ def test_global_average_counts_the_positions_from_the_shapes():
     model = Untraceable(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(64, 16, 1)))
     pred, got = predicted_and_measured(model, torch.randn(16, 3, 32, 32), "tail.1")
     assert pred == pytest.approx(got, rel=0.15)
+
+
+def test_a_norm_behind_a_tiny_signal_keeps_var_over_var_plus_eps():
+    """MobileNetV3's depthwise conv at kaiming fan_out (fan 576*25) gives a per-channel variance of
+    ~6e-4; BatchNorm's eps of 1e-3 then leaves var / (var + eps) = 0.37 of the unit variance, not 1."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64, eps=1e-3),
+                          nn.Conv2d(64, 64, 1, bias=False))
+    nn.init.normal_(model[0].weight, std=0.005)  # input variance 27 * 2.5e-5 = 6.75e-4 per channel
+    nn.init.normal_(model[2].weight, std=64 ** -0.5)
+    pred, got = predicted_and_measured(model, torch.randn(32, 3, 16, 16), "2")
+    assert pred == pytest.approx(got, rel=0.1)
+    assert got < 0.75  # sqrt(0.4): the eps matters

@@ -98,20 +98,33 @@ def _normalized(p: Pass, op: Op, x: Moment) -> Moment:
     mod = p.index.module(op)
     if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training and mod.running_var is not None:
         return _batch_norm_eval(p, op, mod, x, gamma, beta)
-    p.norm_gain[op.index] = gamma.second / max(x.var, 1e-12)
+    batch = isinstance(mod, nn.modules.batchnorm._BatchNorm)
+    # (x - mean) / sqrt(var + eps) has variance var / (var + eps): a norm behind a tiny signal does
+    # not restore it (a depthwise conv at kaiming fan_out counts all its 576 outputs, var 6e-4, and
+    # BatchNorm's eps of 1e-3 keeps a third of the unit variance)
+    eps = _eps(mod, op)
+    var = max(x.var - x.between, 0.0) if batch else x.var  # a BatchNorm divides by each channel's own
+    shrink = var / (var + eps) if eps > 0 else 1.0
+    g2 = gamma.second * shrink
+    p.norm_gain[op.index] = gamma.second / max(x.var + eps, 1e-12)
     # a pattern of channel means shared by every token survives a norm over the channels (LayerNorm,
     # GroupNorm) in proportion; a BatchNorm removes each channel's mean
-    kept = 0.0 if isinstance(mod, nn.modules.batchnorm._BatchNorm) else gamma.second * min(1.0, x.between / max(x.var, 1e-30))
-    out = Moment(beta.mean, gamma.second + beta.second, gamma.second * min(1.0, x.signal / max(x.var, 1e-30)),
-                 kept + beta.std * beta.std)
-    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-        # on the batch's statistics channel c leaves with mean beta_c and variance gamma_c^2
-        c = _batch_norm_channels(mod)
+    kept = 0.0 if batch else g2 * min(1.0, x.between / max(x.var, 1e-30))
+    out = Moment(beta.mean, g2 + beta.second, g2 * min(1.0, x.signal / max(x.var, 1e-30)), kept + beta.std * beta.std)
+    if batch:
+        # on the batch's statistics channel c leaves with mean beta_c and variance gamma_c^2 v_c / (v_c + eps)
+        assert isinstance(mod, nn.modules.batchnorm._BatchNorm)
+        c = _batch_norm_channels(mod, x, eps)
         return from_channels(c, out.signal) if c is not None else out
     return out
 
 
-def _batch_norm_channels(mod: nn.modules.batchnorm._BatchNorm) -> Channels | None:
+def _eps(mod: nn.Module | None, op: Op) -> float:
+    eps = getattr(mod, "eps", None) if mod is not None else op.scalar("eps", default=None)
+    return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else 0.0
+
+
+def _batch_norm_channels(mod: nn.modules.batchnorm._BatchNorm, x: Moment, eps: float) -> Channels | None:
     n = mod.num_features
     w, b = mod.weight, mod.bias
     if (w is not None and (w.is_meta or w.numel() != n)) or (b is not None and (b.is_meta or b.numel() != n)):
@@ -120,7 +133,12 @@ def _batch_norm_channels(mod: nn.modules.batchnorm._BatchNorm) -> Channels | Non
     beta = b.detach().double().reshape(-1) if b is not None else torch.zeros(n, dtype=torch.float64)
     if type(mod).__name__.startswith("Gemma"):
         gamma = gamma + 1.0
-    return Channels(beta, gamma * gamma)
+    if x.chan is not None and len(x.chan) == n:
+        v = x.chan.var
+    else:
+        v = torch.full((n,), max(x.var - x.between, 0.0), dtype=torch.float64)
+    shrink = v / (v + eps) if eps > 0 else torch.ones(n, dtype=torch.float64)
+    return Channels(beta, gamma * gamma * shrink)
 
 
 def _batch_norm_eval(p: Pass, op: Op, mod: nn.modules.batchnorm._BatchNorm, x: Moment, gamma: TensorStats,
