@@ -135,3 +135,35 @@ def test_a_norm_behind_a_tiny_signal_keeps_var_over_var_plus_eps():
     pred, got = predicted_and_measured(model, torch.randn(32, 3, 16, 16), "2")
     assert pred == pytest.approx(got, rel=0.1)
     assert got < 0.75  # sqrt(0.4): the eps matters
+
+
+class SplitAttention(nn.Module):
+    """ResNeSt's split attention (radix 2): the splits summed, pooled, a softmax over the radix
+    weighting each split, the weighted splits summed again."""
+
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.c = c
+        self.conv = nn.Conv2d(3, 2 * c, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(2 * c)
+        self.fc1 = nn.Conv2d(c, 16, 1)
+        self.fc2 = nn.Conv2d(16, 2 * c, 1)
+        self.conv3 = nn.Conv2d(c, 64, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        x = torch.relu(self.bn0(self.conv(x))).reshape(b, 2, self.c, x.shape[2], x.shape[3])
+        gap = x.sum(dim=1).mean((2, 3), keepdim=True)
+        attn = self.fc2(torch.relu(self.fc1(gap))).view(b, 2, self.c, 1, 1).softmax(dim=1)
+        return self.conv3((x * attn).sum(dim=1))
+
+
+def test_a_sum_over_splits_adds_them():
+    """Two post-ReLU splits summed: mean 2 * 0.399, variance 2 * 0.34 (different channels,
+    independent); the softmax over the radix weighs each about 1/2, and their sum is one split again."""
+    torch.manual_seed(0)
+    model = SplitAttention()
+    x = torch.randn(32, 3, 8, 8)
+    for layer in ("fc1", "conv3"):
+        pred, got = predicted_and_measured(model, x, layer)
+        assert pred == pytest.approx(got, rel=0.2), layer

@@ -292,6 +292,25 @@ def _weighted_average(p: Pass, soft: int, v: Moment) -> Moment:
     return averaged_values(v, keys, math.sqrt(fluctuation(logits)), causal_logits(p, before[0]))
 
 
+def _sum(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """x.sum(dims) of k values each: the fluctuations add incoherently (k times the variance), the
+    mean coherently (k^2 m^2). Over positions a channel's own mean is shared too (`between`, k^2);
+    over the channel axis (ResNeSt's radix splits) the parts are different channels, independent."""
+    data = p.index.data_operands(op)
+    src = p.index.ops[data[0]].shape if data else None
+    if src is None or op.shape is None:
+        return None  # no shapes: the count is unknown (reported as unhandled)
+    k = math.prod(src) / max(math.prod(op.shape), 1)
+    dims = op.scalar("1", "dim")
+    dims = dims if isinstance(dims, (tuple, list)) else (dims,)
+    spatial = all(isinstance(d, int) and d >= 2 for d in dims)
+    between = max(x.between, 0.0)
+    shared = x.mean * x.mean + (between if spatial else 0.0)
+    rest = max(x.second - shared, 0.0)
+    second = k * k * shared + k * rest
+    return Moment(k * x.mean, second, min(k * x.signal, second), k * k * between if spatial else k * between)
+
+
 def _elementwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Handler:
     def handler(p: Pass, op: Op, x: Moment) -> Moment:
         m = theory.gaussian_moments(fn, x.mean, x.var)
@@ -327,6 +346,7 @@ BY_FUNCTION: dict[str, Handler] = {
     "scaled_dot_product_attention": _attention,
     "matmul": _matmul,  # a product of two activations (a weight matmul is a layer, handled apart)
     "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
+    "sum": _sum,
     # elementwise functions that are not activations: pushed through their Gaussian expectation
     "exp": _elementwise(torch.exp),
     "abs": _elementwise(torch.abs), "erf": _elementwise(torch.erf), "square": _elementwise(torch.square),
