@@ -52,6 +52,12 @@ class Channels:
         return Channels(self.mean * c, self.var * c * c)
 
 
+def plain(t: object) -> bool:
+    """Whether a weight can be read as a whole here: a local tensor, not a shard (a DTensor under
+    FSDP2 holds one rank's rows, and mixing it with local vectors raises)."""
+    return type(t) in (torch.Tensor, torch.nn.Parameter) and not getattr(t, "is_meta", True)
+
+
 def uniform(count: int, mean: float, var: float) -> Channels:
     return Channels(torch.full((count,), mean, dtype=torch.float64), torch.full((count,), max(var, 0.0), dtype=torch.float64))
 
@@ -60,7 +66,7 @@ def through_weight(w: torch.Tensor, x: Channels, conv: bool) -> Channels | None:
     """A weight layer's output channels (bias aside): w is (out, in/groups, *taps) for a conv, the
     groups read from the input's width; (out, in) for a linear layer, whose input may be a
     flattened NCHW map (each channel repeated over its positions). None when the widths do not fit."""
-    if w.ndim < 2 or w.is_meta:
+    if w.ndim < 2 or not plain(w):
         return None
     w = w.detach()
     out, per = int(w.shape[0]), int(w.shape[1])
@@ -82,7 +88,7 @@ def through_weight(w: torch.Tensor, x: Channels, conv: bool) -> Channels | None:
 
 
 def with_bias(c: Channels, bias: torch.Tensor | None) -> Channels:
-    if bias is None or bias.is_meta or bias.numel() != len(c):
+    if bias is None or not plain(bias) or bias.numel() != len(c):
         return c
     return Channels(c.mean + bias.detach().double().reshape(-1), c.var)
 

@@ -127,7 +127,8 @@ def _eps(mod: nn.Module | None, op: Op) -> float:
 def _batch_norm_channels(mod: nn.modules.batchnorm._BatchNorm, x: Moment, eps: float) -> Channels | None:
     n = mod.num_features
     w, b = mod.weight, mod.bias
-    if (w is not None and (w.is_meta or w.numel() != n)) or (b is not None and (b.is_meta or b.numel() != n)):
+    if (w is not None and (not channels.plain(w) or w.numel() != n)) or \
+            (b is not None and (not channels.plain(b) or b.numel() != n)):
         return None
     gamma = w.detach().double().reshape(-1) if w is not None else torch.ones(n, dtype=torch.float64)
     beta = b.detach().double().reshape(-1) if b is not None else torch.zeros(n, dtype=torch.float64)

@@ -10,7 +10,7 @@ from ..facts import LayerFacts
 from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole
 from ..stats import TensorStats
-from .channels import Channels, through_weight, uniform
+from .channels import Channels, plain, through_weight, uniform
 from .moments import Moment
 from .passes import Pass
 
@@ -29,7 +29,7 @@ def layer_channels(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> Channe
         t: torch.Tensor = p.model.get_parameter(lf.qualname)
     except AttributeError:
         return None
-    if t.ndim < 2 or t.is_meta or tuple(t.shape) != tuple(lf.shape):
+    if t.ndim < 2 or not plain(t) or tuple(t.shape) != tuple(lf.shape):
         return None
     conv = lf.layout is Layout.CONV
     chan = x.chan
