@@ -1,9 +1,14 @@
-"""Static prediction against measurement: for every weight layer of the vision zoo (tests/vision_zoo.py)
-and of small Hugging Face configs, the predicted rms of the weight op's raw output (bias aside,
-before any norm) beside the one measured with forward hooks, in train mode, on a unit-variance batch
-of 64. Prints a table per model (fraction within 1.5x and 2x, worst ratio) and the totals.
+"""Static prediction against measurement: for every weight layer of a zoo, the predicted rms of the
+weight op's raw output (bias aside, before any norm) beside the one measured with forward hooks, in
+train mode, at the model's default init, on a unit-variance batch. Prints a table per model
+(fraction within 1.5x and 2x, worst ratio), the totals per zoo and over all.
 
-    .venv/bin/python benchmarks/prediction.py [--verbose] [--only NAME ...]
+Zoos: `hand` (tests/vision_zoo.py, 64 x 3x32x32), `hf` (small GPT-2/BERT/LLaMA/T5 configs, batch 64 of
+the inputs initcheck builds), `torchvision` and `timm` (the real libraries when importable; batch 8 at
+128 px where the architecture allows, the native 224 where it does not). All zoos by default.
+
+    .venv/bin/python benchmarks/prediction.py [--zoo hand hf] [--verbose] [--only NAME ...]
+    PYTHONPATH=. /work/tvenv/bin/python benchmarks/prediction.py --zoo torchvision timm
 """
 
 from __future__ import annotations
@@ -41,6 +46,49 @@ def hf_models() -> dict[str, Callable[[], nn.Module]]:
     }
 
 
+# torchvision: the 11 models of issue #9's baseline and four more families; (name, image side).
+TORCHVISION = [("efficientnet_b0", 128), ("mobilenet_v3_small", 128), ("googlenet", 128), ("resnext50_32x4d", 128),
+               ("squeezenet1_0", 128), ("convnext_tiny", 128), ("resnet50", 128), ("densenet121", 128),
+               ("shufflenet_v2_x1_0", 128), ("regnet_y_400mf", 128), ("mnasnet1_0", 128), ("vgg11_bn", 128),
+               ("alexnet", 224), ("vit_b_16", 224), ("swin_t", 224)]
+# timm: families torchvision lacks (conv nets at 128 px; transformers at the size their tables fix).
+TIMM = [("vit_tiny_patch16_224", 224), ("deit_tiny_patch16_224", 224), ("convnext_atto", 128), ("regnetx_002", 128),
+        ("levit_128s", 224), ("poolformer_s12", 128), ("cait_xxs24_224", 224), ("edgenext_xx_small", 128),
+        ("nf_resnet26", 128), ("ghostnet_100", 128), ("mixer_s16_224", 224), ("resnest14d", 128), ("dla34", 128)]
+VISION_BATCH = 8
+
+
+def image_model(make: Callable[[], nn.Module], side: int) -> tuple[Callable[[], nn.Module], tuple[int, ...]]:
+    return make, (VISION_BATCH, 3, side, side)
+
+
+def torchvision_models() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]]:
+    try:
+        import torchvision
+    except ImportError:
+        return {}
+
+    def make(name: str) -> Callable[[], nn.Module]:
+        return lambda: torchvision.models.get_model(name, weights=None)
+    return {f"tv_{n}": image_model(make(n), side) for n, side in TORCHVISION}
+
+
+def timm_models() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]]:
+    try:
+        import timm
+    except ImportError:
+        return {}
+
+    def make(name: str) -> Callable[[], nn.Module]:
+        return lambda: timm.create_model(name, pretrained=False)
+    return {f"timm_{n}": image_model(make(n), side) for n, side in TIMM}
+
+
+def hand_models() -> dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]]:
+    import vision_zoo
+    return {n: (make, (64, 3, 32, 32)) for n, make in vision_zoo.ZOO.items()}
+
+
 def measured(model: nn.Module, names: set[str], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, float]:
     """The raw output rms (bias subtracted) of each named weight module at its first call."""
     out: dict[str, float] = {}
@@ -73,17 +121,20 @@ def measured(model: nn.Module, names: set[str], args: tuple[Any, ...], kwargs: d
     return out
 
 
-def compare(name: str, make: Callable[[], nn.Module], verbose: bool) -> list[tuple[str, float, float]]:
+def compare(name: str, make: Callable[[], nn.Module], shape: tuple[int, ...] | None,
+            verbose: bool) -> list[tuple[str, float, float]]:
     torch.manual_seed(0)
     model = make()
     model.train()
+    x = torch.randn(*shape) if shape is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        a = analyze(model)
-    if name.startswith("hf_"):
+        # traced on two samples of the same size (the trace's shapes), measured on the whole batch
+        a = analyze(model, (x[:2],) if x is not None else None)
+    if x is None:
         args, kwargs = a.inputs(batch=64)
     else:
-        args, kwargs = (torch.randn(64, 3, 32, 32),), {}
+        args, kwargs = (x,), {}
     predicted = {}
     for lf in a.layers:
         r = raw_rms(a.context.actual, a.context.index, lf, model) if a.context.actual else None
@@ -103,28 +154,34 @@ def ratio(p: float, m: float) -> float:
     return max(p / m, m / p)
 
 
-def main() -> None:
-    import vision_zoo
+ZOOS = {"hand": hand_models, "hf": lambda: {n: (m, None) for n, m in hf_models().items()},
+        "torchvision": torchvision_models, "timm": timm_models}
 
+
+def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--zoo", nargs="*", choices=sorted(ZOOS), default=list(ZOOS))
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--only", nargs="*")
     opts = ap.parse_args()
-    models: dict[str, Callable[[], nn.Module]] = {**vision_zoo.ZOO, **hf_models()}
-    total = within15 = within2 = 0
+    totals: dict[str, list[int]] = {}
     print(f"{'model':30s} {'layers':>6s} {'<=1.5x':>7s} {'<=2x':>7s} {'worst':>8s}  worst layer")
-    for name, make in models.items():
-        if opts.only and name not in opts.only:
-            continue
-        rows = compare(name, make, opts.verbose)
-        rs = [ratio(p, m) for _, p, m in rows]
-        a15, a2 = sum(r <= 1.5 for r in rs), sum(r <= 2.0 for r in rs)
-        total, within15, within2 = total + len(rs), within15 + a15, within2 + a2
-        worst = max(range(len(rs)), key=lambda i: rs[i]) if rs else None
-        wname = rows[worst][0] if worst is not None else "-"
-        print(f"{name:30s} {len(rs):6d} {a15 / max(len(rs), 1):7.1%} {a2 / max(len(rs), 1):7.1%} "
-              f"{(rs[worst] if worst is not None else 1.0):8.3g}  {wname}")
-    print(f"{'TOTAL':30s} {total:6d} {within15 / max(total, 1):7.1%} {within2 / max(total, 1):7.1%}")
+    for zoo in opts.zoo:
+        for name, (make, shape) in ZOOS[zoo]().items():
+            if opts.only and name not in opts.only:
+                continue
+            rows = compare(name, make, shape, opts.verbose)
+            rs = [ratio(p, m) for _, p, m in rows]
+            a15, a2 = sum(r <= 1.5 for r in rs), sum(r <= 2.0 for r in rs)
+            for key in (zoo, "TOTAL"):
+                t = totals.setdefault(key, [0, 0, 0])
+                t[0], t[1], t[2] = t[0] + len(rs), t[1] + a15, t[2] + a2
+            worst = max(range(len(rs)), key=lambda i: rs[i]) if rs else None
+            wname = rows[worst][0] if worst is not None else "-"
+            print(f"{name:30s} {len(rs):6d} {a15 / max(len(rs), 1):7.1%} {a2 / max(len(rs), 1):7.1%} "
+                  f"{(rs[worst] if worst is not None else 1.0):8.3g}  {wname}", flush=True)
+    for key, (total, within15, within2) in totals.items():
+        print(f"{key:30s} {total:6d} {within15 / max(total, 1):7.1%} {within2 / max(total, 1):7.1%}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+import torch
 from torch import nn
 
 from ..facts import LayerFacts
@@ -24,11 +25,13 @@ from ..ops.layers import Layout, WeightRole
 from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
 from .attention import mha_values
+from .channels import with_bias
 from .handlers import constant_index, handler_for, scalar_arg
-from .moments import UNIT, Moment, Signal
+from .moments import UNIT, Moment, Signal, from_channels
 from .passes import Pass
 from .recurrent import through_rnn
 from .rows import RowMoments, row_moments, shared_rows
+from .weighted import layer_channels, padding_fraction, raw_second
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
            "unhandled_note", "raw_rms", "shared_rows", "sweep", "Sweep"]
@@ -108,13 +111,13 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
         if x is None:
             continue
         if index.is_weight_op(op):
-            fwd[op.index] = x  # a weight judged at another op (tied, shared): pass through
+            fwd[op.index] = x.summary()  # a weight judged at another op (tied, shared): pass through
             continue
         handler = handler_for(index, op)
         out = handler(p, op, x) if handler is not None else None
         if out is None:
             unhandled.setdefault(op.target, []).append(op.index)
-            out = x
+            out = x.summary()
         fwd[op.index] = out
     bwd = _backward(index, fwd, p.slope2, p.norm_gain, weight_n)
     signal = Signal(tuple(fwd), tuple(bwd), tuple((name, tuple(at)) for name, at in unhandled.items()), gates)
@@ -182,11 +185,17 @@ def _through_layer(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment | None,
     between = x.mean * x.mean * rows[1] if rows is not None else 0.0
     between += n * w.second * x.between  # the input's pattern of channel means, mixed by the weight
     b = _bias(p, mod, op)
+    signal = n * w.second * x.signal
+    chan = layer_channels(p, lf, w, x)
+    if chan is not None:  # each channel's own mean and variance, from the actual weight
+        return from_channels(with_bias(chan, _bias_tensor(p, mod, op)), signal)
+    f = padding_fraction(p, op)  # taps that read the zero padding add nothing
+    mean, second, between, signal = mean * f, second * f, between * f, signal * f
     if b is not None:
         second += b.second + 2 * mean * b.mean
         mean += b.mean
         between += b.std * b.std
-    return Moment(mean, second, n * w.second * x.signal, min(between, max(second - mean * mean, 0.0)))
+    return Moment(mean, second, signal, min(between, max(second - mean * mean, 0.0)))
 
 
 def _weighted_sum_second(n: int, w: TensorStats, x: Moment, rows: RowMoments | None) -> float:
@@ -198,8 +207,14 @@ def _weighted_sum_second(n: int, w: TensorStats, x: Moment, rows: RowMoments | N
 
 
 def _bias(p: Pass, mod: nn.Module | None, op: Op) -> TensorStats | None:
+    t = _bias_tensor(p, mod, op)
+    return p.tensor(t) if t is not None else None
+
+
+def _bias_tensor(p: Pass, mod: nn.Module | None, op: Op) -> torch.Tensor | None:
     if mod is not None:
-        return p.tensor(getattr(mod, "bias", None))
+        b = getattr(mod, "bias", None)
+        return b if isinstance(b, torch.Tensor) else None
     if op.target in ("linear", "conv1d", "conv2d", "conv3d"):
         idx = op.operand("2", "bias")
     elif op.target == "addmm":
@@ -207,7 +222,10 @@ def _bias(p: Pass, mod: nn.Module | None, op: Op) -> TensorStats | None:
     else:
         idx = None
     if idx is not None and p.index.ops[idx].kind is OpKind.PARAM:
-        return p.param(p.index.ops[idx].target)
+        try:
+            return p.model.get_parameter(p.index.ops[idx].target)
+        except AttributeError:
+            return None
     return None
 
 
@@ -318,9 +336,11 @@ def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w:
     data = index.data_operands(op)
     x = sig.forward[data[0]] if data else None
     x = x or UNIT
-    rows = row_moments(Pass(index, model, StatsCache(), []), lf, w) if x.mean != 0.0 else None
+    p = Pass(index, model, StatsCache(), [])
+    exact = raw_second(p, lf, w, x)
+    rows = row_moments(p, lf, w) if x.mean != 0.0 and exact is None else None
     n = max(lf.fan_in, 1)
-    second = _weighted_sum_second(n, w, x, rows)
+    second = exact if exact is not None else _weighted_sum_second(n, w, x, rows) * padding_fraction(p, op)
     if lf.layout is Layout.BILINEAR and len(data) > 1 and (x2 := sig.forward[data[1]]) is not None:
         second *= x2.second
     return math.sqrt(max(second, 0.0))

@@ -12,11 +12,14 @@ from torch import nn
 
 from .. import theory
 from ..graph import Op, OpKind
-from ..ops.activations import RoleKind, match_elementwise
+from ..ops.activations import RoleKind, match_elementwise, module_role
 from ..stats import TensorStats
 from ..trace.index import GraphIndex
-from .attention import averaged_values, fluctuation, logit_std
-from .moments import Moment, activated, activation_moments
+from . import channels
+from .attention import averaged_values, fluctuation, logit_std, participation
+from .channels import Channels
+from .masks import causal_attn_mask, causal_logits
+from .moments import Moment, activated, activation_moments, from_channels
 from .passes import Pass
 from .pooling import transparent
 
@@ -37,25 +40,106 @@ def scalar_arg(op: Op, default: float = 0.0) -> float:
 def _activation(p: Pass, op: Op, x: Moment) -> Moment:
     role = p.index.role(op)
     name = role.activation or "identity"
-    if name in ("softmax", "log_softmax"):
+    if name == "softmax":
+        return _probabilities(p, op, x)
+    if name == "log_softmax":
         # a normalization along its axis: the output's scale no longer follows the input's
         return Moment(0.0, 1.0, min(1.0, x.signal / max(x.var, 1e-30)))
     m = activation_moments(name, role.param, round(x.mean, 9), round(x.var, 9))
     p.slope2[op.index] = m.slope2
-    return activated(m, x)
+    return _per_channel(activated(m, x), x, theory.activation_fn(name, role.param))
+
+
+def _per_channel(out: Moment, x: Moment, fn: Callable[[torch.Tensor], torch.Tensor] | None) -> Moment:
+    """An elementwise function's output, per channel where the input's channels are known."""
+    if x.chan is None or fn is None:
+        return out
+    return from_channels(channels.activated(fn, x.chan), out.signal)
+
+
+def _probabilities(p: Pass, op: Op, x: Moment) -> Moment:
+    """softmax over n entries: n probabilities that sum to one, so the mean is 1/n and E[p^2] is
+    the participation E[sum p^2] over n (1/n^2 for uniform weights, up to 1/n once one entry takes
+    all): what a layer reading the weights themselves sees (CaiT's talking heads mix them)."""
+    mod = p.index.module(op)
+    dim = getattr(mod, "dim", None) if mod is not None else op.scalar("1", "dim", default=-1)
+    n = op.size(int(dim)) if isinstance(dim, int) else None
+    frac = min(1.0, x.signal / max(x.var, 1e-30))
+    if not n:
+        return Moment(0.0, 1.0, frac)  # no shapes: the scale no longer follows the input's
+    second = participation(n, math.sqrt(fluctuation(x))) / n
+    return Moment(1.0 / n, second, frac * max(second - 1.0 / (n * n), 0.0))
 
 
 def _norm(p: Pass, op: Op, x: Moment) -> Moment:
+    out = _normalized(p, op, x)
+    act = getattr(p.index.module(op), "act", None)
+    if not isinstance(act, nn.Module):
+        return out
+    # a norm module that applies its activation inside (timm's BatchNormAct2d, GroupNormAct, ...):
+    # the traced op is the norm alone, so the activation is pushed through here
+    role = module_role(act)
+    if role.kind is RoleKind.TRANSPARENT or (role.kind is RoleKind.ACTIVATION and role.activation == "identity"):
+        return out
+    fn: Callable[[torch.Tensor], torch.Tensor] | None
+    if role.kind is RoleKind.ACTIVATION and role.activation in theory.KNOWN:
+        m = activation_moments(role.activation or "identity", role.param, round(out.mean, 9), round(out.var, 9))
+        fn = theory.activation_fn(role.activation or "identity", role.param)
+    elif match_elementwise(act) is not None:
+        m, fn = theory.gaussian_moments(act, out.mean, out.var), act
+    else:
+        return out
+    p.norm_gain[op.index] = p.norm_gain.get(op.index, 1.0) * m.slope2  # the backward passes both
+    return _per_channel(activated(m, out), out, fn)
+
+
+def _normalized(p: Pass, op: Op, x: Moment) -> Moment:
     gamma, beta = _norm_affine(p, op)
     mod = p.index.module(op)
     if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training and mod.running_var is not None:
         return _batch_norm_eval(p, op, mod, x, gamma, beta)
-    p.norm_gain[op.index] = gamma.second / max(x.var, 1e-12)
+    batch = isinstance(mod, nn.modules.batchnorm._BatchNorm)
+    # (x - mean) / sqrt(var + eps) has variance var / (var + eps): a norm behind a tiny signal does
+    # not restore it (a depthwise conv at kaiming fan_out counts all its 576 outputs, var 6e-4, and
+    # BatchNorm's eps of 1e-3 keeps a third of the unit variance)
+    eps = _eps(mod, op)
+    var = max(x.var - x.between, 0.0) if batch else x.var  # a BatchNorm divides by each channel's own
+    shrink = var / (var + eps) if eps > 0 else 1.0
+    g2 = gamma.second * shrink
+    p.norm_gain[op.index] = gamma.second / max(x.var + eps, 1e-12)
     # a pattern of channel means shared by every token survives a norm over the channels (LayerNorm,
     # GroupNorm) in proportion; a BatchNorm removes each channel's mean
-    kept = 0.0 if isinstance(mod, nn.modules.batchnorm._BatchNorm) else gamma.second * min(1.0, x.between / max(x.var, 1e-30))
-    return Moment(beta.mean, gamma.second + beta.second, gamma.second * min(1.0, x.signal / max(x.var, 1e-30)),
-                  kept + beta.std * beta.std)
+    kept = 0.0 if batch else g2 * min(1.0, x.between / max(x.var, 1e-30))
+    out = Moment(beta.mean, g2 + beta.second, g2 * min(1.0, x.signal / max(x.var, 1e-30)), kept + beta.std * beta.std)
+    if batch:
+        # on the batch's statistics channel c leaves with mean beta_c and variance gamma_c^2 v_c / (v_c + eps)
+        assert isinstance(mod, nn.modules.batchnorm._BatchNorm)
+        c = _batch_norm_channels(mod, x, eps)
+        return from_channels(c, out.signal) if c is not None else out
+    return out
+
+
+def _eps(mod: nn.Module | None, op: Op) -> float:
+    eps = getattr(mod, "eps", None) if mod is not None else op.scalar("eps", default=None)
+    return float(eps) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else 0.0
+
+
+def _batch_norm_channels(mod: nn.modules.batchnorm._BatchNorm, x: Moment, eps: float) -> Channels | None:
+    n = mod.num_features
+    w, b = mod.weight, mod.bias
+    if (w is not None and (not channels.plain(w) or w.numel() != n)) or \
+            (b is not None and (not channels.plain(b) or b.numel() != n)):
+        return None
+    gamma = w.detach().double().reshape(-1) if w is not None else torch.ones(n, dtype=torch.float64)
+    beta = b.detach().double().reshape(-1) if b is not None else torch.zeros(n, dtype=torch.float64)
+    if type(mod).__name__.startswith("Gemma"):
+        gamma = gamma + 1.0
+    if x.chan is not None and len(x.chan) == n:
+        v = x.chan.var
+    else:
+        v = torch.full((n,), max(x.var - x.between, 0.0), dtype=torch.float64)
+    shrink = v / (v + eps) if eps > 0 else torch.ones(n, dtype=torch.float64)
+    return Channels(beta, gamma * gamma * shrink)
 
 
 def _batch_norm_eval(p: Pass, op: Op, mod: nn.modules.batchnorm._BatchNorm, x: Moment, gamma: TensorStats,
@@ -114,10 +198,15 @@ def _add(p: Pass, op: Op, x: Moment) -> Moment:
     others = p.others(op, data[0]) if data else []
     if others:
         o = others[0]
-        return Moment(x.mean + sign * o.mean, x.second + o.second + 2 * sign * x.mean * o.mean, x.signal + o.signal,
-                      x.between + o.between)
+        out = Moment(x.mean + sign * o.mean, x.second + o.second + 2 * sign * x.mean * o.mean, x.signal + o.signal,
+                     x.between + o.between)
+        if x.chan is not None and o.chan is not None and len(x.chan) == len(o.chan):
+            both = Channels(x.chan.mean + sign * o.chan.mean, x.chan.var + o.chan.var)  # independent: variances add
+            return from_channels(both, out.signal)
+        return out
     c = scalar_arg(op)
-    return Moment(x.mean + sign * c, x.second + 2 * sign * x.mean * c + c * c, x.signal, x.between)
+    shifted = Channels(x.chan.mean + sign * c, x.chan.var) if x.chan is not None else None
+    return Moment(x.mean + sign * c, x.second + 2 * sign * x.mean * c + c * c, x.signal, x.between, shifted)
 
 
 def _scale(p: Pass, op: Op, x: Moment) -> Moment:
@@ -127,9 +216,15 @@ def _scale(p: Pass, op: Op, x: Moment) -> Moment:
     others = p.others(op, data[0]) if data else []
     if others:
         if op.target == "div":
-            return x  # x / ||x||, x / sqrt(var): a normalization of some kind keeps the scale
+            return x.summary()  # x / ||x||, x / sqrt(var): a normalization of some kind keeps the scale
         o = others[0]
-        return Moment(x.mean * o.mean, x.second * o.second, x.signal * o.second + o.signal * x.second)
+        out = Moment(x.mean * o.mean, x.second * o.second, x.signal * o.second + o.signal * x.second)
+        if x.chan is not None and o.chan is not None and len(x.chan) == len(o.chan):
+            # a gate per channel (squeeze-excitation's sigmoid): channel c is x_c * s_c, independent
+            m = x.chan.mean * o.chan.mean
+            second = (x.chan.mean ** 2 + x.chan.var) * (o.chan.mean ** 2 + o.chan.var)
+            return from_channels(Channels(m, (second - m * m).clamp(min=0.0)), out.signal)
+        return out
     c = scalar_arg(op, default=1.0)
     return x.scaled(1.0 / c if op.target == "div" and c else c)
 
@@ -139,7 +234,15 @@ def _concatenate(p: Pass, op: Op, x: Moment) -> Moment:
     are not in the graph)."""
     parts = [m for i in p.index.data_operands(op) if (m := p.fwd[i]) is not None]
     n = len(parts)
-    return Moment(sum(m.mean for m in parts) / n, sum(m.second for m in parts) / n, sum(m.signal for m in parts) / n)
+    out = Moment(sum(m.mean for m in parts) / n, sum(m.second for m in parts) / n, sum(m.signal for m in parts) / n)
+    dim = op.scalar("1", "dim", default=0)
+    chans = [m.chan for m in parts]
+    if op.target == "stack" or dim != 1 or any(c is None for c in chans):
+        return out
+    # along the channels (Inception's branches, DenseNet's growing input): each part in proportion to its width
+    c = Channels(torch.cat([c.mean for c in chans if c is not None]), torch.cat([c.var for c in chans if c is not None]))
+    signal = sum(m.signal * len(m.chan) for m in parts if m.chan is not None) / max(len(c), 1)
+    return from_channels(c, signal)
 
 
 def _attention(p: Pass, op: Op, x: Moment) -> Moment:
@@ -155,7 +258,7 @@ def _attention(p: Pass, op: Op, x: Moment) -> Moment:
         return mv  # no shapes: the average's size is unknown
     scale = op.scalar("6", "scale")
     scale = float(scale) if isinstance(scale, (int, float)) else 1.0 / math.sqrt(d)
-    causal = bool(op.scalar("5", "is_causal", default=False))
+    causal = bool(op.scalar("5", "is_causal", default=False)) or causal_attn_mask(p, op)
     return averaged_values(mv, keys, logit_std(mq, mk, d, scale), causal)
 
 
@@ -163,15 +266,18 @@ def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
     data = p.index.data_operands(op)
     b = p.fwd[data[1]] if len(data) >= 2 else None
     if b is None:
-        return x
+        return x.summary()
     # attention: softmax(scores) @ V averages V's rows over the keys
     soft = _softmax_source(p.index, data[0])
     if soft is not None:
         return _weighted_average(p, soft, b)
-    # a product of two activations sums K products along the contracted axis (K = 1 when unknown)
+    # a product of two activations sums K products along the contracted axis (K = 1 when unknown):
+    # their fluctuations add up incoherently (K terms), the parts each shares along that axis (a
+    # channel's or a head's mean: the global mean and the spread of those means) coherently (K^2)
     k = p.index.ops[data[0]].size(-1) or 1
     mean = k * x.mean * b.mean
-    second = k * x.second * b.second + k * (k - 1) * (x.mean * b.mean) ** 2
+    common = (x.mean * x.mean + max(x.between, 0.0)) * (b.mean * b.mean + max(b.between, 0.0))
+    second = k * x.second * b.second + k * (k - 1) * common
     return Moment(mean, second, k * (x.signal * b.second + b.signal * x.second))
 
 
@@ -184,14 +290,33 @@ def _weighted_average(p: Pass, soft: int, v: Moment) -> Moment:
     logits = p.fwd[before[0]] if before else None
     if keys is None or logits is None:
         return v  # no shapes: the average's size is unknown
-    return averaged_values(v, keys, math.sqrt(fluctuation(logits)))
+    return averaged_values(v, keys, math.sqrt(fluctuation(logits)), causal_logits(p, before[0]))
+
+
+def _sum(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """x.sum(dims) of k values each: the fluctuations add incoherently (k times the variance), the
+    mean coherently (k^2 m^2). Over positions a channel's own mean is shared too (`between`, k^2);
+    over the channel axis (ResNeSt's radix splits) the parts are different channels, independent."""
+    data = p.index.data_operands(op)
+    src = p.index.ops[data[0]].shape if data else None
+    if src is None or op.shape is None:
+        return None  # no shapes: the count is unknown (reported as unhandled)
+    k = math.prod(src) / max(math.prod(op.shape), 1)
+    dims = op.scalar("1", "dim")
+    dims = dims if isinstance(dims, (tuple, list)) else (dims,)
+    spatial = all(isinstance(d, int) and d >= 2 for d in dims)
+    between = max(x.between, 0.0)
+    shared = x.mean * x.mean + (between if spatial else 0.0)
+    rest = max(x.second - shared, 0.0)
+    second = k * k * shared + k * rest
+    return Moment(k * x.mean, second, min(k * x.signal, second), k * k * between if spatial else k * between)
 
 
 def _elementwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Handler:
     def handler(p: Pass, op: Op, x: Moment) -> Moment:
         m = theory.gaussian_moments(fn, x.mean, x.var)
         p.slope2[op.index] = m.slope2
-        return activated(m, x)
+        return _per_channel(activated(m, x), x, fn)
     return handler
 
 
@@ -222,6 +347,7 @@ BY_FUNCTION: dict[str, Handler] = {
     "scaled_dot_product_attention": _attention,
     "matmul": _matmul,  # a product of two activations (a weight matmul is a layer, handled apart)
     "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
+    "sum": _sum,
     # elementwise functions that are not activations: pushed through their Gaussian expectation
     "exp": _elementwise(torch.exp),
     "abs": _elementwise(torch.abs), "erf": _elementwise(torch.erf), "square": _elementwise(torch.square),

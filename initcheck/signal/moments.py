@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from .. import theory
+from .channels import Channels
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class Moment:
     second: float
     signal: float = 0.0
     between: float = 0.0  # the variance of the per-channel means across channels (a weight layer's rows differ)
+    # each channel's mean and variance where they are known (channels.py); the summary fields agree with them
+    chan: Channels | None = field(default=None, compare=False, repr=False)
 
     @property
     def var(self) -> float:
@@ -32,7 +35,18 @@ class Moment:
         return math.sqrt(max(self.second, 0.0))
 
     def scaled(self, c: float) -> Moment:
-        return Moment(self.mean * c, self.second * c * c, self.signal * c * c, self.between * c * c)
+        chan = self.chan.scaled(c) if self.chan is not None else None
+        return Moment(self.mean * c, self.second * c * c, self.signal * c * c, self.between * c * c, chan)
+
+    def summary(self) -> Moment:
+        """The same moments without the per-channel vectors (after an op that moves the channel axis)."""
+        return self if self.chan is None else replace(self, chan=None)
+
+
+def from_channels(c: Channels, signal: float) -> Moment:
+    """The summary moments of per-channel ones; `signal`: the input-driven part, kept from the summary model."""
+    second = c.second
+    return Moment(c.global_mean, second, min(signal, second), c.between, c)
 
 
 @dataclass(frozen=True)

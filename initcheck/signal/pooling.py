@@ -12,7 +12,9 @@ from torch import nn
 from .. import theory
 from ..graph import Op, OpKind
 from ..ops.activations import RoleKind
-from .moments import Moment, max_gain
+from . import channels
+from .channels import Channels
+from .moments import Moment, from_channels, max_gain
 from .passes import Pass
 
 
@@ -21,29 +23,97 @@ def transparent(p: Pass, op: Op, x: Moment) -> Moment:
     if drop is not None:
         # inverted dropout in training keeps 1-p of the values, scaled by 1/(1-p): E[y^2] = E[x^2]/(1-p)
         # (the mask is drawn per element, so what every token shares, `between`, stays as it was)
-        return x if drop >= 1.0 else Moment(x.mean, x.second / (1.0 - drop), x.signal / (1.0 - drop), x.between)
+        if drop >= 1.0:
+            return x
+        c = x.chan
+        kept = Channels(c.mean, (c.mean ** 2 + c.var) / (1.0 - drop) - c.mean ** 2) if c is not None else None
+        return Moment(x.mean, x.second / (1.0 - drop), x.signal / (1.0 - drop), x.between, kept)
     k = average_window(p, op)
     if k is not None:
-        return averaged(x, k)
+        return averaged(x if _spatial(op) else x.summary(), k)
     k = pool_window(p, op)
     if k <= 1:
-        return x
-    pre = _monotone_preact(p, op)
+        return x if _keeps_channels(p, op) else x.summary()
+    data = p.index.data_operands(op)
+    pre = _monotone_preact(p, data[0]) if data else None
     if pre is not None:
         fn, z = pre
-        return _max_through(fn, z, x, k)
+        out = _max_through(fn, z, x, k)
+        if z.chan is not None:  # each channel's max through its own pre-activation
+            return from_channels(channels.activated(fn, z.chan, channels.max_weights(k)), out.signal)
+        return out
+    joined = _joined_preacts(p, data[0]) if data and x.chan is not None else None
+    if joined is not None:  # the channels of activations side by side (a SqueezeNet fire's two expands)
+        fn, c = joined
+        return from_channels(channels.activated(fn, c, channels.max_weights(k)), x.signal * max_gain(k))
     return Moment(x.mean, x.second * max_gain(k), x.signal * max_gain(k))
 
 
-# An average over a window of unknown size (a global pool, `x.mean(dims)`: the graph carries no
-# shapes) is taken over this many independent values: a final 4x4 to 7x7 map whose neighbours are
-# correlated by the convs before it. With shapes in the graph it would be exact.
+def _joined_preacts(p: Pass, idx: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], Channels] | None:
+    """For a concatenation along the channels of outputs of one monotone activation: the function
+    and the pre-activations' channels, in order."""
+    op = p.index.ops[idx]
+    if op.kind is not OpKind.FUNCTION or op.target not in ("cat", "concat") or op.scalar("1", "dim", default=0) != 1:
+        return None
+    parts = [_monotone_preact(p, i) for i in p.index.data_operands(op)]
+    if not parts or any(q is None or q[1].chan is None for q in parts):
+        return None
+    names = {p.index.role(p.index.ops[i]).activation for i in p.index.data_operands(op)}
+    first = parts[0]
+    if len(names) != 1 or first is None:
+        return None
+    chans = [q[1].chan for q in parts if q is not None and q[1].chan is not None]
+    return first[0], Channels(torch.cat([c.mean for c in chans]), torch.cat([c.var for c in chans]))
+
+
+def _spatial(op: Op) -> bool:
+    """Whether an average leaves the channel axis (dim 1) alone: pooling does; `x.mean(dims)` when
+    every dim it averages is past the channels."""
+    if op.kind is OpKind.MODULE or op.target != "mean":
+        return True
+    dims = op.scalar("1", "dim")
+    dims = dims if isinstance(dims, (tuple, list)) else (dims,)
+    return all(isinstance(d, int) and d >= 2 for d in dims)
+
+
+def _keeps_channels(p: Pass, op: Op) -> bool:
+    """Whether a transparent op leaves the channel axis where it was (an identity, a copy, a flatten
+    from dim 1 whose features the next layer reads channel-major); views and permutes move it."""
+    if op.kind is OpKind.MODULE:
+        mod = p.index.module(op)
+        return isinstance(mod, (nn.Identity, nn.Dropout)) or (isinstance(mod, nn.Flatten) and int(mod.start_dim) == 1)
+    if op.target == "flatten":
+        return bool(op.scalar("1", "start_dim", default=0) == 1)
+    return op.target in ("contiguous", "clone", "detach", "dropout", "identity")
+
+
+# An average over a window of unknown size (a global pool, `x.mean(dims)` on a graph that carries no
+# shapes) is taken over this many independent values: a final 4x4 to 7x7 map. Where the graph has
+# shapes the count is the input's elements per output element: the fluctuation within a channel is
+# nearly independent from one position to the next (a random conv's neighbouring outputs share
+# inputs through different weights, so they are uncorrelated on average over the draw); what the
+# positions share is the channel's mean, carried apart (`between`).
 GLOBAL_AVERAGE_COUNT = 16
+
+
+def _global_count(p: Pass, op: Op) -> float:
+    """The number of values a global or adaptive average takes the mean of: from the shapes of its
+    input and output where the graph has them (at least 1: an adaptive pool may enlarge a map)."""
+    data = p.index.data_operands(op)
+    src = p.index.ops[data[0]].shape if data else None
+    if src is not None and op.shape is not None and len(op.shape) <= len(src):
+        ins, outs = math.prod(src), math.prod(op.shape)
+        if ins > 0 and outs > 0:
+            return max(ins / outs, 1.0)
+    return float(GLOBAL_AVERAGE_COUNT)
 
 
 def averaged(x: Moment, k: float) -> Moment:
     """The mean of k values of one channel: the channel's mean stays (the global mean m and the
     spread of the channel means across channels, `between`), the fluctuation within it shrinks by k."""
+    if x.chan is not None:  # each channel keeps its mean; its fluctuation shrinks by k
+        c = Channels(x.chan.mean, x.chan.var / max(k, 1.0))
+        return from_channels(c, min(x.signal, c.second))
     between = min(max(x.between, 0.0), x.var)
     second = x.mean * x.mean + between + (x.var - between) / max(k, 1.0)
     return Moment(x.mean, second, min(x.signal, second), between)
@@ -56,11 +126,11 @@ def average_window(p: Pass, op: Op) -> float | None:
     if op.kind is OpKind.MODULE:
         mod = p.index.module(op)
         if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
-            return float(GLOBAL_AVERAGE_COUNT)
+            return _global_count(p, op)
         if isinstance(mod, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
             kernel, dims = mod.kernel_size, int(type(mod).__name__[-2])
     elif op.target.startswith("adaptive_avg_pool") or op.target == "mean":
-        return float(GLOBAL_AVERAGE_COUNT)
+        return _global_count(p, op)
     elif op.target.startswith("avg_pool") and op.target[8:9].isdigit():
         kernel, dims = op.scalar("1", "kernel_size"), int(op.target[8])
     if kernel is None:
@@ -88,12 +158,9 @@ def dropout_rate(p: Pass, op: Op) -> float | None:
 _MONOTONE = frozenset({"relu", "relu6", "leaky_relu", "hardtanh", "tanh", "sigmoid", "elu", "identity", "hardsigmoid"})
 
 
-def _monotone_preact(p: Pass, op: Op) -> tuple[Callable[[torch.Tensor], torch.Tensor], Moment] | None:
-    """When the pooled tensor is a monotone activation's output: the function and its input moments."""
-    data = p.index.data_operands(op)
-    if not data:
-        return None
-    src = p.index.ops[data[0]]
+def _monotone_preact(p: Pass, idx: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], Moment] | None:
+    """When op `idx` (the pooled tensor) is a monotone activation's output: the function and its input moments."""
+    src = p.index.ops[idx]
     role = p.index.role(src)
     if role.kind is not RoleKind.ACTIVATION or role.activation not in _MONOTONE:
         return None

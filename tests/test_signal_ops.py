@@ -1,0 +1,169 @@
+"""The signal model's ops the real torchvision/timm zoo taught it, one by one, against a measured
+forward (torch is the oracle): the predicted raw output rms of the weight layer after the op
+(signal.raw_rms: bias aside, before any norm) beside the one a forward hook measures, in train mode."""
+
+import pytest
+import torch
+from torch import nn
+
+from initcheck.api import analyze
+from initcheck.signal import raw_rms
+
+
+def predicted_and_measured(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[float, float]:
+    model.train()
+    a = analyze(model, x)
+    lf = next(lf for lf in a.layers if lf.name == layer)
+    pred = raw_rms(a.context.actual, a.context.index, lf, model)
+    got: list[float] = []
+
+    def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+        if getattr(m, "bias", None) is not None:
+            shape = [1] * y.ndim
+            shape[1 if isinstance(m, nn.Conv2d) else -1] = -1
+            y = y - m.bias.view(shape)
+        got.append(float(y.pow(2).mean().sqrt()))
+
+    h = model.get_submodule(layer).register_forward_hook(hook)
+    try:
+        with torch.no_grad(), torch.random.fork_rng():
+            model(x)
+    finally:
+        h.remove()
+    assert pred is not None
+    return pred, got[0]
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm's fused norm + activation: one module, so the trace sees one norm op."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__(c)
+        self.drop = nn.Identity()
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
+def test_a_norm_with_its_activation_inside_applies_it():
+    """BN in train mode gives N(0, 1) per channel; the ReLU inside keeps E[relu(z)^2] = 1/2 of it,
+    so a 1x1 conv of fan_in n with E[w^2] = 1/n after it has rms sqrt(1/2 + mean part), not 1."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1, bias=False), BatchNormAct2d(64),
+                          nn.Conv2d(64, 256, 1, bias=False))
+    nn.init.normal_(model[2].weight, std=64 ** -0.5)
+    pred, got = predicted_and_measured(model, torch.randn(32, 3, 16, 16), "2")
+    assert pred == pytest.approx(got, rel=0.1)
+    assert got < 0.95  # the activation matters: a bare norm would give rms 1
+
+
+class TalkingHeads(nn.Module):
+    """CaiT's talking-heads attention: a Linear over the heads mixes the softmax weights themselves."""
+
+    def __init__(self, d: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj_w = nn.Linear(heads, heads)
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5).softmax(-1)
+        attn = self.proj_w(attn.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+@pytest.mark.parametrize("tokens", [16, 128])
+def test_a_layer_reading_softmax_weights_sees_probabilities(tokens):
+    """The weights of n keys sum to one: mean 1/n, E[p^2] from 1/n^2 up. A layer on them is ~1/n
+    in rms, not 1 (CaiT was 480x over); the layer after the attention follows."""
+    torch.manual_seed(0)
+    model = TalkingHeads()
+    x = torch.randn(16, tokens, 64)
+    pred, got = predicted_and_measured(model, x, "proj_w")
+    assert pred == pytest.approx(got, rel=0.3)
+    assert got < 2.0 / tokens
+    pred, got = predicted_and_measured(model, x, "proj")
+    assert pred == pytest.approx(got, rel=0.3)
+
+
+class Untraceable(nn.Module):
+    """A net fx cannot trace (a branch on the data), so the recorded pass gives the graph its shapes."""
+
+    def __init__(self, tail: nn.Module) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 64, 1)
+        self.norm = nn.BatchNorm2d(64)
+        self.tail = tail
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.abs().sum() > 0):
+            x = self.norm(self.stem(x))
+        return self.tail(x)
+
+
+def test_zero_padding_on_a_small_map_reads_fewer_taps():
+    """A 7x7 depthwise conv (padding 3) on a 4x4 map: per axis 18 of 28 taps fall inside, so
+    E[y^2] is (18/28)^2 = 0.41 of the unpadded prediction (ConvNeXt's last stage at 128 px)."""
+    torch.manual_seed(0)
+    model = Untraceable(nn.Sequential(nn.Conv2d(64, 64, 7, padding=3, groups=64)))
+    pred, got = predicted_and_measured(model, torch.randn(32, 3, 4, 4), "tail.0")
+    assert pred == pytest.approx(got, rel=0.1)
+
+
+def test_global_average_counts_the_positions_from_the_shapes():
+    """After BN every channel is N(0, 1) over the batch's positions, which the 1x1 stem keeps
+    independent: the mean over a 32x32 map has variance 1/1024, not 1/16 (a fixed guess), so the
+    conv after it (a squeeze-excitation's reduction) is 8x smaller in rms than the guess says."""
+    torch.manual_seed(0)
+    model = Untraceable(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(64, 16, 1)))
+    pred, got = predicted_and_measured(model, torch.randn(16, 3, 32, 32), "tail.1")
+    assert pred == pytest.approx(got, rel=0.15)
+
+
+def test_a_norm_behind_a_tiny_signal_keeps_var_over_var_plus_eps():
+    """MobileNetV3's depthwise conv at kaiming fan_out (fan 576*25) gives a per-channel variance of
+    ~6e-4; BatchNorm's eps of 1e-3 then leaves var / (var + eps) = 0.37 of the unit variance, not 1."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64, eps=1e-3),
+                          nn.Conv2d(64, 64, 1, bias=False))
+    nn.init.normal_(model[0].weight, std=0.005)  # input variance 27 * 2.5e-5 = 6.75e-4 per channel
+    nn.init.normal_(model[2].weight, std=64 ** -0.5)
+    pred, got = predicted_and_measured(model, torch.randn(32, 3, 16, 16), "2")
+    assert pred == pytest.approx(got, rel=0.1)
+    assert got < 0.75  # sqrt(0.4): the eps matters
+
+
+class SplitAttention(nn.Module):
+    """ResNeSt's split attention (radix 2): the splits summed, pooled, a softmax over the radix
+    weighting each split, the weighted splits summed again."""
+
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.c = c
+        self.conv = nn.Conv2d(3, 2 * c, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(2 * c)
+        self.fc1 = nn.Conv2d(c, 16, 1)
+        self.fc2 = nn.Conv2d(16, 2 * c, 1)
+        self.conv3 = nn.Conv2d(c, 64, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        x = torch.relu(self.bn0(self.conv(x))).reshape(b, 2, self.c, x.shape[2], x.shape[3])
+        gap = x.sum(dim=1).mean((2, 3), keepdim=True)
+        attn = self.fc2(torch.relu(self.fc1(gap))).view(b, 2, self.c, 1, 1).softmax(dim=1)
+        return self.conv3((x * attn).sum(dim=1))
+
+
+def test_a_sum_over_splits_adds_them():
+    """Two post-ReLU splits summed: mean 2 * 0.399, variance 2 * 0.34 (different channels,
+    independent); the softmax over the radix weighs each about 1/2, and their sum is one split again."""
+    torch.manual_seed(0)
+    model = SplitAttention()
+    x = torch.randn(32, 3, 8, 8)
+    for layer in ("fc1", "conv3"):
+        pred, got = predicted_and_measured(model, x, layer)
+        assert pred == pytest.approx(got, rel=0.2), layer
