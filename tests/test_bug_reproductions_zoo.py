@@ -163,3 +163,23 @@ def test_a_five_value_filter_is_not_called_non_centered_on_a_chance_mean():
     with torch.no_grad():
         big[0].weight.normal_(-0.2, 0.08)
     assert ("IC102", "0.weight") in {(f.code, f.layer) for f in diagnose(big, torch.randn(2, 64)).findings}
+
+
+def test_guessing_an_input_draws_each_proposed_shape_once(monkeypatch):
+    """MaxViT asked for 212 random tensors (up to 2x256x224x224, 90 s) to propose 24 distinct inputs:
+    a stack of 30 identical convs proposes a few shapes, and each is drawn once."""
+    import initcheck.expected as expected
+
+    drawn = []
+    real = expected._randn
+
+    def counting(*shape, generator):
+        drawn.append(shape)
+        return real(*shape, generator=generator)
+
+    monkeypatch.setattr(expected, "_randn", counting)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), *[nn.Conv2d(16, 16, 3, padding=1) for _ in range(30)])
+    found = expected.proposals(model)
+    shapes = {tuple(p.inputs[0][0].shape) for p in found}
+    assert len(drawn) == len(set(drawn)) == len(shapes)
+    assert tuple(found[0].inputs[0][0].shape)[:2] == (2, 3)
