@@ -178,3 +178,53 @@ def test_sound_init_gets_no_error(make, inputs):
     assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]
     assert "IC001" not in {f.code for f in report.findings}, [f.message for f in report.findings if f.code == "IC001"]
     assert {p.name for p in report.params} == {n for n, _ in model.named_parameters()}
+
+
+class UntiedLM(nn.Module):
+    """Embedding(33000, 256) -> LayerNorm -> untied Linear(256, 33000) head, all at N(0, 0.02)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.norm, self.head = nn.Embedding(33000, 256), nn.LayerNorm(256), nn.Linear(256, 33000, bias=False)
+        nn.init.normal_(self.emb.weight, std=0.02)
+        nn.init.normal_(self.head.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.emb(x)))
+
+
+def test_a_large_vocabulary_head_at_002_is_quiet():
+    """After the LayerNorm rms(x) = 1, so the logits have rms 0.02 * sqrt(256) = 0.32: a near-uniform
+    softmax over 33k words, the first loss at ln(33000); Xavier's variance for 256 -> 33000 is tiny,
+    but nothing is harmed: no error and no IC103 on the head."""
+    report = diagnose(UntiedLM(), torch.randint(0, 33000, (2, 8)))
+    assert report.ok and ("IC103", "head.weight") not in {(f.code, f.layer) for f in report.findings}
+
+
+class MatmulReLU(nn.Module):
+    """relu(x @ W1) @ W2 with raw parameters (pygcn's style), W1 at He for ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1, self.w2 = nn.Parameter(torch.empty(64, 128)), nn.Parameter(torch.empty(128, 10))
+        nn.init.normal_(self.w1, std=(2 / 64) ** 0.5)
+        nn.init.normal_(self.w2, std=(1 / 128) ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x @ self.w1) @ self.w2
+
+
+def test_an_activation_after_a_raw_matmul_is_followed():
+    """x @ W1 then a ReLU: W1's activation is the ReLU (not identity), and He's std for fan_in 64 is
+    what it has, so its variance ratio is 1 within sampling noise."""
+    layers = {lr.qualname: lr for lr in diagnose(MatmulReLU(), torch.randn(4, 64)).layers}
+    assert layers["w1"].activation == "relu"
+    assert layers["w1"].variance_ratio == pytest.approx(1.0, rel=0.1)
+
+
+def test_a_default_init_is_not_labelled_as_the_002_transformer_init():
+    """PyTorch's Linear default is U(-1/sqrt(fan_in), 1/sqrt(fan_in)): std 1/sqrt(3 * 64) = 0.072 for
+    fan_in 64, 3.6x the 0.02 of a transformer init: no layer may claim normal(0, 0.02)."""
+    model = nn.Sequential(nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 10))
+    report = diagnose(model, torch.randn(4, 64))
+    assert not [lr.convention for lr in report.layers if lr.convention and "0.02" in lr.convention]
