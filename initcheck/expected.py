@@ -81,8 +81,9 @@ def proposals(model: nn.Module, first: str | None = None, batch: int = 2) -> lis
     modules = [(n, m) for n, m in model.named_modules() if module_weights(m)]
     if first is not None:
         modules.sort(key=lambda nm: nm[0] != first)
+    drawn: dict[tuple[int, ...], torch.Tensor] = {}
     for name, m in modules:
-        for made in _for_layer(model, m, batch, g):
+        for made in _for_layer(model, m, batch, g, drawn):
             out.append(Proposal(made, f"first layer {name or type(m).__name__}"))
     return _unique(out)
 
@@ -236,32 +237,43 @@ def _from_config(model: nn.Module, cfg: Any, attr: str, batch: int, g: torch.Gen
         yield Proposal(((tokens,), {}), f"{attr}: vocabulary size")
 
 
-def _for_layer(model: nn.Module, m: nn.Module, batch: int, g: torch.Generator) -> list[Inputs]:
+def _for_layer(model: nn.Module, m: nn.Module, batch: int, g: torch.Generator,
+               drawn: dict[tuple[int, ...], torch.Tensor] | None = None) -> list[Inputs]:
+    """The inputs `m` would take as the model's first layer. drawn: tensors already drawn this search,
+    by shape: a model of 150 weight layers asks for a few distinct shapes, each drawn once (a MaxViT
+    asked for 212 tensors up to 2x256x224x224, 90 s of randn, for 24 distinct proposals)."""
+    def randn(*shape: int, generator: torch.Generator) -> torch.Tensor:
+        if drawn is None:
+            return _randn(*shape, generator=generator)
+        if shape not in drawn:
+            drawn[shape] = _randn(*shape, generator=generator)
+        return drawn[shape]
+
     if isinstance(m, nn.Linear):
-        return [((_randn(batch, m.in_features, generator=g),), {})]
+        return [((randn(batch, m.in_features, generator=g),), {})]
     if isinstance(m, nn.Bilinear):
-        return [((_randn(batch, m.in1_features, generator=g), _randn(batch, m.in2_features, generator=g)), {})]
+        return [((randn(batch, m.in1_features, generator=g), randn(batch, m.in2_features, generator=g)), {})]
     if isinstance(m, nn.modules.conv._ConvNd):
         dims = m.weight.dim() - 2
         least, exact = min_spatial_size(model, dims)
         default = {1: 64, 2: 32, 3: 16}.get(dims, 16)
         sizes = [exact] if exact else []
         sizes += [max(default, least)] + ([FALLBACK_IMAGE] if dims == 2 and least <= FALLBACK_IMAGE else [])
-        return [((_randn(batch, m.in_channels, *([s] * dims), generator=g),), {}) for s in dict.fromkeys(sizes)]
+        return [((randn(batch, m.in_channels, *([s] * dims), generator=g),), {}) for s in dict.fromkeys(sizes)]
     if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
         return [((torch.randint(0, m.num_embeddings, (batch, 8), generator=g),), {})]
     if isinstance(m, nn.RNNBase):
         shape = (batch, 5, m.input_size) if m.batch_first else (5, batch, m.input_size)
-        return [((_randn(*shape, generator=g),), {})]
+        return [((randn(*shape, generator=g),), {})]
     if isinstance(m, nn.MultiheadAttention):
         shape = (batch, 5, m.embed_dim) if m.batch_first else (5, batch, m.embed_dim)
-        x = _randn(*shape, generator=g)
+        x = randn(*shape, generator=g)
         return [((x,), {}), ((x, x, x), {})]  # a block that takes x and calls attn(x, x, x); the layer itself
     if type(m).__name__ == "Conv1D":
         weight = m.weight
         assert isinstance(weight, torch.Tensor)
         width = int(weight.shape[0])  # HF's Conv1D stores [in, out]
-        return [((_randn(batch, 8, width, generator=g),), {})]
+        return [((randn(batch, 8, width, generator=g),), {})]
     return []
 
 

@@ -17,7 +17,7 @@ from ..records import WeightSite
 from ..stats import TensorStats, prefetch, tensor_stats
 from ..theory import Family
 from ..trace.index import GraphIndex
-from .follow import Follow, feeds_attention_scores, follow, meets_another_tensor
+from .follow import Follow, feeds_attention_scores, follow, meets_another_tensor, rebuilt_weight
 
 __all__ = ["LayerFacts", "canonical", "collect", "is_lazy", "row_dim"]
 
@@ -194,7 +194,7 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
         scheme=rec.scheme,
         gain=rec.gain,
         recommended_std=rec.std,
-        stats=tensor_stats(p, row_dim(use.layout, len(shape))),  # with its row sums: one read for both
+        stats=tensor_stats(_received(view, op, p), row_dim(use.layout, len(shape))),  # with its row sums: one read for both
         aliases=tuple(a for a in aliases.get(id(p), ()) if a != qual),
         op=op.index,
         preact_op=f.preact_op,
@@ -205,6 +205,16 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
         modulation=f.modulation,
         reads_input=any(view.ops[i].kind is OpKind.INPUT for i in view.data_operands(op)),
     )
+
+
+def _received(view: GraphIndex, op: Op, p: torch.Tensor) -> torch.Tensor:
+    """The weight the op really receives: a functional conv/linear whose forward rebuilds it from
+    parameters (timm's ScaledStdConv2d: standardized, times gain * gamma / sqrt(fan_in)) is judged on
+    the rebuilt tensor, whose scale is the one the signal meets; the parameter itself otherwise."""
+    if op.kind is not OpKind.FUNCTION or "" not in view.modules:
+        return p
+    w = rebuilt_weight(view, view.modules[""], op)
+    return w if w is not None and w.shape == p.shape else p
 
 
 def _aliases(named: Iterable[tuple[str, torch.Tensor]]) -> dict[int, tuple[str, ...]]:

@@ -330,11 +330,11 @@ def rebuilt_weight(view: GraphIndex, model: torch.nn.Module, op: Op, keys: tuple
         o = view.ops[i]
         if o.kind is OpKind.PARAM:
             out = model.get_parameter(o.target).detach()
-        elif o.kind is OpKind.FUNCTION and depth < 32 and callable(fn := getattr(torch, o.target, None)):
+        elif o.kind is OpKind.FUNCTION and depth < 32:
             slots: dict[str, object] = {k: value(j, depth + 1) for k, j in o.operands}
             slots.update(dict(o.scalars))
             args = [slots.pop(str(n)) for n in range(len(slots)) if str(n) in slots]
-            out = fn(*args, **slots)
+            out = _replay(o.target, args, slots)
         else:
             raise LookupError(o.target)
         memo[i] = out
@@ -346,3 +346,21 @@ def rebuilt_weight(view: GraphIndex, model: torch.nn.Module, op: Op, keys: tuple
     except (LookupError, TypeError, RuntimeError, ValueError):
         return None
     return w if isinstance(w, torch.Tensor) and not w.is_meta else None
+
+
+def _replay(name: str, args: list[object], kwargs: dict[str, object]) -> torch.Tensor:
+    """Call the op a graph node names: torch.nn.functional's signature first (F.batch_norm and
+    torch.batch_norm take different arguments), then torch's, then the Tensor method
+    (`w.reshape(1, n, -1)` passes its sizes one by one)."""
+    import torch.nn.functional as F
+
+    for space in (F, torch, torch.Tensor):
+        fn = getattr(space, name, None)
+        if callable(fn):
+            try:
+                out = fn(*args, **kwargs)
+            except TypeError:
+                continue  # another signature: try the next namespace
+            if isinstance(out, torch.Tensor):
+                return out
+    raise LookupError(name)

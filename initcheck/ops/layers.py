@@ -156,6 +156,11 @@ _SWAP = {Layout.OUT_IN: Layout.IN_OUT, Layout.IN_OUT: Layout.OUT_IN}
 # Elementwise ops that rebuild a weight from parameters inside forward (NF-Net's weight * gain,
 # weight standardization's (w - mean) / std): the result is read as its base weight.
 _REBUILDS = frozenset({"mul", "div", "add", "sub", "neg"})
+# Weight standardization written as a norm over the weight itself (timm's ScaledStdConv2d:
+# batch_norm(w.reshape(1, out, -1), weight=gain * scale).reshape_as(w)): followed only where the
+# shapes are known, and a step whose shape is not the weight's own is a view no layout reads.
+_RESHAPED_REBUILDS = frozenset({"reshape", "view", "reshape_as", "view_as", "flatten", "batch_norm", "layer_norm",
+                                "group_norm", "instance_norm"})
 
 
 def weight_views(ops: Sequence[Op], param_ops: set[int]) -> dict[int, tuple[int, bool, bool]]:
@@ -173,6 +178,11 @@ def weight_views(ops: Sequence[Op], param_ops: set[int]) -> dict[int, tuple[int,
             base = _base_weight(ops, op, [i for i in op.inputs if i in views])
             if base is not None:
                 views[op.index] = views[base]
+        elif op.target in _RESHAPED_REBUILDS and op.shape is not None and all(i in derived for i in op.inputs):
+            base = _base_weight(ops, op, [i for i in op.inputs if i in views])
+            if base is not None:
+                p, flipped, sliced = views[base]
+                views[op.index] = (p, flipped, sliced or op.shape != ops[p].shape)
         if all(i in derived for i in op.inputs):
             derived.add(op.index)
     return views

@@ -63,6 +63,13 @@ def _input_signal(ctx: Context, lf: LayerFacts, signal: Signal | None = None) ->
     return None if m is None else math.sqrt(m.signal)
 
 
+def _gate(lf: LayerFacts) -> bool:
+    """A layer whose squashed output multiplies another tensor (squeeze-excitation, ECA, a sigmoid
+    gate): it scales a signal path, it is not one. An input-independent gate at init (its input a
+    spatial mean, or a branch that starts at zero) still passes the path through at a fixed scale."""
+    return lf.gated and lf.activation in theory.SATURATING
+
+
 def _above(ctx: Context, value: float | None, limit: float, ref: float | None) -> bool:
     return value is not None and value > limit and (ref is None or value > ctx.threshold(CAUSED_BY.name) * ref)
 
@@ -141,7 +148,7 @@ def signal_explodes(ctx: Context) -> Iterator[Finding]:
       settings=(VANISH_RMS, CAUSED_BY))
 def signal_vanishes(ctx: Context) -> Iterator[Finding]:
     limit = ctx.threshold(VANISH_RMS.name)
-    hit = _first(ctx, lambda lf: v if (lf.role is not WeightRole.EMBEDDING and _below(
+    hit = _first(ctx, lambda lf: v if (lf.role is not WeightRole.EMBEDDING and not _gate(lf) and _below(
         ctx, v := _input_signal(ctx, lf), limit, _input_signal(ctx, lf, ctx.reference))) else None)
     if hit:
         lf, v, more = hit
@@ -185,7 +192,8 @@ def _gradient_ratio(ctx: Context, lf: LayerFacts) -> float | None:
       settings=(GRADIENT_BAND,))
 def gradient_vanishes(ctx: Context) -> Iterator[Finding]:
     band = ctx.threshold(GRADIENT_BAND.name)
-    hit = _first(ctx, lambda lf: v if ((v := _gradient_ratio(ctx, lf)) is not None and v < 1.0 / band) else None)
+    hit = _first(ctx, lambda lf: v if (not _gate(lf) and (v := _gradient_ratio(ctx, lf)) is not None and v < 1.0 / band)
+                 else None)
     if hit:
         lf, v, more = hit
         yield finding("IC204", lf, f"{describe(lf)}: predicted gradient is {v:.2g}x what the recommended schemes give (under 1/{band:g}){_more(more)}",

@@ -19,7 +19,30 @@ VARIANCE_BAND = Setting(
     "before a ReLU is 6x below He's variance; MHA's packed Xavier 2x.")
 NON_CENTERED = Setting(
     "non-centered", 0.5,
-    "IC102 fires when |mean| exceeds this many stds (plus three standard errors); uniform[0, 1) has 1.73.")
+    "IC102 fires when |mean| exceeds this many stds (plus three standard errors, as Student's t counts them "
+    "for the weight's size); uniform[0, 1) has 1.73.")
+
+
+THREE_SIGMA = 0.9986501019683699  # P(Z < 3) for a standard normal Z
+
+
+def student_t(p: float, dof: int) -> float:
+    """The p-quantile of Student's t with `dof` degrees of freedom: how many estimated standard
+    errors a mean must reach to be as unlikely as 3 true ones. A weight of n values knows its std
+    only from those n, so a 5-value Conv1d (ECA's gate) needs 6.6, not 3; past ~30 values it is
+    3 again. Exact for 1 and 2 degrees of freedom, the Cornish-Fisher expansion in 1/dof after
+    (Abramowitz & Stegun 26.7.5; within 3% at dof 3, 0.1% from dof 8)."""
+    if dof == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if dof == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(p)
+    n = float(dof)
+    return (z + (z**3 + z) / (4 * n) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * n**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * n**3)
+            + (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / (92160 * n**4))
 
 
 @rule("IC101", "constant-weights", Severity.ERROR,
@@ -58,7 +81,7 @@ def non_centered(ctx: Context) -> Iterator[Finding]:
         s = lf.stats
         if s is None or s.constant or lf.normalized or lf.role is WeightRole.EMBEDDING:
             continue
-        if abs(s.mean) > limit * s.std + 3.0 * s.std / math.sqrt(s.count):
+        if s.count > 1 and abs(s.mean) > limit * s.std + student_t(THREE_SIGMA, s.count - 1) * s.std / math.sqrt(s.count):
             yield finding("IC102", lf, f"{describe(lf)}: weight mean {s.mean:.4g} is {abs(s.mean) / s.std:.2f}x its std {s.std:.4g}; weights should be centered on 0",
                           init_call(lf))
 

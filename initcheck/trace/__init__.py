@@ -95,7 +95,12 @@ def reached_weights(graph: Graph, model: nn.Module) -> set[str]:
 # position table, a layer scale): data, not a weight with fans.
 _ADDITIVE = frozenset({"add", "sub", "cat", "concat", "stack", "expand", "expand_as", "getitem", "view", "reshape",
                        "to", "repeat", "unsqueeze", "squeeze", "permute", "transpose", "flatten", "mul", "div",
-                       "type", "float", "clone", "contiguous", "interpolate", "pad", "narrow", "select"})
+                       "type", "float", "clone", "contiguous", "interpolate", "pad", "narrow", "select",
+                       "addcmul", "addcdiv"})
+# Elementwise functions of a parameter alone (Swin V2's exp(clamp(logit_scale)), a softplus'd
+# temperature): what they give is still one number per element, so its users decide.
+_ELEMENTWISE = frozenset({"clamp", "clamp_min", "clamp_max", "clip", "exp", "log", "sigmoid", "tanh", "softplus",
+                          "abs", "sqrt", "rsqrt", "pow", "square", "reciprocal", "neg", "exp2", "log1p", "expm1"})
 
 
 def additive_params(graph: Graph) -> set[str]:
@@ -115,10 +120,10 @@ def additive_params(graph: Graph) -> set[str]:
                 if user.target == "scaled_dot_product_attention" and any(
                         key in ("3", "attn_mask") and i == here for key, i in user.operands):
                     continue  # a bias added to the attention scores
-                if user.kind is not OpKind.FUNCTION or user.target not in _ADDITIVE:
+                if user.kind is not OpKind.FUNCTION or user.target not in _ADDITIVE | _ELEMENTWISE:
                     additive = user.kind is OpKind.OUTPUT
                     break
-                if user.target not in ("add", "sub", "cat", "concat", "stack", "mul", "div"):
+                if user.target not in ("add", "sub", "cat", "concat", "stack", "mul", "div", "addcmul", "addcdiv"):
                     stack.append(u)  # a view of the parameter: look at its users too
         if additive:
             out.add(op.target)

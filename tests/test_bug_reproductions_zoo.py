@@ -1,0 +1,185 @@
+"""Patterns the torchvision/timm zoo showed (issue #9), written by hand so the default suite needs
+neither library: each parameter is reported and used, and a sound init gets no error. Each
+expectation is written from the physics in the test's docstring, before running the tool."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initcheck import diagnose
+from initcheck.findings import Severity
+from initcheck.rules.weights import THREE_SIGMA, student_t
+
+
+class ScaledStdConv(nn.Conv2d):
+    """timm's ScaledStdConv2d: the weight standardized per filter by batch_norm over the weight itself,
+    times gain * gamma / sqrt(fan_in), inside forward."""
+
+    def __init__(self, cin: int, cout: int, gamma: float = 1.0, gain: float = 1.0) -> None:
+        super().__init__(cin, cout, 3, padding=1)
+        self.gain = nn.Parameter(torch.full((cout, 1, 1, 1), gain))
+        self.scale = gamma * self.weight[0].numel() ** -0.5
+
+    def effective(self) -> torch.Tensor:
+        return F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                            weight=(self.gain * self.scale).view(-1), training=True, momentum=0.,
+                            eps=1e-6).reshape_as(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.effective(), self.bias, self.stride, self.padding)
+
+
+class NormFreeNet(nn.Module):
+    """NF-ResNet's trunk: ScaledStdConvs with ReLU's gamma sqrt(2 / (1 - 1/pi)) = 1.71 and no norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gamma = math.sqrt(2 / (1 - 1 / math.pi))
+        self.convs = nn.ModuleList(ScaledStdConv(c, 32, gamma) for c in (3, 32, 32, 32))
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return self.head(x.mean((2, 3)))
+
+
+def test_weight_standardized_by_batch_norm_is_reached_and_judged_on_what_the_conv_receives():
+    """Physics: the conv receives the standardized weight, std gamma / sqrt(fan_in) per filter whatever
+    the parameter's own draw; that (oracle: torch's batch_norm) is what the layer's std must be, and
+    every weight and gain is used (no IC001)."""
+    model = NormFreeNet()
+    with torch.no_grad():
+        model.convs[1].weight.mul_(7.0)  # the parameter's scale is standardized away
+    report = diagnose(model, torch.randn(2, 3, 16, 16))
+    assert "IC001" not in {f.code for f in report.findings}
+    layers = {lr.qualname: lr for lr in report.layers}
+    for i, conv in enumerate(model.convs):
+        expected = conv.effective().detach().std().item()
+        assert layers[f"convs.{i}.weight"].actual_std == pytest.approx(expected, rel=1e-3)
+    assert layers["convs.1.weight"].actual_std == pytest.approx(1.71 / math.sqrt(32 * 9), rel=0.02)
+    assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]
+
+
+class CosineAttention(nn.Module):
+    """Swin V2's attention: q and k L2-normalized, logits scaled by exp(clamp(logit_scale, max=ln 100))
+    with logit_scale a [heads, 1, 1] parameter at ln 10."""
+
+    def __init__(self, dim: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(heads, 1, 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+        return self.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class Affine(nn.Module):
+    """ResMLP's Affine: addcmul(beta, alpha, x) with alpha, beta of shape [1, 1, dim]."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, 1, dim))
+        self.beta = nn.Parameter(torch.zeros(1, 1, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.beta, self.alpha, x)
+
+
+@pytest.mark.parametrize("make", [CosineAttention, lambda: nn.Sequential(Affine(32), nn.Linear(32, 8))],
+                         ids=["swin_v2_logit_scale", "resmlp_affine"])
+def test_parameters_read_elementwise_are_used_scales_not_unreached_weights(make):
+    """A [heads, 1, 1] or [1, 1, dim] parameter that reaches the signal through elementwise functions
+    (exp, clamp) and a product or addcmul has no fans: it scales or shifts, and it is used."""
+    model = make()
+    report = diagnose(model, torch.randn(2, 16, 32))
+    assert "IC001" not in {f.code for f in report.findings}
+    kinds = {p.name: p.kind for p in report.params}
+    assert set(kinds) == {n for n, _ in model.named_parameters()}
+    assert all(k != "unused-weight" for k in kinds.values())
+
+
+class Sigmoid(nn.Module):
+    """A library's own gate activation (timm's), not torch.nn.Sigmoid."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sigmoid()
+
+
+class EcaBlock(nn.Module):
+    """An NF-Net block with ECA: conv -> relu -> conv3 whose output starts at zero (the branch's end,
+    zero-initialized), an ECA gate on its spatial mean, then x + branch."""
+
+    def __init__(self, c: int = 32) -> None:
+        super().__init__()
+        self.conv1, self.conv3 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 1)
+        nn.init.kaiming_normal_(self.conv1.weight, nonlinearity="relu")
+        nn.init.zeros_(self.conv3.weight)
+        self.gate_conv, self.gate = nn.Conv1d(1, 1, 5, padding=2, bias=False), Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv3(F.relu(self.conv1(x)))
+        g = self.gate(self.gate_conv(y.mean((2, 3)).view(x.shape[0], 1, -1))).view(x.shape[0], -1, 1, 1)
+        return x + y * g.expand_as(y)
+
+
+def test_a_gate_inside_a_zero_initialized_branch_is_not_a_vanishing_signal():
+    """Physics: the gate conv reads the spatial mean of a branch that is exactly 0 at init, so its
+    input-driven signal and its gradient are 0; the sigmoid then gates at 0.5 and the trunk passes
+    through the skip. A gate scales a signal path, it is not one: no IC202/IC204 on it, no error."""
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), EcaBlock(), EcaBlock(), nn.Flatten(1), nn.LazyLinear(10))
+    model(torch.randn(1, 3, 8, 8))  # materialize the head
+    report = diagnose(model, torch.randn(2, 3, 8, 8))
+    layers = {lr.qualname: lr for lr in report.layers}
+    assert layers["1.gate_conv.weight"].activation == "sigmoid"
+    assert not {(f.code, f.layer) for f in report.findings} & {("IC202", "1.gate_conv.weight"), ("IC204", "1.gate_conv.weight")}
+    assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]
+
+
+def test_student_t_quantile_matches_scipy():
+    """Oracle: scipy's t distribution; within 3% at 3 degrees of freedom, 0.2% from 8 on."""
+    st = pytest.importorskip("scipy.stats")
+    for dof, tol in ((1, 1e-9), (2, 1e-9), (3, 0.03), (4, 0.01), (8, 0.002), (30, 1e-4), (1000, 1e-6)):
+        assert student_t(THREE_SIGMA, dof) == pytest.approx(st.t.ppf(THREE_SIGMA, dof), rel=tol)
+
+
+def test_a_five_value_filter_is_not_called_non_centered_on_a_chance_mean():
+    """ECA's Conv1d(1, 1, 5) at PyTorch's default U(-0.45, 0.45): five draws whose mean is 2.5 of their
+    own std happen by chance (t = 2.5 * sqrt(5) = 5.6 against Student's 6.6 at 4 degrees of freedom);
+    the same ratio over 256 x 64 values is a real shift and stays an error."""
+    small = nn.Sequential(nn.Conv1d(1, 1, 5, bias=False), nn.Flatten(1), nn.Linear(12, 4))
+    with torch.no_grad():
+        small[0].weight.copy_((-0.2 + 0.08 * torch.tensor([-1.265, -0.632, 0.0, 0.632, 1.265])).view(1, 1, 5))
+    assert "IC102" not in {f.code for f in diagnose(small, torch.randn(2, 1, 16)).findings}
+    big = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 4))
+    with torch.no_grad():
+        big[0].weight.normal_(-0.2, 0.08)
+    assert ("IC102", "0.weight") in {(f.code, f.layer) for f in diagnose(big, torch.randn(2, 64)).findings}
+
+
+def test_guessing_an_input_draws_each_proposed_shape_once(monkeypatch):
+    """MaxViT asked for 212 random tensors (up to 2x256x224x224, 90 s) to propose 24 distinct inputs:
+    a stack of 30 identical convs proposes a few shapes, and each is drawn once."""
+    import initcheck.expected as expected
+
+    drawn = []
+    real = expected._randn
+
+    def counting(*shape, generator):
+        drawn.append(shape)
+        return real(*shape, generator=generator)
+
+    monkeypatch.setattr(expected, "_randn", counting)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), *[nn.Conv2d(16, 16, 3, padding=1) for _ in range(30)])
+    found = expected.proposals(model)
+    shapes = {tuple(p.inputs[0][0].shape) for p in found}
+    assert len(drawn) == len(set(drawn)) == len(shapes)
+    assert tuple(found[0].inputs[0][0].shape)[:2] == (2, 3)
