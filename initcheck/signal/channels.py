@@ -18,7 +18,8 @@ drop the vectors and the summary moments take over.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,11 @@ class Channels:
     @property
     def between(self) -> float:
         return float(self.mean.var(correction=0)) if len(self) > 1 else 0.0
+
+    @property
+    def alike(self) -> bool:
+        """Every channel with the same mean and variance (behind a BatchNorm at its default affine)."""
+        return bool((self.mean == self.mean[0]).all()) and bool((self.var == self.var[0]).all()) if len(self) else True
 
     def scaled(self, c: float) -> Channels:
         return Channels(self.mean * c, self.var * c * c)
@@ -79,12 +85,40 @@ def through_weight(w: torch.Tensor, x: Channels, conv: bool) -> Channels | None:
     groups = len(mean) // per if per else 0
     if groups < 1 or groups * per != len(mean) or out % groups != 0:
         return None
-    flat = w.reshape(out, per, -1).double()
-    summed, squares = flat.sum(-1), flat.pow(2).sum(-1)
+    summed, squares = _taps(w)
     # block-diagonal: group g's outputs read group g's inputs
     mi, vi = mean.view(groups, per, 1), var.view(groups, per, 1)
     so, sq = summed.view(groups, out // groups, per), squares.view(groups, out // groups, per)
     return Channels(torch.bmm(so, mi).reshape(out), torch.bmm(sq, vi).reshape(out))
+
+
+# One memo per running analysis (`shared()`, entered by rows.shared_rows): the actual and effective
+# sweeps and the report's raw rms each push the same weights through; each is summed once. Keyed by
+# the tensor's id and version, holding the tensor so the id stays its own.
+_TAPS: list[dict[int, tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]] = []
+
+
+@contextmanager
+def shared() -> Iterator[None]:
+    _TAPS.append({})
+    try:
+        yield
+    finally:
+        _TAPS.pop()
+
+
+def _taps(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (out, in) pair, the sum of the kernel's taps and the sum of their squares."""
+    memo = _TAPS[-1] if _TAPS else None
+    hit = memo.get(id(w)) if memo is not None else None
+    if hit is not None and hit[0] is w and hit[1] == w._version:
+        return hit[2], hit[3]
+    flat = w.detach().reshape(w.shape[0], w.shape[1], -1)
+    acc = torch.float64 if flat.dtype == torch.float64 else torch.float32
+    summed, squares = flat.sum(-1, dtype=acc).double(), flat.pow(2).sum(-1, dtype=acc).double()
+    if memo is not None:
+        memo[id(w)] = (w, w._version, summed, squares)
+    return summed, squares
 
 
 def with_bias(c: Channels, bias: torch.Tensor | None) -> Channels:
@@ -109,6 +143,11 @@ def _grid() -> tuple[torch.Tensor, torch.Tensor]:
 def activated(fn: Callable[[torch.Tensor], torch.Tensor], x: Channels, weights: torch.Tensor | None = None) -> Channels:
     """f(N(mean_c, var_c)) per channel on the grid; `weights`: the grid's weights when the draw is
     not one normal (the max of a pooling window)."""
+    n = len(x)
+    if n > 1 and x.alike:
+        # every channel alike (behind a BatchNorm at its default affine): one row, repeated
+        one = activated(fn, Channels(x.mean[:1], x.var[:1]), weights)
+        return Channels(one.mean.expand(n).clone(), one.var.expand(n).clone())
     z, w = _grid()
     if weights is not None:
         w = weights

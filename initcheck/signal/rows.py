@@ -11,6 +11,7 @@ import torch
 from ..facts import LayerFacts, row_dim
 from ..ops.layers import Layout
 from ..stats import TensorStats, row_var_mean
+from . import channels
 from .passes import Pass
 
 # Of a weight's row sums r_j (per output unit), what the model uses: (mean_j r_j^2, var_j r_j).
@@ -27,7 +28,8 @@ def shared_rows() -> Iterator[None]:
     """Within the block, each weight's row sums are computed once."""
     _ROWS.append({})
     try:
-        yield
+        with channels.shared():  # and each weight's taps (channels.py)
+            yield
     finally:
         _ROWS.pop()
 

@@ -33,9 +33,16 @@ def layer_channels(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> Channe
         return None
     conv = lf.layout is Layout.CONV
     chan = x.chan
+    if chan is not None and ((lf.normalized and chan.alike) or not bool(chan.mean.abs().max() > 0)):
+        chan = None  # as good as the summary (below)
     if chan is None:
-        # every channel alike (after a norm and its activation, or the model's input): one mean and variance
-        if x.between > 1e-9 * max(x.second, 1e-30):
+        # every channel alike (after a norm and its activation, or the model's input): one mean and
+        # variance. The summary model with the actual row sums is then exact for this layer; the
+        # vectors only matter downstream, and a norm right after resets them: not worth a read
+        # centred inputs (tanh, the model's inputs) have no channel means to follow either. The
+        # vectors index dim 1 (NCHW: what BatchNorm, concatenation and pooling read): a conv starts
+        # them; a linear layer, whose features are the last dim, only carries them from a flattened map
+        if x.between > 1e-9 * max(x.second, 1e-30) or lf.normalized or x.mean == 0.0 or not conv:
             return None
         groups = int(getattr(mod, "groups", 1) or 1) if conv else 1
         chan = uniform(int(t.shape[1]) * groups, x.mean, x.var)
