@@ -120,6 +120,8 @@ def _concatenate(p: Pass, op: Op, x: Moment) -> Moment:
     are not in the graph)."""
     parts = [m for i in p.index.data_operands(op) if (m := p.fwd[i]) is not None]
     n = len(parts)
+    if n == 0:
+        return x  # parameters and buffers only (BEiT's qkv bias: cat(q_bias, zeros, v_bias)): no signal
     out = Moment(sum(m.mean for m in parts) / n, sum(m.second for m in parts) / n, sum(m.signal for m in parts) / n)
     dim = op.scalar("1", "dim", default=0)
     chans = [m.chan for m in parts]

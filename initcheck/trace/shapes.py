@@ -55,8 +55,18 @@ class _Shapes(fx.Interpreter):
 
 # Ops whose signal handler reads shapes (the number of keys of an attention, a contracted size):
 # a graph without one is not run at all, since the first meta run of a process costs 1-2 s
-# (torch imports its decompositions) and a CNN's prediction does not use shapes yet.
-_READS_SHAPES = frozenset({"scaled_dot_product_attention", "softmax", "matmul", "__matmul__", "bmm", "einsum"})
+# (torch imports its decompositions): a plain MLP or an unpadded CNN is not run.
+_READS_SHAPES = frozenset({"scaled_dot_product_attention", "softmax", "matmul", "__matmul__", "bmm", "einsum",
+                           "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "mean", "conv2d"})
+
+
+def _reads_shapes(mod: nn.Module) -> bool:
+    """Modules whose signal handler reads shapes: attention (its keys), a zero-padded conv (the taps
+    inside its input), an adaptive average (its window)."""
+    if isinstance(mod, nn.modules.conv._ConvNd):
+        padding = mod.padding
+        return padding == "same" if isinstance(padding, str) else any(int(v) for v in padding)
+    return isinstance(mod, (nn.MultiheadAttention, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d))
 
 
 def wanted(root: nn.Module, graph: fx.Graph) -> bool:
@@ -66,7 +76,7 @@ def wanted(root: nn.Module, graph: fx.Graph) -> bool:
             name = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "")
             if name in _READS_SHAPES:
                 return True
-        elif n.op == "call_module" and isinstance(root.get_submodule(str(n.target)), nn.MultiheadAttention):
+        elif n.op == "call_module" and _reads_shapes(root.get_submodule(str(n.target))):
             return True
     return False
 
