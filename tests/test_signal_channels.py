@@ -56,3 +56,49 @@ def test_narrow_layers_without_norm_follow_each_channels_mean(seed):
         pred = raw_rms(a.context.actual, a.context.index, lf, model)
         # 3x3 zero padding on a 24x24 map loses ~8% of the taps at the border: within 1.25x
         assert pred == pytest.approx(got[lf.name], rel=0.25), lf.name
+
+
+def test_a_weight_standardized_in_forward_is_followed_per_channel_as_the_conv_receives_it():
+    # timm's ScaledStdConv2d with no norm after it (NF-Nets): w = gain * (W - mean) / std / sqrt(fan_in)
+    # from a raw N(0, 1) parameter; relu between, so channel means matter. The per-channel model must
+    # sum the standardized rows, not the raw ones (a merge had it read the raw parameter: NF-Net's
+    # signal predicted 40x too small and a false IC202)
+    import torch.nn.functional as F
+
+    from initcheck.api import analyze
+    from initcheck.signal import raw_rms
+
+    class StdConv(nn.Module):
+        def __init__(self, cin: int, cout: int) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3) * 3.0 + 0.5)
+            self.gain = nn.Parameter(torch.full((cout, 1, 1, 1), 1.7))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            fan_in = self.weight[0].numel()
+            w = F.batch_norm(self.weight.reshape(1, self.weight.shape[0], -1), None, None,
+                             weight=(self.gain * fan_in ** -0.5).view(-1), training=True, momentum=0.0, eps=1e-6)
+            return F.conv2d(x, w.reshape_as(self.weight), padding=1)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2, self.c3 = StdConv(3, 16), StdConv(16, 16), StdConv(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.c3(F.relu(self.c2(F.relu(self.c1(x))))).mean((2, 3))
+
+    torch.manual_seed(0)
+    model, x = Net(), torch.randn(16, 3, 16, 16)
+    a = analyze(model, x)
+    seen = {}
+    hooks = [getattr(model, n).register_forward_hook(lambda m, i, y, n=n: seen.__setitem__(n, y.pow(2).mean().sqrt().item()))
+             for n in ("c1", "c2", "c3")]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    for lf in a.layers:
+        predicted = raw_rms(a.context.actual, a.context.index, lf, model)
+        name = lf.qualname.split(".")[0]
+        assert predicted is not None and 1 / 1.5 < predicted / seen[name] < 1.5, (name, predicted, seen[name])

@@ -19,7 +19,7 @@ from ..theory import Family
 from ..trace.index import GraphIndex
 from .follow import Follow, feeds_attention_scores, follow, meets_another_tensor, rebuilt_weight
 
-__all__ = ["LayerFacts", "canonical", "collect", "is_lazy", "row_dim"]
+__all__ = ["LayerFacts", "canonical", "collect", "is_lazy", "received_weight", "row_dim"]
 
 
 def row_dim(layout: Layout, ndim: int) -> int | None:
@@ -194,7 +194,7 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
         scheme=rec.scheme,
         gain=rec.gain,
         recommended_std=rec.std,
-        stats=tensor_stats(_received(view, op, p), row_dim(use.layout, len(shape))),  # with its row sums: one read for both
+        stats=tensor_stats(received_weight(view, op, p), row_dim(use.layout, len(shape))),  # with its row sums: one read for both
         aliases=tuple(a for a in aliases.get(id(p), ()) if a != qual),
         op=op.index,
         preact_op=f.preact_op,
@@ -207,7 +207,7 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
     )
 
 
-def _received(view: GraphIndex, op: Op, p: torch.Tensor) -> torch.Tensor:
+def received_weight(view: GraphIndex, op: Op, p: torch.Tensor) -> torch.Tensor:
     """The weight the op really receives: a functional conv/linear whose forward rebuilds it from
     parameters (timm's ScaledStdConv2d: standardized, times gain * gamma / sqrt(fan_in)) is judged on
     the rebuilt tensor, whose scale is the one the signal meets; the parameter itself otherwise."""

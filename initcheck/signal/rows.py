@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import torch
 
-from ..facts import LayerFacts, row_dim
+from ..facts import LayerFacts, received_weight, row_dim
 from ..ops.layers import Layout
 from ..stats import TensorStats, row_var_mean
 from . import channels
@@ -55,7 +55,7 @@ def _sum_rows(p: Pass, lf: LayerFacts) -> RowMoments | None:
     if read is not None and read.dim == dim:
         return _moments(read.sums)  # summed by the statistics' own read (stats.py): not read again
     try:
-        t: torch.Tensor = p.model.get_parameter(lf.qualname).detach()
+        t: torch.Tensor = received_weight(p.index, p.index.ops[lf.op], p.model.get_parameter(lf.qualname)).detach()
     except AttributeError:
         return None
     if t.ndim < 2:

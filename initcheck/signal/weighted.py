@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..facts import LayerFacts
+from ..facts import LayerFacts, received_weight
 from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole
 from ..stats import TensorStats
@@ -26,7 +26,8 @@ def layer_channels(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> Channe
             and op.target in ("matmul", "bmm"):
         return None
     try:
-        t: torch.Tensor = p.model.get_parameter(lf.qualname)
+        # the tensor the op receives: a weight standardized in forward (timm's ScaledStdConv2d) as rebuilt
+        t: torch.Tensor = received_weight(p.index, op, p.model.get_parameter(lf.qualname))
     except AttributeError:
         return None
     if t.ndim < 2 or not plain(t) or tuple(t.shape) != tuple(lf.shape):
