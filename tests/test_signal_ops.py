@@ -189,32 +189,3 @@ def test_a_concatenation_of_parameters_alone_carries_no_signal():
     assert {f"{lr.name}.{lr.param}" for lr in report.layers} == {"qkv.weight", "out.weight"}
     assert report.ok
 
-
-def test_cosine_attention_logits_are_cosines_times_the_temperature():
-    # F.normalize leaves each of d components with E[y^2] = 1/d, so q.k of unit vectors has std
-    # 1/sqrt(d): times exp(logit_scale) = 10 at d = 32, about 1.77, under sqrt(2 ln 64) = 2.88 (Swin
-    # V2, XCiT). Read as a LayerNorm (unit components) it was 56.6 and a false IC207.
-    import math
-
-    from initcheck.signal import attention, temperature
-
-    class CosineAttention(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.norm, self.qkv, self.proj = nn.LayerNorm(128), nn.Linear(128, 384), nn.Linear(128, 128)
-            self.logit_scale = nn.Parameter(torch.log(10 * torch.ones(4, 1, 1)))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            b, n, c = x.shape
-            q, k, v = self.qkv(self.norm(x)).reshape(b, n, 3, 4, c // 4).permute(2, 0, 3, 1, 4)
-            logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
-            logits = logits * torch.clamp(self.logit_scale, max=math.log(100)).exp()
-            return x + self.proj((logits.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
-
-    torch.manual_seed(0)
-    model, x = CosineAttention(), torch.randn(4, 64, 128)
-    a = analyze(model, x)
-    ctx = a.context
-    (block,) = attention.blocks(ctx.index, ctx.actual.forward, temperature.in_proj_gains(a.layers))
-    assert abs(block.logit_std / (10 / math.sqrt(32)) - 1) < 0.05
-    assert "IC207" not in {f.code for f in a.report.findings}

@@ -53,10 +53,6 @@ def norm(p: Pass, op: Op, x: Moment) -> Moment:
 
 
 def _normalized(p: Pass, op: Op, x: Moment) -> Moment:
-    if op.kind is OpKind.FUNCTION and op.target == "normalize":
-        unit = _unit_vectors(p, op, x)
-        if unit is not None:
-            return unit
     gamma, beta = _norm_affine(p, op)
     mod = p.index.module(op)
     if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training and mod.running_var is not None:
@@ -80,19 +76,6 @@ def _normalized(p: Pass, op: Op, x: Moment) -> Moment:
         c = _batch_norm_channels(mod, x, eps)
         return from_channels(c, out.signal) if c is not None else out
     return out
-
-
-def _unit_vectors(p: Pass, op: Op, x: Moment) -> Moment | None:
-    """F.normalize: x / ||x|| along `dim`, with ||x||^2 about d E[x^2] for d values, so each
-    component leaves with E[y^2] = 1/d (cosine attention's q and k, Swin V2, XCiT), not the unit
-    variance of a LayerNorm. None where the size along `dim` is not in the graph."""
-    dim = op.scalar("2", "dim", default=1)
-    d = op.size(int(dim)) if isinstance(dim, int) and not isinstance(dim, bool) else None
-    if not d or x.second <= 0.0:
-        return None
-    s2 = 1.0 / (d * x.second)
-    p.norm_gain[op.index] = s2
-    return Moment(x.mean * math.sqrt(s2), x.second * s2, x.signal * s2, x.between * s2)
 
 
 def _eps(mod: nn.Module | None, op: Op) -> float:
