@@ -118,31 +118,35 @@ def meets_another_tensor(view: GraphIndex, start: int, limit: int = 64) -> bool:
     op, no norm), is multiplied with or added to another tensor of the graph: then each output unit
     scales, shifts or gates its own channel and gets its own gradient, so equal units are not stuck
     together (DiT's adaLN-Zero modulation, RWKV's zeroed gates, a zero residual branch end)."""
-    frontier, seen = [start], {start}
-    while frontier and len(seen) < limit:
-        nxt = []
-        for i in frontier:
-            for u in view.users(i):
-                if u in seen:
-                    continue
-                seen.add(u)
-                op = view.ops[u]
-                if op.kind is not OpKind.FUNCTION and op.kind is not OpKind.MODULE or view.is_weight_op(op):
-                    continue
-                role = view.role(op)
-                if role.kind in (RoleKind.ADD, RoleKind.SCALE) and len(view.data_operands(op)) >= 2:
-                    return True
-                if role.kind in (RoleKind.ACTIVATION, RoleKind.TRANSPARENT, RoleKind.ADD, RoleKind.SCALE):
-                    nxt.append(u)
-                elif role.kind is RoleKind.OTHER and len(view.data_operands(op)) == 1:
-                    nxt.append(u)  # a function of this output alone (exp, square, cumsum): still its channels
-        frontier = nxt
-    return False
+
+    def step(role: Role, data: tuple[int, ...]) -> bool | None:
+        if role.kind in (RoleKind.ADD, RoleKind.SCALE) and len(data) >= 2:
+            return True
+        if role.kind in (RoleKind.ACTIVATION, RoleKind.TRANSPARENT, RoleKind.ADD, RoleKind.SCALE):
+            return False
+        # a function of this output alone (exp, square, cumsum): still its channels
+        return False if role.kind is RoleKind.OTHER and len(data) == 1 else None
+
+    return _downstream(view, start, limit, step)
 
 
 def _modulates(view: GraphIndex, start: int, limit: int = 32) -> bool:
     """Whether the layer's output, through views, chunks and scalar arithmetic only (no activation),
     multiplies another tensor: a scale (FiLM, adaLN), not a signal."""
+
+    def step(role: Role, data: tuple[int, ...]) -> bool | None:
+        if role.kind is RoleKind.SCALE and len(data) >= 2:
+            return True
+        single = role.kind in (RoleKind.ADD, RoleKind.SCALE) and len(data) == 1
+        return False if role.kind is RoleKind.TRANSPARENT or single else None
+
+    return _downstream(view, start, limit, step)
+
+
+def _downstream(view: GraphIndex, start: int, limit: int, step: Callable[[Role, tuple[int, ...]], bool | None]) -> bool:
+    """Walk the ops that use a layer's output (functions and modules, no weight op), breadth first:
+    `step(role, data operands)` says True (found: stop), False (walk on through it) or None (not
+    through it)."""
     frontier, seen = [start], {start}
     while frontier and len(seen) < limit:
         nxt = []
@@ -152,13 +156,12 @@ def _modulates(view: GraphIndex, start: int, limit: int = 32) -> bool:
                     continue
                 seen.add(u)
                 op = view.ops[u]
-                if view.is_weight_op(op) or op.kind is OpKind.OUTPUT:
+                if op.kind not in (OpKind.FUNCTION, OpKind.MODULE) or view.is_weight_op(op):
                     continue
-                role = view.role(op)
-                data = view.data_operands(op)
-                if role.kind is RoleKind.SCALE and len(data) >= 2:
+                verdict = step(view.role(op), view.data_operands(op))
+                if verdict:
                     return True
-                if role.kind is RoleKind.TRANSPARENT or (role.kind in (RoleKind.ADD, RoleKind.SCALE) and len(data) == 1):
+                if verdict is False:
                     nxt.append(u)
         frontier = nxt
     return False
