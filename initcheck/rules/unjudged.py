@@ -18,7 +18,7 @@ from .context import Context
       fix="give an example input that runs it (--input-shape / example_inputs=), or check the model in the "
           "mode that uses it")
 def weight_not_reached(ctx: Context) -> Iterator[Finding]:
-    readers = _readers(ctx)
+    readers = _readers(ctx) if ctx.unreached else {}  # a walk of the graph only when there is one to explain
     for name in ctx.unreached:
         ops = readers.get(name)
         if ops:  # read, but by ops whose fans initcheck cannot tell: saying "never used" would be false

@@ -103,13 +103,14 @@ def _gates_in_range(ctx: Context, lf: LayerFacts) -> bool:
 def _temperature_ops(ctx: Context) -> frozenset[int]:
     """The query/key projections (they meet only in attention logits), when no attention of the model
     is saturated: their outputs are not a signal path, and T5 folds 1/sqrt(d_head) into its q init."""
-    if ctx.actual is None:
-        return frozenset()
+    qk = frozenset(lf.op for lf in ctx.layers if lf.attention_score)
+    if not qk or ctx.actual is None:
+        return frozenset()  # no attention: no walk of the graph for its blocks
     weight_ops = {lf.op for lf in ctx.layers}
     limit = ctx.threshold("attention-freeze")
     if any(temperature.saturated(ctx.index, ctx.actual.forward, temperature.in_proj_gains(ctx.layers), weight_ops, limit)):
         return frozenset()
-    return frozenset(lf.op for lf in ctx.layers if lf.attention_score)
+    return qk
 
 
 @rule("IC103", "weight-variance-mismatch", Severity.WARNING,
