@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from . import conventions, signal, suppressions
+from . import conventions, modes, signal, suppressions
 from . import facts as facts_mod
 from . import inputs as inputs_mod
 from . import rules as rules_mod
@@ -22,6 +22,7 @@ from .errors import ForwardError, NotAModule
 from .facts.params import ParamFacts, classify
 from .findings import Finding, Selection, default_thresholds
 from .graph import Graph, OpKind
+from .modes import Mode
 from .ops.layers import WeightRole
 from .ops.parametrized import keeps_parametrizations
 from .records import site_of
@@ -47,6 +48,7 @@ def diagnose(
     selection: Selection | None = None,
     thresholds: Mapping[str, float] | None = None,
     settings: Settings | None = None,
+    mode: Mode | str = Mode.TRAIN,
 ) -> Report:
     """Judge the initialization of every weight of `model`, without training and without data.
 
@@ -60,12 +62,14 @@ def diagnose(
     replaces select/ignore/per_layer_ignore when given. settings: an options.Settings (what the
     command line builds from the config and its flags): its selection and thresholds. thresholds: rule settings by name
     (findings.SETTINGS; `initcheck rule CODE` lists a rule's), defaults for the rest.
+    mode: the forward judged, "train" (BatchNorm on each batch's statistics, dropout on: what the
+    init starts) or "eval" (BatchNorm on its running statistics); the model's own flags are kept.
 
     The model is not changed: not its weights, mode, device, gradients, nor the global RNG.
     """
     return analyze(model, example_inputs, target=target, select=select, ignore=ignore,
                    per_layer_ignore=per_layer_ignore, sources=sources, selection=selection,
-                   thresholds=thresholds, settings=settings).report
+                   thresholds=thresholds, settings=settings, mode=mode).report
 
 
 @dataclass(frozen=True)
@@ -148,12 +152,14 @@ def analyze(
     selection: Selection | None = None,
     thresholds: Mapping[str, float] | None = None,
     settings: Settings | None = None,
+    mode: Mode | str = Mode.TRAIN,
 ) -> Analysis:
     """diagnose(), keeping the intermediate stages: trace -> index -> facts -> conventions ->
     signal -> rules -> report."""
     if not isinstance(model, nn.Module):
         raise NotAModule(target or type(model).__name__, f"got a {type(model).__name__}, not an nn.Module")
     name = target or type(model).__name__
+    mode = Mode.parse(mode)
     if settings is not None:  # the one validated object the command line builds (options.settings_from)
         selection, thresholds = selection or settings.selection, thresholds or settings.thresholds
     selection = selection or Selection(select, ignore, per_layer_ignore=per_layer_ignore)
@@ -162,7 +168,7 @@ def analyze(
     lazy = tuple(n for n, p in facts_mod.canonical(named) if facts_mod.is_lazy(p))
     if lazy:
         index = index_graph(Graph.build("none", []), model)
-        ctx = Context(index, (), None, None, None, {}, lazy=lazy, thresholds=limits, params=classify(model, ()))
+        ctx = Context(index, (), None, None, None, {}, lazy=lazy, thresholds=limits, params=classify(model, ()), mode=mode)
         return _finish(name, "none", ctx, selection, ("lazy modules are not materialized: nothing was traced",), sources, model)
     given = inputs_mod.normalize(example_inputs)
 
@@ -175,7 +181,8 @@ def analyze(
     except TraceFailure as e:
         raise ForwardError(name, str(e)) from e
     index = index_graph(traced.graph, model, traced.modules or None)
-    return _stages(name, index, model, selection, limits, tuple(probed or ()), traced.notes, traced.unreached, sources, named)
+    return _stages(name, index, model, selection, limits, tuple(probed or ()), traced.notes, traced.unreached, sources, mode,
+                   named)
 
 
 def reanalyze(analysis: Analysis, *, probed: tuple[Any, ...] | None = None, selection: Selection | None = None,
@@ -187,10 +194,11 @@ def reanalyze(analysis: Analysis, *, probed: tuple[Any, ...] | None = None, sele
     ctx = analysis.context
     if not ctx.layers and ctx.lazy:
         return analyze(analysis.model, target=analysis.report.target, selection=selection or analysis.selection,
-                       probed=probed, sources=analysis.sources, thresholds=thresholds)
+                       probed=probed, sources=analysis.sources, thresholds=thresholds, mode=ctx.mode)
     limits = {**default_thresholds(), **thresholds} if thresholds is not None else dict(ctx.thresholds)
     return _stages(analysis.report.target, ctx.index, analysis.model, selection or analysis.selection, limits,
-                   tuple(probed if probed is not None else ctx.probe), analysis.notes, analysis.unreached, analysis.sources)
+                   tuple(probed if probed is not None else ctx.probe), analysis.notes, analysis.unreached, analysis.sources,
+                   ctx.mode)
 
 
 def with_probe(analysis: Analysis, probed: tuple[Any, ...]) -> Analysis:
@@ -210,12 +218,13 @@ def reselect(analysis: Analysis, selection: Selection) -> Analysis:
 
 def _stages(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
             probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
-            sources: Mapping[str, str] | None, named: tuple[tuple[str, torch.Tensor], ...] | None = None) -> Analysis:
+            sources: Mapping[str, str] | None, mode: Mode,
+            named: tuple[tuple[str, torch.Tensor], ...] | None = None) -> Analysis:
     """Everything after the trace: facts -> conventions -> signal -> rules -> report. named: the
     model's named_parameters(remove_duplicate=False) when just walked (walked here otherwise)."""
     named = named if named is not None else tuple(model.named_parameters(remove_duplicate=False))
     with _no_cycle_collection(), stats_mod.shared(), signal.shared_rows():  # each weight is read once
-        return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources, named)
+        return _stages_once(name, index, model, selection, limits, probed, trace_notes, unreached, sources, mode, named)
 
 
 @contextmanager
@@ -235,13 +244,15 @@ def _no_cycle_collection() -> Iterator[None]:
 
 def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
                  probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
-                 sources: Mapping[str, str] | None, named: tuple[tuple[str, torch.Tensor], ...]) -> Analysis:
+                 sources: Mapping[str, str] | None, mode: Mode, named: tuple[tuple[str, torch.Tensor], ...]) -> Analysis:
     collected = facts_mod.collect(index, model, named)
     layers = conventions.apply(collected.layers, model)
     stats_mod.prefetch((p, None) for _, p in named)  # biases, norms, scales: in batches
     params = classify(model, layers, unreached, named=named, modules=index.modules)
-    ctx = _context(index, model, layers, collected.tied_uses, params, probed, unreached, limits)
+    ctx = _context(index, model, layers, collected.tied_uses, params, probed, unreached, limits, mode)
     notes = trace_notes
+    if mode_note := modes.note(model, mode):
+        notes = (*notes, mode_note)
     if ctx.actual is not None and (note := signal.unhandled_note(ctx.actual, index, layers)):
         notes = (*notes, note)
     return _finish(name, index.graph.tracer, ctx, selection, notes, sources, model, trace_notes, unreached)
@@ -262,13 +273,13 @@ def _finish(name: str, tracer: str, ctx: Context, selection: Selection, notes: t
     order = {lf.qualname: i for i, lf in enumerate(ctx.layers)}
     findings.sort(key=lambda f: (-f.severity.rank, f.code, order.get(f.layer, len(order))))
     report = Report(name, tracer, _layer_reports(ctx, findings, sources or {}, model), tuple(findings), notes,
-                    probe=ctx.probe, params=_param_reports(ctx, findings), suppressed=suppressed)
+                    probe=ctx.probe, params=_param_reports(ctx, findings), suppressed=suppressed, mode=ctx.mode.value)
     return Analysis(report, ctx.layers, ctx, model, selection, sources, trace_notes, unreached)
 
 
 def _context(index: GraphIndex, model: nn.Module, layers: tuple[facts_mod.LayerFacts, ...],
              tied: tuple[facts_mod.LayerFacts, ...], params: tuple[ParamFacts, ...], probed: tuple[Any, ...],
-             unreached: tuple[str, ...], thresholds: Mapping[str, float]) -> Context:
+             unreached: tuple[str, ...], thresholds: Mapping[str, float], mode: Mode) -> Context:
     data_operand = {}
     for lf in layers + tied:
         data = index.data_operands(index.ops[lf.op])
@@ -278,7 +289,7 @@ def _context(index: GraphIndex, model: nn.Module, layers: tuple[facts_mod.LayerF
     measurable = layers and all(lf.stats is not None for lf in layers)
     if not measurable:
         return Context(index, layers, None, None, None, data_operand, probed, unreached, thresholds=thresholds,
-                       params=params, tied_uses=tied)
+                       params=params, tied_uses=tied, mode=mode)
     stats = StatsCache()
     effective_w = signal.effective_weights(every, thresholds)
     # The reference puts the trunk at its schemes but keeps residual branches at their own scale:
@@ -294,11 +305,12 @@ def _context(index: GraphIndex, model: nn.Module, layers: tuple[facts_mod.LayerF
     with torch.no_grad():
         # effective weights are the actual ones but at a few layers (constant, deliberately small,
         # normalized): the effective sweep starts from the actual one at the first that differs
-        actual = signal.sweep(index, model, every, signal.actual_weights(every), stats)
-        effective = signal.sweep(index, model, every, effective_w, stats, base=actual)
-        reference = signal.sweep(index, model, every, reference_w, stats, base=effective)
+        training = mode is Mode.TRAIN
+        actual = signal.sweep(index, model, every, signal.actual_weights(every), stats, training=training)
+        effective = signal.sweep(index, model, every, effective_w, stats, base=actual, training=training)
+        reference = signal.sweep(index, model, every, reference_w, stats, base=effective, training=training)
     return Context(index, layers, actual.signal, effective.signal, reference.signal, data_operand, probed, unreached, thresholds=thresholds,
-                   params=params, tied_uses=tied)
+                   params=params, tied_uses=tied, mode=mode)
 
 
 def _param_reports(ctx: Context, findings: list[Finding]) -> tuple[ParamReport, ...]:

@@ -37,7 +37,7 @@ _FIELDS = {"targets": "targets", "output_format": "output_format", "legacy_forma
            "extend_select": "extend_select", "extend_ignore": "extend_ignore", "input_shape": "input_shape",
            "inputs": "inputs", "inputs_hook": "inputs_hook", "input_dtype": "input_dtype", "do_fix": "fix",
            "data_driven": "data_driven", "fix_output": "fix_output", "force": "force", "do_probe": "probe",
-           "device": "device", "max_memory": "max_memory", "seed": "seed", "exclude": "exclude", "show_suppressed": "show_suppressed",
+           "device": "device", "mode": "mode", "max_memory": "max_memory", "seed": "seed", "exclude": "exclude", "show_suppressed": "show_suppressed",
            "statistics": "statistics", "quiet": "quiet", "color": "color"}
 
 
@@ -88,6 +88,8 @@ def interruptible(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--force", is_flag=True, help="Let --fix-output overwrite an existing file.")
 @click.option("--probe", "do_probe", is_flag=True, help="Also run a real forward and backward pass and show measured statistics.")
 @click.option("--device", metavar="|".join(DEVICES), default=None, help="Where --probe and --fix run (auto: CUDA when available).  [default: auto]")
+@click.option("--mode", metavar="train|eval", default=None,
+              help="The forward judged: train (BatchNorm on each batch's statistics, dropout on) or eval (running statistics).  [default: train]")
 @click.option("--max-memory", metavar="SIZE", default=None,
               help="Refuse a --probe or data-driven --fix estimated (on the meta device) to need more: 4G, 512M, bytes, or none.  [default: half the available memory]")
 @click.option("--seed", type=int, default=None, help="Seed of torch's RNG while the models are built, and of the generator --fix draws new weights from.  [default: 0]")

@@ -22,6 +22,7 @@ from .sizes import parse_size
 FORMATS = ("full", "concise", "json", "json-lines", "sarif", "github", "junit")
 FORMAT_ALIASES = {"table": "full"}  # the 0.1 spelling of --format
 DEVICES = ("auto", "cpu", "cuda")
+MODES = ("train", "eval")
 COLORS = ("auto", "always", "never")
 FailOn = Severity | Literal["never"]
 
@@ -48,6 +49,7 @@ class Settings:
     data_driven: bool = False
     probe: bool = False
     device: str = "auto"
+    mode: str = "train"  # the forward judged (modes.py): training's (BatchNorm on batch statistics) or eval's
     max_memory: int | None = None  # bytes --probe and the data-driven --fix may take; None: half the available, 0: no limit
     seed: int = 0
     exclude: tuple[str, ...] = ()
@@ -82,6 +84,7 @@ CONFIG_KEYS: dict[str, str] = {  # key in [tool.initcheck] -> what it takes (the
     "data-driven": "true or false",
     "probe": "true or false",
     "device": "one of " + ", ".join(DEVICES),
+    "mode": "one of " + ", ".join(MODES),
     "max-memory": 'a size such as "4G", "512M", "2.5GB", a number of bytes, or "none"',
     "seed": "an integer",
     "exclude": "a list of fnmatch patterns of targets",
@@ -213,6 +216,7 @@ def _string_value(name: str, raw: str) -> Any:
     """The string options, one check each (shared by the config and the command line). A ValueError
     says what the value is not: "not a dtype (one of ...)"."""
     choices = {"input_dtype": ("dtype", DTYPE_NAMES), "device": ("device", DEVICES), "color": ("color mode", COLORS),
+               "mode": ("mode", MODES),
                "output_format": ("format", FORMATS + tuple(FORMAT_ALIASES))}
     if name == "fail_on":
         word = raw.strip().lower()

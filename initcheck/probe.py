@@ -19,6 +19,7 @@ from . import histogram as hist
 from .api import analyze, run_forward, with_probe
 from .inputs import ArgsKwargs
 from .memory import Activity, guard
+from .modes import Mode
 from .ops.layers import module_weights
 from .records import ProbeLayer
 from .report import Report
@@ -38,8 +39,8 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
           max_memory: int | None = None, **rule_options: Any) -> Report:
     """diagnose() plus measured statistics and the probe findings (IC3xx).
 
-    rule_options: select, ignore, per_layer_ignore, selection, thresholds and sources, as for
-    diagnose(). The pipeline runs once; the probe's forward runs on a copy of the model, and the
+    rule_options: select, ignore, per_layer_ignore, selection, thresholds, sources and mode, as for
+    diagnose(); the forward runs in that mode (train by default), on the copy. The pipeline runs once; the probe's forward runs on a copy of the model, and the
     model itself comes out bit for bit as it went in (preserve.py), whatever its forward writes.
     max_memory: bytes the probe may take (None: half the available memory, 0: no limit); a run
     estimated over it is refused before anything is allocated (memory.py)."""
@@ -53,6 +54,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
     acts = {lf.qualname: lf.activation for lf in first.layers}
     act_fns = {lf.qualname: theory.activation_fn(lf.activation, lf.activation_param) for lf in first.layers}
     work = copy.deepcopy(model).to(dev)
+    work.train(first.context.mode is Mode.TRAIN)  # the forward the prediction judged (on the copy)
     for p in work.parameters():
         p.grad = None
         p.requires_grad_(True)

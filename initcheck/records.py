@@ -194,6 +194,7 @@ class ReportData:
     fix: FixResult | None = None  # what fix() did, on the report it returns
     params: tuple[ParamReport, ...] = ()  # every parameter (tied ones once), fan weights included
     suppressed: tuple[tuple[Finding, str], ...] = ()  # findings an `# initcheck: ignore` comment dropped, with its reason
+    mode: str = "train"  # the forward judged: "train" (BatchNorm on batch statistics, dropout on) or "eval"
 
     @property
     def ok(self) -> bool:

@@ -202,7 +202,8 @@ def _run_one(loaded: Loaded, inputs: Any, settings: Settings, do_fix: bool, data
     from .probe import probe
     from .safe_write import save
 
-    kw: dict[str, Any] = dict(selection=settings.selection, thresholds=settings.thresholds, sources=loaded.sources)
+    kw: dict[str, Any] = dict(selection=settings.selection, thresholds=settings.thresholds, sources=loaded.sources,
+                              mode=settings.mode)
     model = loaded.model
     if do_fix:
         if data_driven or inputs is not None:  # before the analysis, whose recorded trace may run the forward

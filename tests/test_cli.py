@@ -287,3 +287,16 @@ def test_the_lazy_package_still_gives_the_functions():
     # importing the fix module first must not shadow initcheck.fix, the function users call
     code = "import initcheck.fix, initcheck.probe, initcheck\nprint(callable(initcheck.fix), callable(initcheck.probe), initcheck.plan.__name__)"
     assert _python(code) == ["True", "True", "plan"]
+
+
+def test_mode_flag_reaches_the_report(tmp_path):
+    path = write(tmp_path, """
+        import torch.nn as nn
+        class Net(nn.Sequential):
+            def __init__(self):
+                super().__init__(nn.Linear(16, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+    """)
+    default = json.loads(run(f"{path}:Net", "--output-format", "json", cwd=tmp_path).output)["models"][0]
+    asked = json.loads(run(f"{path}:Net", "--mode", "eval", "--output-format", "json", cwd=tmp_path).output)["models"][0]
+    assert default["mode"] == "train" and asked["mode"] == "eval"
+    assert any("judged in eval mode" in n for n in asked["notes"])  # the model was built in training mode

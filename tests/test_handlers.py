@@ -14,7 +14,7 @@ from initcheck.signal import raw_rms
 
 
 def predicted_and_measured(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[float, float]:
-    a = analyze(model, x)
+    a = analyze(model, x, mode="train" if model.training else "eval")  # the forward the hook measures
     lf = next(lf for lf in a.layers if lf.name == layer)
     pred = raw_rms(a.context.actual, a.context.index, lf, model)
     mod = model.get_submodule(layer)

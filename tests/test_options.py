@@ -61,6 +61,7 @@ def test_targets_and_ignores_from_pyproject(project):
     ("targetz = []", "unknown key 'targetz'; expected one of targets,"),
     ('fail-on = "fatal"', 'fail-on = "fatal" is not a severity (one of info, warning, error, never)'),
     ("seed = 1.5", "seed = 1.5 is not valid; expected an integer"),
+    ('mode = "test"', 'mode = "test" is not a mode (one of train, eval)'),
     ('inputs = ["1,,3"]', 'inputs = "1,,3" is not a shape'),
     ("[tool.initcheck.thresholds]\nno-such-setting = 1.0", "thresholds.no-such-setting is not a setting"),
     ("targets = [", "not valid TOML"),
@@ -84,6 +85,7 @@ def test_a_bad_config_value_is_one_line_naming_file_key_value_and_what_is_allowe
     (["--input", "x=1,3:int8"], "known dtype"),
     (["--input-dtype", "int8"], "is not a dtype"),
     (["--device", "tpu"], "is not a device"),
+    (["--mode", "inference"], "--mode inference: is not a mode (one of train, eval)"),
     (["--inputs", "make.py"], "write it as path/to/file.py:function"),
 ])
 def test_a_bad_option_is_one_line_and_exit_2(project, args, expected):

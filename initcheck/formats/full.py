@@ -121,7 +121,8 @@ def _flush(lines: list[str], target: str, hidden: list[Finding], color: bool) ->
 
 def format_text(report: Report, color: bool = False) -> str:
     how = {"fx": "traced with torch.fx", "recorded": "traced by recording a forward pass"}.get(report.tracer, "not traced")
-    head = f"{report.target}  ({how}; {len(report.layers)} weight tensors)"
+    mode = "; judged in eval mode" if report.mode != "train" else ""  # training's forward unless asked
+    head = f"{report.target}  ({how}{mode}; {len(report.layers)} weight tensors)"
     parts = [head]
     parts.extend(f"  note: {n}" for n in report.notes)
     if report.layers:

@@ -41,6 +41,7 @@ def report_dict(report: Report, show_suppressed: bool = False) -> dict[str, Any]
     return {
         "target": report.target,
         "tracer": report.tracer,
+        "mode": report.mode,
         "notes": list(report.notes),
         "layers": layers,
         "probe": [asdict(p) for p in report.probe],

@@ -11,6 +11,7 @@ from .. import theory
 from ..facts import LayerFacts
 from ..facts.params import ParamFacts
 from ..findings import RULES, Finding, Severity, default_thresholds
+from ..modes import Mode
 from ..ops.layers import Layout
 from ..records import ProbeLayer
 from ..signal import Signal
@@ -35,6 +36,7 @@ class Context:
     thresholds: Mapping[str, float] = field(default_factory=default_thresholds)
     params: tuple[ParamFacts, ...] = ()  # every parameter, classified (facts/params.py)
     tied_uses: tuple[LayerFacts, ...] = ()  # second and later uses of a weight (tied heads, shared layers)
+    mode: Mode = Mode.TRAIN  # the forward judged (modes.py)
 
     def threshold(self, name: str) -> float:
         """A rule's setting: the project's value, else the registered default."""

@@ -55,16 +55,17 @@ def propagate(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...
 
 
 def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], weights: Mapping[str, TensorStats],
-          stats: StatsCache | None = None, base: Sweep | None = None) -> Sweep:
+          stats: StatsCache | None = None, base: Sweep | None = None, training: bool = True) -> Sweep:
     """`propagate`, keeping what a later sweep can reuse. `base`: an earlier sweep over the same
     graph whose weights differ from `weights` only at some layers: the forward moments before the
     first op that reads a differing weight are taken from it (ops are in execution order, so
-    nothing before that op depends on the difference); only the rest is recomputed."""
+    nothing before that op depends on the difference); only the rest is recomputed. `training`: the
+    forward judged (modes.py): BatchNorm on batch statistics and dropout on, else the eval forward."""
     ops = index.ops
     start = _first_difference(layers, weights, base) if base is not None else 0
     if base is not None and start >= len(ops):
         return Sweep(base.signal, weights, base.state)  # the same weights: the same signal
-    p = Pass(index, model, stats or StatsCache(), [None] * len(ops))
+    p = Pass(index, model, stats or StatsCache(), [None] * len(ops), training=training)
     unhandled: dict[str, list[int]] = {}
     gates: dict[int, Moment] = {}
     if base is not None:

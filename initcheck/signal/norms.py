@@ -55,7 +55,7 @@ def norm(p: Pass, op: Op, x: Moment) -> Moment:
 def _normalized(p: Pass, op: Op, x: Moment) -> Moment:
     gamma, beta = _norm_affine(p, op)
     mod = p.index.module(op)
-    if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training and mod.running_var is not None:
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not p.training and mod.running_var is not None:
         return _batch_norm_eval(p, op, mod, x, gamma, beta)
     batch = isinstance(mod, nn.modules.batchnorm._BatchNorm)
     # (x - mean) / sqrt(var + eps) has variance var / (var + eps): a norm behind a tiny signal does

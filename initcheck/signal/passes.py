@@ -23,6 +23,7 @@ class Pass:
     fwd: list[Moment | None]
     slope2: dict[int, float] = field(default_factory=dict)  # activation op -> E[f'(z)^2]
     norm_gain: dict[int, float] = field(default_factory=dict)  # norm op -> E[gamma^2] / var_in
+    training: bool = True  # the forward judged: BatchNorm on batch statistics and dropout on (modes.py)
 
     def param(self, name: str) -> TensorStats | None:
         try:

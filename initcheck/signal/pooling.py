@@ -140,11 +140,12 @@ def average_window(p: Pass, op: Op) -> float | None:
 
 
 def dropout_rate(p: Pass, op: Op) -> float | None:
-    """The drop probability of a dropout op that is active (training), else None."""
+    """The drop probability of a dropout op that is active in the judged forward, else None. A
+    functional dropout's flag is the one traced (`training=self.training` is read at trace time)."""
     if op.kind is OpKind.MODULE:
         mod = p.index.module(op)
         if isinstance(mod, (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)):
-            return float(mod.p) if mod.training and mod.p > 0 else None
+            return float(mod.p) if p.training and mod.p > 0 else None
         return None
     if op.target not in ("dropout", "dropout1d", "dropout2d", "dropout3d"):
         return None

@@ -21,17 +21,19 @@ TORCHVISION = ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vg
                "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x0_5",
                "squeezenet1_0", "mnasnet0_5", "googlenet", "convnext_tiny", "vit_b_16", "swin_t", "maxvit_t",
                "alexnet", "inception_v3"]
-# torchvision's AlexNet keeps PyTorch's default init through 8 layers: measured on 16 random images,
-# the input-driven std reaching classifier.6 is 0.0006 (the output barely depends on the input).
-TRUE_POSITIVES = {"alexnet": {"IC202"}}
 TIMM = ["resnet18", "vit_tiny_patch16_224", "deit_tiny_patch16_224", "convnext_atto", "efficientnet_b0",
         "mobilenetv3_small_050", "regnetx_002", "levit_128s", "swin_tiny_patch4_window7_224", "mixer_b16_224",
         "poolformer_s12", "coat_tiny", "cait_xxs24_224", "beit_base_patch16_224", "edgenext_xx_small"]
 
 
 def check(model, inputs):
+    """A model handed over in eval mode (as a script that evaluates it first would): judged as
+    training runs it (modes.py), with a note saying so, and its flags left as they were."""
     model.eval()
     report = diagnose(model, inputs)
+    assert all(not m.training for m in model.modules())
+    differs = any(isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Dropout)) for m in model.modules())
+    assert differs == any("the model is in eval mode" in n for n in report.notes), report.notes
     missing = {f.layer for f in report.findings if f.code == "IC001"}
     errors = [f.message for f in report.findings if f.severity == "error"]
     return report, missing, errors
@@ -46,10 +48,7 @@ def test_torchvision(name):
     size = 299 if name == "inception_v3" else 224
     report, missing, errors = check(model, torch.randn(1, 3, size, size))
     assert not missing, missing
-    if name in TRUE_POSITIVES:
-        assert {f.code for f in report.findings if f.severity == "error"} == TRUE_POSITIVES[name]
-    else:
-        assert not errors, errors
+    assert not errors, errors
 
 
 @pytest.mark.parametrize("name", TIMM)
