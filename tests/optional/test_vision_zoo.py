@@ -32,7 +32,8 @@ def check(model, inputs):
     model.eval()
     report = diagnose(model, inputs)
     assert all(not m.training for m in model.modules())
-    differs = any(isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Dropout)) for m in model.modules())
+    differs = any((isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats)
+                  or (isinstance(m, torch.nn.Dropout) and m.p > 0) for m in model.modules())
     assert differs == any("the model is in eval mode" in n for n in report.notes), report.notes
     missing = {f.layer for f in report.findings if f.code == "IC001"}
     errors = [f.message for f in report.findings if f.severity == "error"]
