@@ -210,3 +210,16 @@ def test_a_row_every_token_shares_is_not_averaged_away():
     torch.manual_seed(0)
     pred, got = predicted_and_measured(TokenTypes(), torch.randint(0, 1000, (256, 16)), "attn.proj")
     assert pred == pytest.approx(got, rel=0.15)
+
+
+def test_a_collapsed_signal_keeps_its_scale_through_an_activation():
+    # pre-activations of rms 1e-6 (variance 1e-12): tanh is the identity there, so the next layer
+    # sees rms 1e-6 too; a cache key rounded to 9 decimals once made that variance 0
+    model = nn.Sequential(nn.Linear(64, 64, bias=False), nn.Tanh(), nn.Linear(64, 64, bias=False))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model[0].weight.normal_(0.0, 1e-6 / 8.0, generator=g)
+        model[2].weight.normal_(0.0, 1.0 / 8.0, generator=g)
+    pred, got = predicted_and_measured(model, torch.randn(4096, 64), "2")
+    assert got == pytest.approx(1e-6, rel=0.1)
+    assert pred == pytest.approx(got, rel=0.1)

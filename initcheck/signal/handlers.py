@@ -39,7 +39,7 @@ def _activation(p: Pass, op: Op, x: Moment) -> Moment:
     if name == "log_softmax":
         # a normalization along its axis: the output's scale no longer follows the input's
         return Moment(0.0, 1.0, min(1.0, x.signal / max(x.var, 1e-30)))
-    m = activation_moments(name, role.param, round(x.mean, 9), round(x.var, 9))
+    m = activation_moments(name, role.param, x.mean, x.var)
     p.slope2[op.index] = m.slope2
     return per_channel(activated(m, x), x, theory.activation_fn(name, role.param))
 

@@ -64,8 +64,20 @@ class Signal:
 UNIT = Moment(0.0, 1.0, 1.0)
 
 
-@functools.lru_cache(maxsize=4096)
 def activation_moments(name: str, param: float | None, mean: float, var: float) -> theory.Moments:
+    """The moments of name(z), z ~ N(mean, var). Cached on the mean and variance to 9 significant
+    digits: decimals would round a variance of 1e-10 (a collapsed signal, 1e-5 rms) to zero."""
+    return _activation_moments(name, param, _significant(mean), _significant(var))
+
+
+def _significant(v: float, digits: int = 9) -> float:
+    if v == 0.0 or not math.isfinite(v):
+        return v
+    return round(v, digits - 1 - math.floor(math.log10(abs(v))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _activation_moments(name: str, param: float | None, mean: float, var: float) -> theory.Moments:
     fn = theory.activation_fn(name, param)
     if fn is None:
         raise ValueError(f"no elementwise function for activation {name!r}")

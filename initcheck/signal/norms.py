@@ -42,7 +42,7 @@ def norm(p: Pass, op: Op, x: Moment) -> Moment:
         return out
     fn: Callable[[torch.Tensor], torch.Tensor] | None
     if role.kind is RoleKind.ACTIVATION and role.activation in theory.KNOWN:
-        m = activation_moments(role.activation or "identity", role.param, round(out.mean, 9), round(out.var, 9))
+        m = activation_moments(role.activation or "identity", role.param, out.mean, out.var)
         fn = theory.activation_fn(role.activation or "identity", role.param)
     elif match_elementwise(act) is not None:
         m, fn = theory.gaussian_moments(act, out.mean, out.var), act

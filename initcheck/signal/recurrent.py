@@ -38,14 +38,14 @@ def through_rnn(p: Pass, mod: nn.RNNBase, weights: Mapping[str, TensorStats], lf
         h2 = 0.0
         for _ in range(30):
             z2 = n_in * ih.second * x2 + n_h * hh.second * h2 + b2
-            m = activation_moments(act, None, 0.0, round(z2, 9))
-            out_gate = activation_moments("sigmoid", None, 0.0, round(z2, 9)).second if mod.mode == "LSTM" else 1.0
+            m = activation_moments(act, None, 0.0, z2)
+            out_gate = activation_moments("sigmoid", None, 0.0, z2).second if mod.mode == "LSTM" else 1.0
             new = m.second * out_gate
             if abs(new - h2) <= 1e-9 * max(new, 1e-30):
                 break
             h2 = new
         z2 = n_in * ih.second * x2 + n_h * hh.second * h2 + b2
-        m = activation_moments(act, None, 0.0, round(z2, 9))
+        m = activation_moments(act, None, 0.0, z2)
         gate = Moment(0.0, z2, n_in * ih.second * signal)
         signal = min(m.slope2 * n_in * ih.second * signal, h2)
         x2 = h2
