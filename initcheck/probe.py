@@ -16,7 +16,8 @@ from torch import nn
 
 from . import devices, theory
 from . import histogram as hist
-from .api import analyze, run_forward, with_probe
+from .api import Analysis, analyze, run_forward, with_probe
+from .errors import ForwardError
 from .inputs import ArgsKwargs
 from .memory import Activity, guard
 from .modes import Mode
@@ -33,6 +34,18 @@ DEAD_BELOW = {"relu": 0.0, "relu6": 0.0}
 # sees 2 samples per unit, and half its units would look dead)
 DEAD_MIN_SAMPLES = 32
 PROBE_BATCH = 32  # the synthetic batch, when no example inputs are given
+
+
+def _forward(first: Analysis, work: nn.Module, args: Any, kwargs: Any) -> Any:
+    """The copy's forward; a batch too small for training's BatchNorm is said as such."""
+    try:
+        return run_forward(first.report.target, work, args, kwargs)
+    except ForwardError as e:
+        if first.context.mode is Mode.TRAIN and "more than 1 value per channel when training" in str(e.__cause__):
+            raise ForwardError(first.report.target, "training's forward needs more than one value per BatchNorm channel "
+                               "and the example input has a batch of 1",
+                               "pass a batch of 2 or more, or --mode eval (mode='eval') to probe the eval forward") from e
+        raise
 
 
 def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto", target: str | None = None,
@@ -99,7 +112,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
         handles.append(m.register_forward_hook(hook))
     try:
         with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-            out = run_forward(first.report.target, work, devices.move(args, dev), devices.move(kwargs, dev))
+            out = _forward(first, work, devices.move(args, dev), devices.move(kwargs, dev))
             loss = sum(t.float().pow(2).mean() for t in tensors_in(out) if t.is_floating_point())
             if isinstance(loss, torch.Tensor) and loss.requires_grad:
                 torch.autograd.backward(loss)

@@ -91,3 +91,13 @@ def test_an_unknown_mode_is_refused():
 def test_json_carries_the_mode():
     d = json.loads(json.dumps(diagnose(bn_stack(), torch.randn(8, 64)).to_dict()))
     assert d["mode"] == "train"
+
+
+def test_a_batch_of_one_for_trainings_batchnorm_is_one_line_with_the_way_out():
+    from initcheck.errors import ForwardError
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    with pytest.raises(ForwardError, match="batch of 1.*--mode eval"):
+        probe(model, torch.randn(1, 8), device="cpu")
+    report = probe(model, torch.randn(1, 8), device="cpu", mode="eval")  # the eval forward takes it
+    assert len(report.probe) == 2
