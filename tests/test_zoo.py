@@ -129,7 +129,7 @@ def test_data_driven_fix_scales_gpt2s_conv1d_layers():
     assert report.fix.data_driven.worst_rel_error == pytest.approx(max(abs(u - 1.0) for u in tied.uses), rel=1e-6)
 
 
-GRID = [(arch, d, layers) for arch in ("gpt2", "bert", "llama") for d in (64, 128) for layers in (4, 8)]
+GRID = [(arch, d, layers) for arch in ("gpt2", "bert", "llama", "t5") for d in (64, 128) for layers in (4, 8)]
 
 
 def _sized(arch, d, layers):
@@ -139,6 +139,9 @@ def _sized(arch, d, layers):
     if arch == "bert":
         return T.BertModel(T.BertConfig(hidden_size=d, num_hidden_layers=layers, num_attention_heads=4,
                                         intermediate_size=4 * d, vocab_size=1000, max_position_embeddings=64))
+    if arch == "t5":
+        return T.T5ForConditionalGeneration(T.T5Config(d_model=d, d_kv=d // 4, d_ff=4 * d, num_layers=layers, num_heads=4,
+                                                       vocab_size=1000))
     return T.LlamaForCausalLM(T.LlamaConfig(hidden_size=d, num_hidden_layers=layers, num_attention_heads=4,
                                             num_key_value_heads=4, intermediate_size=4 * d, vocab_size=1000,
                                             max_position_embeddings=64))
