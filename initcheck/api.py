@@ -172,8 +172,8 @@ def analyze(
         return _finish(name, "none", ctx, selection, ("lazy modules are not materialized: nothing was traced",), sources, model)
     given = inputs_mod.normalize(example_inputs)
 
-    def build() -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-        return [c for c in inputs_mod.candidates(model) if inputs_mod.too_large(c) is None]
+    def build() -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+        return (c for c in inputs_mod.candidates(model) if inputs_mod.too_large(c) is None)  # lazily: the first that runs
 
     args, kwargs = given if given is not None else (None, None)
     try:

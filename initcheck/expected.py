@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,26 +66,36 @@ def generator() -> torch.Generator:
 
 def candidates(model: nn.Module, first: str | None = None, batch: int = 2) -> Iterator[Inputs]:
     """Plausible inputs, most likely first (see `proposals`)."""
-    for p in proposals(model, first, batch):
+    for p in iter_proposals(model, first, batch):
         yield p.inputs
 
 
 def proposals(model: nn.Module, first: str | None = None, batch: int = 2) -> list[Proposal]:
     """What the model declares first, then one input per distinct first-layer shape; duplicates
     left out. first: the qualified name of the weight module that runs first, when known."""
+    return list(iter_proposals(model, first, batch))
+
+
+def iter_proposals(model: nn.Module, first: str | None = None, batch: int = 2) -> Iterator[Proposal]:
+    """`proposals`, each built only when asked for: a search stops at the first input that runs,
+    and a DenseNet-169 has 120 distinct first-layer shapes (22 s of randn drawn up front)."""
     g = generator()
     hf = _hugging_face(model, g)
     if hf is not None:
-        return [Proposal(hf, "Hugging Face config")]
-    out = list(_declared(model, batch, g))
+        yield Proposal(hf, "Hugging Face config")
+        return
+    yield from _unique(_proposed(model, first, batch, g))
+
+
+def _proposed(model: nn.Module, first: str | None, batch: int, g: torch.Generator) -> Iterator[Proposal]:
+    yield from _declared(model, batch, g)
     modules = [(n, m) for n, m in model.named_modules() if module_weights(m)]
     if first is not None:
         modules.sort(key=lambda nm: nm[0] != first)
     drawn: dict[tuple[int, ...], torch.Tensor] = {}
     for name, m in modules:
         for made in _for_layer(model, m, batch, g, drawn):
-            out.append(Proposal(made, f"first layer {name or type(m).__name__}"))
-    return _unique(out)
+            yield Proposal(made, f"first layer {name or type(m).__name__}")
 
 
 def describe(inputs: Inputs) -> str:
@@ -277,17 +287,15 @@ def _for_layer(model: nn.Module, m: nn.Module, batch: int, g: torch.Generator,
     return []
 
 
-def _unique(found: list[Proposal]) -> list[Proposal]:
+def _unique(found: Iterable[Proposal]) -> Iterator[Proposal]:
     seen: set[Any] = set()
-    out = []
     for p in found:
         args, kwargs = p.inputs
         key = (tuple((tuple(t.shape), t.dtype) for t in args if isinstance(t, torch.Tensor)),
                tuple((k, tuple(v.shape), v.dtype) for k, v in kwargs.items() if isinstance(v, torch.Tensor)))
         if key not in seen:
             seen.add(key)
-            out.append(p)
-    return out
+            yield p
 
 
 def _hugging_face(model: nn.Module, g: torch.Generator) -> Inputs | None:

@@ -372,3 +372,17 @@ def test_vit_pytorch_probes_end_to_end():
 
     r = CliRunner().invoke(main, [os.path.join(FIXTURES, "vit_pytorch.py") + ":ViT", "--probe", "-q"])
     assert r.exit_code in (0, 1), r.output
+
+
+def test_proposals_are_built_only_as_the_search_reaches_them(monkeypatch):
+    # a DenseNet has ~120 distinct first-layer shapes: drawing each up front took 22 s of randn
+    from initcheck import expected
+
+    drawn = []
+    real = expected._randn
+    monkeypatch.setattr(expected, "_randn", lambda *shape, generator: drawn.append(shape) or real(*shape, generator=generator))
+    model = nn.Sequential(*[nn.Conv2d(c, c + 1, 1) for c in range(3, 40)])
+    first = next(expected.iter_proposals(model))
+    assert first.inputs[0][0].shape[1] == 3
+    assert len(drawn) <= 3  # the first layer's sizes, not every layer's
+    assert len(expected.proposals(model)) > 30  # the whole list is still there when asked for

@@ -153,9 +153,7 @@ def trace(model: nn.Module, args: tuple[Any, ...] | None, kwargs: dict[str, Any]
         notes.append(f"fx reached {len(expected) - len(missing)} of {len(expected)} weights; recorded a forward pass instead")
     except Exception as e:  # fx raises many types on untraceable code
         notes.append(f"fx could not trace ({type(e).__name__}: {first_line(e)}); recorded a forward pass instead")
-    proposals = [(args or (), kwargs or {})] if given else list(build_inputs())
-    if not proposals:
-        raise TraceFailure("cannot guess an input from the model's first layer")
+    proposals = [(args or (), kwargs or {})] if given else build_inputs()
     graph = _record(model, proposals)
     if graph.guesses:
         notes.append(f"the model lives on the meta device: {graph.guesses} data-dependent check(s) in its forward "
@@ -169,9 +167,10 @@ def _lazy(build: Callable[[], Iterable[tuple[tuple[Any, ...], dict[str, Any]]]]
     yield from build()
 
 
-def _record(model: nn.Module, proposals: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> Graph:
-    """The first recorded pass that runs: each proposed input, on meta tensors first for big models;
-    a meta-only model answers its data-dependent checks with defaults (it has no real fallback)."""
+def _record(model: nn.Module, proposals: Iterable[tuple[tuple[Any, ...], dict[str, Any]]]) -> Graph:
+    """The first recorded pass that runs: each proposed input (built as it is reached), on meta
+    tensors first for big models; a meta-only model answers its data-dependent checks with defaults
+    (it has no real fallback)."""
     error: TraceFailure | None = None
     answer = any(p.is_meta for p in model.parameters())
     for a, k in proposals:  # a guessed input that does not fit: try the next proposal
@@ -180,5 +179,6 @@ def _record(model: nn.Module, proposals: list[tuple[tuple[Any, ...], dict[str, A
                 return trace_recorded(model, a, k, on_meta=on_meta, answer_meta=answer)
             except TraceFailure as e:
                 error = error or e
-    assert error is not None
+    if error is None:
+        raise TraceFailure("cannot guess an input from the model's first layer")
     raise error
