@@ -144,6 +144,50 @@ def test_a_gate_inside_a_zero_initialized_branch_is_not_a_vanishing_signal():
     assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]
 
 
+class NormFreeSqueeze(nn.Module):
+    """A norm-free residual block in NF-Net's shape: six 3x3 convs at 0.3 of He's variance before
+    ReLUs (inside the band IC103 allows), a squeeze-excitation (fc1 -> ReLU -> fc2 -> sigmoid) on the
+    branch's spatial mean gating the branch, and the skip."""
+
+    def __init__(self, c: int = 16) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(c, c, 3, padding=1, bias=False) for _ in range(6))
+        for conv in self.convs:
+            nn.init.normal_(conv.weight, std=(0.6 / (9 * c)) ** 0.5)
+        self.fc1, self.fc2 = nn.Conv2d(c, c // 2, 1), nn.Conv2d(c // 2, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for conv in self.convs:
+            y = conv(F.relu(y))
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(y.mean((2, 3), keepdim=True)))))
+        return x + y * gate
+
+
+def test_the_first_layer_of_a_squeeze_excitation_is_part_of_its_gate():
+    """Physics: the stem at PyTorch's default (0.41 of He's rms) and six convs at sqrt(0.3) of He's
+    rms each leave the branch at about 0.41 * 0.548^6 = 0.011: fc1, on the branch's spatial mean,
+    sees an input-driven signal just under 0.01 (timm's NF-Net: attn_last.fc1 at 0.008), each conv
+    inside IC103's band. fc1 only feeds the sigmoid layer: it computes the gate, which then sits near
+    sigmoid(bias), a fixed scale on the branch, and the trunk goes on through the skip. A gate's
+    branch is no signal path (neither is fc2): no IC202/IC204 on either, no error. caused-by 1: the
+    reference keeps a residual branch's own scale, which would otherwise hide the case."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), NormFreeSqueeze(), nn.Flatten(1), nn.LazyLinear(10))
+    model(torch.randn(1, 3, 16, 16))  # materialize the head
+    report = diagnose(model, torch.randn(2, 3, 16, 16), thresholds={"caused-by": 1.0})
+    assert not [f for f in report.findings if f.code in ("IC202", "IC204") and ".fc" in f.layer], report.findings
+    assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]
+    # the branch's convs stay a signal path: one conv more and the first conv under 0.01 is named
+    deeper = NormFreeSqueeze()
+    deeper.convs.append(nn.Conv2d(16, 16, 3, padding=1, bias=False))
+    nn.init.normal_(deeper.convs[-1].weight, std=(0.6 / (9 * 16)) ** 0.5)
+    model[1] = deeper
+    vanished = diagnose(model, torch.randn(2, 3, 16, 16), thresholds={"caused-by": 1.0})
+    named = [f.layer for f in vanished.findings if f.code == "IC202"]
+    assert len(named) == 1 and named[0].startswith("1.convs."), named
+
+
 def test_student_t_quantile_matches_scipy():
     """Oracle: scipy's t distribution; within 3% at 3 degrees of freedom, 0.2% from 8 on."""
     st = pytest.importorskip("scipy.stats")

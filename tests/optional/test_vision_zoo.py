@@ -23,7 +23,7 @@ TORCHVISION = ["resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "vg
                "alexnet", "inception_v3"]
 TIMM = ["resnet18", "vit_tiny_patch16_224", "deit_tiny_patch16_224", "convnext_atto", "efficientnet_b0",
         "mobilenetv3_small_050", "regnetx_002", "levit_128s", "swin_tiny_patch4_window7_224", "mixer_b16_224",
-        "poolformer_s12", "coat_tiny", "cait_xxs24_224", "beit_base_patch16_224", "edgenext_xx_small"]
+        "poolformer_s12", "coat_tiny", "cait_xxs24_224", "beit_base_patch16_224", "edgenext_xx_small", "nfnet_l0"]
 
 
 def check(model, inputs):
