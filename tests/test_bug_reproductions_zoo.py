@@ -188,6 +188,34 @@ def test_the_first_layer_of_a_squeeze_excitation_is_part_of_its_gate():
     assert len(named) == 1 and named[0].startswith("1.convs."), named
 
 
+class SqueezeExcite(nn.Module):
+    def __init__(self, c: int = 64) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(c, c // 4, 1), nn.Conv2d(c // 4, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+
+@pytest.mark.parametrize("std,flagged", [(None, False), (1.0, True)])
+def test_a_squeeze_excitation_drawn_small_is_quiet_and_one_drawn_large_is_not(std, flagged):
+    """Physics: at PyTorch's default (1/6 of He's variance before fc1's ReLU) the gate's input is
+    small, the sigmoid sits near sigmoid(bias) and scales the path by a fixed ~0.5: nothing is lost.
+    At N(0, 1) fc1 (fan_in 64) gives pre-activations of rms ~8 x the input's, fc2 then ~30: the
+    sigmoid saturates and gates channels off at random. Only that one is an IC103."""
+    torch.manual_seed(0)
+    se = SqueezeExcite()
+    if std is not None:
+        for fc in (se.fc1, se.fc2):
+            nn.init.normal_(fc.weight, std=std)
+    conv = nn.Conv2d(3, 64, 3, padding=1)
+    nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+    model = nn.Sequential(conv, nn.ReLU(), se, nn.Flatten(1), nn.Linear(64 * 64, 10))
+    report = diagnose(model, torch.randn(2, 3, 8, 8))
+    named = {f.layer for f in report.findings if f.code == "IC103"}
+    assert bool(named & {"2.fc1.weight", "2.fc2.weight"}) is flagged, named
+
+
 def test_student_t_quantile_matches_scipy():
     """Oracle: scipy's t distribution; within 3% at 3 degrees of freedom, 0.2% from 8 on."""
     st = pytest.importorskip("scipy.stats")

@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 from .. import theory
 from ..facts import LayerFacts
 from ..findings import RULES, Finding, Setting, Severity, rule
-from ..graph import OpKind
 from ..ops.layers import WeightRole
 from ..remedy import accessor, init_call
 from ..signal import Signal, attention, temperature
 from .context import Context, describe, finding
+from .gates import gating
 
 EXPLODE_RMS = Setting("explode-rms", 10.0,
                       "IC201: truncated normal 0.1 on 784-256-128 peaks at 3.2; uniform[-1, 1) gives 16.")
@@ -62,53 +62,6 @@ def _input_signal(ctx: Context, lf: LayerFacts, signal: Signal | None = None) ->
     src = ctx.data_operand.get(lf.op)
     m = sig.forward[src] if sig and src is not None else None
     return None if m is None else math.sqrt(m.signal)
-
-
-def _gate(lf: LayerFacts) -> bool:
-    """A layer whose squashed output multiplies another tensor (squeeze-excitation, ECA, a sigmoid
-    gate): it scales a signal path, it is not one. An input-independent gate at init (its input a
-    spatial mean, or a branch that starts at zero) still passes the path through at a fixed scale."""
-    return lf.gated and lf.activation in theory.SATURATING
-
-
-def _gating(ctx: Context) -> Callable[[LayerFacts], bool]:
-    """`_gate`, and the layers of a gate's branch: a layer whose output reaches nothing but gates
-    (squeeze-excitation's first layer, whose ReLU feeds the sigmoid layer) computes a gate too: a
-    tiny input there only holds the gate at sigmoid(bias), a fixed scale on the path."""
-    gates = {lf.op for lf in ctx.layers if _gate(lf)}
-    if not gates:
-        return _gate  # no gate: no walk
-    by_op = {lf.op: lf for lf in ctx.layers}
-    branch = set(gates)
-    for lf in sorted(ctx.layers, key=lambda lf: -lf.op):  # later layers first: their verdict is known
-        if lf.op not in branch and _feeds_only(ctx, lf.op, branch, by_op):
-            branch.add(lf.op)
-    return lambda lf: lf.op in branch
-
-
-def _feeds_only(ctx: Context, start: int, branch: set[int], by_op: dict[int, LayerFacts], limit: int = 64) -> bool:
-    """Every path from op `start` meets a weight op of `branch` before any other weight op, any op
-    that combines it with another tensor, or the output."""
-    index = ctx.index
-    frontier, seen, reached = [start], {start}, False
-    while frontier:
-        i = frontier.pop()
-        for u in index.users(i):
-            if u in seen:
-                continue
-            seen.add(u)
-            if len(seen) > limit:
-                return False
-            op = index.ops[u]
-            if u in by_op or index.is_weight_op(op):
-                if u not in branch:
-                    return False
-                reached = True
-                continue
-            if op.kind not in (OpKind.FUNCTION, OpKind.MODULE) or len(index.data_operands(op)) != 1:
-                return False  # the output, or an op that meets another tensor: a signal path
-            frontier.append(u)
-    return reached
 
 
 def _above(ctx: Context, value: float | None, limit: float, ref: float | None) -> bool:
@@ -189,7 +142,7 @@ def signal_explodes(ctx: Context) -> Iterator[Finding]:
       settings=(VANISH_RMS, CAUSED_BY))
 def signal_vanishes(ctx: Context) -> Iterator[Finding]:
     limit = ctx.threshold(VANISH_RMS.name)
-    gate = _gating(ctx)
+    gate = gating(ctx)
     hit = _first(ctx, lambda lf: v if (lf.role is not WeightRole.EMBEDDING and not gate(lf) and _below(
         ctx, v := _input_signal(ctx, lf), limit, _input_signal(ctx, lf, ctx.reference))) else None)
     if hit:
@@ -234,7 +187,7 @@ def _gradient_ratio(ctx: Context, lf: LayerFacts) -> float | None:
       settings=(GRADIENT_BAND,))
 def gradient_vanishes(ctx: Context) -> Iterator[Finding]:
     band = ctx.threshold(GRADIENT_BAND.name)
-    gate = _gating(ctx)
+    gate = gating(ctx)
     hit = _first(ctx, lambda lf: v if (not gate(lf) and (v := _gradient_ratio(ctx, lf)) is not None and v < 1.0 / band)
                  else None)
     if hit:

@@ -12,6 +12,7 @@ from ..ops.layers import WeightRole
 from ..remedy import init_call
 from ..signal import temperature
 from .context import Context, describe, finding, looks_like
+from .gates import gating
 
 VARIANCE_BAND = Setting(
     "variance-band", 4.0,
@@ -121,13 +122,16 @@ def _temperature_ops(ctx: Context) -> frozenset[int]:
       "branch or a modulation (Fixup, GPT-2's 0.02, zero branch ends, adaLN/FiLM scales and shifts) are "
       "exempt, and so are attention query/key "
       "projections while no attention saturates (their scale is the softmax's sharpness: T5 folds "
-      "1/sqrt(d_head) into its q init); the IC2xx rules still judge what their scale does to the signal.",
+      "1/sqrt(d_head) into its q init), and the layers of a squeeze-excitation or other sigmoid gate "
+      "drawn small (the gate then sits near sigmoid(bias), a fixed scale on its path); the IC2xx rules "
+      "still judge what their scale does to the signal.",
       example="nn.init.normal_(model.fc1.weight, std=0.01)  # fc1 is followed by a tanh",
       fix="the scheme that fits the activation (He for the ReLU family, Xavier for tanh/sigmoid, LeCun for SELU)",
       settings=(VARIANCE_BAND,))
 def variance_mismatch(ctx: Context) -> Iterator[Finding]:
     band = ctx.threshold(VARIANCE_BAND.name)
     temper = _temperature_ops(ctx)
+    gate = gating(ctx)
     for lf in ctx.layers:
         ratio = lf.variance_ratio
         if ratio is None or lf.stats is None or lf.stats.constant or lf.normalized or lf.role is WeightRole.EMBEDDING or math.isnan(ratio):
@@ -136,6 +140,8 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
             continue  # scaled-down branches and modulations, and library conventions, are deliberate
         if lf.op in temper:
             continue  # a query/key projection's scale is its attention's sharpness, which is sound (IC207)
+        if ratio < 1.0 and gate(lf):
+            continue  # a small gate (SE, ECA) sits near sigmoid(bias): a fixed scale on its path, not a lost signal
         if lf.is_output and _output_in_range(ctx, lf):
             continue  # a head's scheme matters through its logits' scale, and that scale is sound
         if lf.kind in ("LSTM", "GRU", "RNN") and _gates_in_range(ctx, lf):
