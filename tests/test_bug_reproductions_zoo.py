@@ -255,3 +255,31 @@ def test_guessing_an_input_draws_each_proposed_shape_once(monkeypatch):
     shapes = {tuple(p.inputs[0][0].shape) for p in found}
     assert len(drawn) == len(set(drawn)) == len(shapes)
     assert tuple(found[0].inputs[0][0].shape)[:2] == (2, 3)
+
+
+def dcgan_discriminator(first_bias: bool = False) -> nn.Sequential:
+    d = nn.Sequential(nn.Conv2d(3, 64, 4, 2, 1, bias=first_bias), nn.LeakyReLU(0.2),
+                      nn.Conv2d(64, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128), nn.LeakyReLU(0.2),
+                      nn.Conv2d(128, 256, 4, 2, 1, bias=False), nn.BatchNorm2d(256), nn.LeakyReLU(0.2),
+                      nn.Conv2d(256, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+    for m in d.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return d
+
+
+def test_dcgans_first_discriminator_conv_is_scaled_away_by_the_next_norm():
+    """Physics (DCGAN's own init, N(0, 0.02) everywhere): conv1 has no bias and LeakyReLU is
+    positively homogeneous, so conv1's scale c carries through conv2 (no bias either) as c, and
+    the BatchNorm after conv2 divides it out (conv2's output rms ~0.06, far above the eps). 100x
+    below He's variance changes nothing downstream: no IC103. With a bias on conv1 the scale no
+    longer factors out (the bias dominates a 0.02 conv): the warning stays."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    quiet = diagnose(dcgan_discriminator(), x)
+    assert not [f.layer for f in quiet.findings if f.code == "IC103"]
+    loud = diagnose(dcgan_discriminator(first_bias=True), x)
+    assert [f.layer for f in loud.findings if f.code == "IC103"] == ["0.weight"]

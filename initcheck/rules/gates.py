@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from .. import theory
 from ..facts import LayerFacts
-from ..graph import OpKind
+from ..graph import Op, OpKind
 from .context import Context
+from .paths import every_path
 
 
 def _gate(lf: LayerFacts) -> bool:
@@ -33,26 +34,16 @@ def gating(ctx: Context) -> Callable[[LayerFacts], bool]:
     return lambda lf: lf.op in branch
 
 
-def feeds_only(ctx: Context, start: int, branch: set[int], by_op: dict[int, LayerFacts], limit: int = 64) -> bool:
+def feeds_only(ctx: Context, start: int, branch: set[int], by_op: dict[int, LayerFacts]) -> bool:
     """Every path from op `start` meets a weight op of `branch` before any other weight op, any op
     that combines it with another tensor, or the output."""
     index = ctx.index
-    frontier, seen, reached = [start], {start}, False
-    while frontier:
-        i = frontier.pop()
-        for u in index.users(i):
-            if u in seen:
-                continue
-            seen.add(u)
-            if len(seen) > limit:
-                return False
-            op = index.ops[u]
-            if u in by_op or index.is_weight_op(op):
-                if u not in branch:
-                    return False
-                reached = True
-                continue
-            if op.kind not in (OpKind.FUNCTION, OpKind.MODULE) or len(index.data_operands(op)) != 1:
-                return False  # the output, or an op that meets another tensor: a signal path
-            frontier.append(u)
-    return reached
+
+    def visit(i: int, op: Op) -> bool | None:
+        if i in by_op or index.is_weight_op(op):
+            return i in branch
+        if op.kind not in (OpKind.FUNCTION, OpKind.MODULE) or len(index.data_operands(op)) != 1:
+            return False  # the output, or an op that meets another tensor: a signal path
+        return None
+
+    return every_path(ctx, start, visit)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+import torch
 
 from .. import theory
 from ..facts import LayerFacts
@@ -13,6 +15,7 @@ from ..remedy import init_call
 from ..signal import temperature
 from .context import Context, describe, finding, looks_like
 from .gates import gating
+from .paths import normalized_away
 
 VARIANCE_BAND = Setting(
     "variance-band", 4.0,
@@ -114,11 +117,24 @@ def _temperature_ops(ctx: Context) -> frozenset[int]:
     return qk
 
 
+def _bias_free(ctx: Context) -> Callable[[int], bool]:
+    """Whether the weight op at an index adds no bias (a module's bias None or all zero): its
+    output then scales with its weight, and with its input."""
+    def free(i: int) -> bool:
+        mod = ctx.index.module(ctx.index.ops[i])
+        if mod is None or not ctx.index.is_weight_op(ctx.index.ops[i]):
+            return False
+        bias = getattr(mod, "bias", None)
+        return bias is None or (isinstance(bias, torch.Tensor) and not bias.is_meta and not bool(bias.detach().any()))
+    return free
+
+
 @rule("IC103", "weight-variance-mismatch", Severity.WARNING,
       "The weight's variance is more than 4x off the scheme that fits its activation.",
       "Each layer multiplies the signal's variance by fan_in·Var(w)·E[f(z)²]; the recommended "
       "scheme makes that factor 1. PyTorch's default before a ReLU gives 1/6 per layer. Layers "
-      "followed by a normalization, output layers, and layers scaled down inside a residual "
+      "followed by a normalization (directly, or through positively homogeneous activations and "
+      "bias-free layers, as DCGAN's first discriminator conv), output layers, and layers scaled down inside a residual "
       "branch or a modulation (Fixup, GPT-2's 0.02, zero branch ends, adaLN/FiLM scales and shifts) are "
       "exempt, and so are attention query/key "
       "projections while no attention saturates (their scale is the softmax's sharpness: T5 folds "
@@ -132,6 +148,7 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
     band = ctx.threshold(VARIANCE_BAND.name)
     temper = _temperature_ops(ctx)
     gate = gating(ctx)
+    bias_free = _bias_free(ctx)
     for lf in ctx.layers:
         ratio = lf.variance_ratio
         if ratio is None or lf.stats is None or lf.stats.constant or lf.normalized or lf.role is WeightRole.EMBEDDING or math.isnan(ratio):
@@ -142,6 +159,8 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
             continue  # a query/key projection's scale is its attention's sharpness, which is sound (IC207)
         if ratio < 1.0 and gate(lf):
             continue  # a small gate (SE, ECA) sits near sigmoid(bias): a fixed scale on its path, not a lost signal
+        if bias_free(lf.op) and normalized_away(ctx, lf.op, bias_free):
+            continue  # its scale reaches a norm through homogeneous ops only: the norm removes it (DCGAN)
         if lf.is_output and _output_in_range(ctx, lf):
             continue  # a head's scheme matters through its logits' scale, and that scale is sound
         if lf.kind in ("LSTM", "GRU", "RNN") and _gates_in_range(ctx, lf):
