@@ -42,16 +42,26 @@ def working_copy(model: nn.Module, device: torch.device, write_back: bool) -> It
 
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for a measurement (no dropout, no batch-norm statistic updates), restoring each
-    module's own flag afterwards, even when the forward raises."""
+def judged_forward(model: nn.Module, training: bool) -> Iterator[None]:
+    """The forward an analysis judged, run on `model`: every module's flag set to `training`, then
+    put back, with every buffer's values (a training BatchNorm updates its running statistics), even
+    when the forward raises: the model leaves in its own mode with its own statistics."""
     modes = {m: m.training for m in model.modules()}
-    model.eval()
+    kept = [(b, b.detach().clone()) for b in model.buffers()] if training else []
+    model.train(training)
     try:
         yield
     finally:
+        with torch.no_grad():
+            for b, values in kept:
+                b.copy_(values)
         for m, flag in modes.items():
-            m.training = flag
+            m.training = flag  # not m.train(flag): that would set every child to the parent's flag
+
+
+def rng_devices(device: torch.device) -> list[int]:
+    """The CUDA devices whose RNG a forward on `device` draws from (for torch.random.fork_rng)."""
+    return [device.index or 0] if device.type == "cuda" else []
 
 
 def move(value: Any, device: torch.device) -> Any:

@@ -510,3 +510,39 @@ def test_fix_refuses_sharded_weights_in_one_line_and_leaves_the_shard_alone():
         assert float(model[0].weight.detach().to_local().abs().sum()) == 0.0
     finally:
         dist.destroy_process_group()
+
+
+def test_the_data_driven_pass_measures_the_forward_the_analysis_judged():
+    """Physics: the analysis judges training's forward, where each Dropout(0.5) doubles E[x^2] of
+    what it keeps and each BatchNorm normalizes by the batch. Measured in eval mode instead, the
+    pass saw neither: it scaled the classifier up by sqrt(2) per dropout and left the layers after a
+    fresh (identity) BatchNorm at whatever the conv gave, so the fixed model's logits came out ~2x
+    over their target in training (torchvision's vgg11_bn: a new IC201 after the fix). Measured in
+    the judged forward, each layer's raw output in that forward lands on its target, and the user's
+    mode flags and RNG stream are as they were."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(1),
+                          nn.Linear(16 * 64, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 256), nn.ReLU(),
+                          nn.Dropout(0.5), nn.Linear(256, 10))
+    model.eval()
+    x = torch.randn(64, 3, 8, 8)
+    rng = torch.get_rng_state()
+    stats = [b.clone() for b in model.buffers()]
+    report = fix(model, x, generator=torch.Generator().manual_seed(0))
+    assert all(not m.training for m in model.modules())
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(a, b) for a, b in zip(stats, model.buffers()))  # running statistics untouched
+    targets = {s.param: s.target for s in report.fix.data_driven.layers}
+    outs = {}
+    hooks = [model[i].register_forward_hook(lambda m, a, y, i=i: outs.__setitem__(i, y)) for i in (10, 13)]
+    model.train()
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(1)
+        model(x)
+    model.eval()
+    for h in hooks:
+        h.remove()
+    for i in (10, 13):
+        raw = outs[i] - model[i].bias.detach()
+        assert float(raw.std()) == pytest.approx(targets[f"{i}.weight"], rel=0.2), i

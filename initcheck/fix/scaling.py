@@ -12,6 +12,7 @@ from torch import nn
 
 from .. import devices
 from ..api import Analysis, run_forward
+from ..modes import Mode
 from ..ops.parametrized import scale_carrier
 from ..records import Scaled
 from .static import COMPROMISE_PASSES, Progress, _scalable, scaled_here, scaled_param
@@ -69,7 +70,10 @@ def data_driven_pass(
         weights = {m: _carrier(m) for m in uses}
         args, kwargs = devices.move(args, dev), devices.move(kwargs, dev)
         name = analysis.report.target
-        with torch.no_grad(), devices.eval_mode(work):
+        # the forward the analysis judged (training's by default: BatchNorm on the batch's statistics,
+        # dropout on); dropout draws from a forked RNG: the user's stream is untouched
+        with torch.no_grad(), devices.judged_forward(work, analysis.context.mode is Mode.TRAIN), \
+                torch.random.fork_rng(devices=devices.rng_devices(dev)):
             first = _run_with_hooks(name, work, uses, args, kwargs, scale=set(keep), progress=progress, band=band)
             passes = 1
             factors = {k: recs[0][2] for k, recs in first.items()}
