@@ -200,6 +200,20 @@ def _sum(p: Pass, op: Op, x: Moment) -> Moment | None:
     return Moment(k * x.mean, second, min(k * x.signal, second), k * k * between if spatial else k * between)
 
 
+def _unit_vectors(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """F.normalize: x / ||x|| along `dim`, with ||x||^2 about d E[x^2] for d values, so each of the d
+    components leaves with E[y^2] = 1/d (cosine attention's q and k: Swin V2, XCiT), not a
+    LayerNorm's unit variance; the gradient passes at 1 / (d E[x^2]) (backward.py). Another p-norm,
+    or no size along `dim` in the graph: a norm of some kind."""
+    dim = op.scalar("2", "dim", default=1)
+    d = op.size(int(dim)) if isinstance(dim, int) and not isinstance(dim, bool) else None
+    if not d or x.second <= 0.0 or op.scalar("1", "p", default=2.0) != 2:
+        return norm(p, op, x)
+    s2 = 1.0 / (d * x.second)
+    p.norm_gain[op.index] = s2
+    return Moment(x.mean * math.sqrt(s2), x.second * s2, x.signal * s2, x.between * s2)
+
+
 def _elementwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Handler:
     def handler(p: Pass, op: Op, x: Moment) -> Moment:
         m = theory.gaussian_moments(fn, x.mean, x.var)
@@ -236,6 +250,7 @@ BY_FUNCTION: dict[str, Handler] = {
     "matmul": _matmul,  # a product of two activations (a weight matmul is a layer, handled apart)
     "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
     "sum": _sum,
+    "normalize": _unit_vectors,  # before its role (a norm): unit vectors, not unit components
     # elementwise functions that are not activations: pushed through their Gaussian expectation
     "exp": _elementwise(torch.exp),
     "abs": _elementwise(torch.abs), "erf": _elementwise(torch.erf), "square": _elementwise(torch.square),

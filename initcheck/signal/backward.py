@@ -1,0 +1,156 @@
+"""The backward half of the signal model: E[g^2], the gradient's second moment per element at every
+op's output, pushed from the model's outputs (unit gradient) back to its inputs.
+
+Each op scales the gradient by the mean square of its local derivative, in the mean-field way of
+the forward pass (terms independent, so they add in second moment):
+- a weight layer y = W x: x's gradient W^T g sums fan_out terms, fan_out E[w^2] E[g^2];
+- an activation: E[f'(z)^2]; a norm: gamma^2 / var_in; F.normalize (x / |x| over d values):
+  1 / (d E[x^2]), the Jacobian (I - y y^T) / |x| leaving d - 1 of d directions;
+- a product of two activations C = A @ B: each of A's elements meets as many of C's gradients as
+  B's elements it multiplies (N, the output's last size, times any broadcast), so A's gradient has
+  N E[g^2] E[B^2]; B's likewise with A; the elementwise product: the other factor's E[.^2];
+- a softmax over n entries: dl = p (g - sum_k p_k g_k) leaves E[dl^2] = E[g^2] E[S2 - 2 S3 + S2^2] / n
+  with S_r = sum_k p_k^r, over logits of the forward model's spread (attention.softmax_slope2);
+- scaled dot-product attention: the three products above, written out;
+- a selection (q, k and v split out of one qkv tensor): the gradient reaches the selected share of
+  the input's elements, zero elsewhere, so per element it is the share times the part's.
+Everything else passes the gradient on unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ..graph import Op, OpKind
+from ..trace.index import GraphIndex
+from .attention import fluctuation, logit_std, participation, softmax_slope2
+from .moments import Moment
+
+# Ops that pick part of their input (a gradient of zero elsewhere): weighted by the part's share.
+SELECTIONS = frozenset({"getitem", "select", "narrow", "chunk", "split", "unbind", "tensor_split"})
+
+
+def backward(index: GraphIndex, fwd: Sequence[Moment | None], slope2: dict[int, float], norm_gain: dict[int, float],
+             weight_n: dict[int, tuple[float, float]]) -> list[float]:
+    """E[g^2] at every op's output for a unit gradient at the model's outputs. `weight_n`: weight op
+    -> (fan_out, E[w^2]); `slope2`, `norm_gain`: the forward pass's per-op factors."""
+    ops = index.ops
+    g = [0.0] * len(ops)
+    for op in reversed(ops):
+        if op.kind is OpKind.OUTPUT:
+            for i in op.inputs:
+                g[i] += 1.0
+            continue
+        gi = g[op.index]
+        data = index.data_operands(op)
+        if gi == 0.0 or not data:
+            continue
+        if op.index in weight_n:
+            fan_out, w2 = weight_n[op.index]
+            g[data[0]] += fan_out * w2 * gi
+        elif op.index in slope2:
+            g[data[0]] += slope2[op.index] * gi
+        elif op.index in norm_gain:
+            g[data[0]] += norm_gain[op.index] * gi
+        elif op.kind is OpKind.FUNCTION and op.target in _PRODUCTS:
+            for i, share in _PRODUCTS[op.target](index, op, fwd, data):
+                g[i] += share * gi
+        elif index.role(op).activation == "softmax":
+            g[data[0]] += _softmax(index, op, fwd, data) * gi
+        elif op.kind is OpKind.FUNCTION and op.target in SELECTIONS:
+            g[data[0]] += _share(index, op, data[0]) * gi
+        else:
+            for i in dict.fromkeys(data):
+                g[i] += gi
+    return g
+
+
+Shares = list[tuple[int, float]]
+
+
+def _second(fwd: Sequence[Moment | None], i: int) -> float:
+    m = fwd[i]
+    return m.second if m is not None else 1.0
+
+
+def _numel(op: Op) -> int | None:
+    return math.prod(op.shape) if op.shape else None
+
+
+def _matmul(index: GraphIndex, op: Op, fwd: Sequence[Moment | None], data: tuple[int, ...]) -> Shares:
+    """C = A @ B: every product a_mk b_kn appears once, so an element of A meets numel(C) K / numel(A)
+    of C's gradients, each times a b (and B's likewise); without shapes the gradient passes."""
+    if len(data) < 2:
+        return [(data[0], 1.0)]
+    a, b = index.ops[data[0]], index.ops[data[1]]
+    k, na, nb, nc = a.size(-1), _numel(a), _numel(b), _numel(op)
+    if not (k and na and nb and nc):
+        return [(data[0], 1.0), (data[1], 1.0)]
+    return [(data[0], nc * k / na * _second(fwd, data[1])), (data[1], nc * k / nb * _second(fwd, data[0]))]
+
+
+def _mul(index: GraphIndex, op: Op, fwd: Sequence[Moment | None], data: tuple[int, ...]) -> Shares:
+    """a * b: each factor's gradient is g times the other's E[.^2] (a parameter's, or a constant's
+    square); a / b: the numerator's, g / E[b^2] (the denominator's gradient is left out)."""
+    if len(data) >= 2 and op.target == "mul":
+        return [(data[0], _second(fwd, data[1])), (data[1], _second(fwd, data[0]))]
+    others = [m for i in op.inputs if i != data[0] and (m := fwd[i]) is not None]
+    c = others[0].second if others else _scalar(op) ** 2
+    if op.target == "div":
+        c = 1.0 / c if c else 1.0
+    return [(data[0], c)]
+
+
+def _scalar(op: Op) -> float:
+    for key, v in op.scalars:
+        if key in ("0", "1", "other", "alpha") and isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return 1.0
+
+
+def _softmax(index: GraphIndex, op: Op, fwd: Sequence[Moment | None], data: tuple[int, ...]) -> float:
+    """E[dl^2] / E[g^2] through a softmax over n entries, from the spread of its input (the logits);
+    1 (passed on) where the size is unknown."""
+    mod = index.module(op)
+    dim = getattr(mod, "dim", None) if mod is not None else op.scalar("1", "dim", default=-1)
+    n = op.size(int(dim)) if isinstance(dim, int) and not isinstance(dim, bool) else None
+    logits = fwd[data[0]]
+    if not n or logits is None:
+        return 1.0
+    return softmax_slope2(n, math.sqrt(fluctuation(logits)))
+
+
+def _share(index: GraphIndex, op: Op, src: int) -> float:
+    """The fraction of the input's elements a selection keeps (one of several parts: each part's
+    gradient lands on its own elements, so the parts' shares add up to the whole)."""
+    part, whole = _numel(op), _numel(index.ops[src])
+    return min(part / whole, 1.0) if part and whole else 1.0
+
+
+def _attention(index: GraphIndex, op: Op, fwd: Sequence[Moment | None], data: tuple[int, ...]) -> Shares:
+    """F.scaled_dot_product_attention(q, k, v): out = P v with P = softmax(q k^T * scale) over n keys,
+    m queries, head dims d (q, k) and e (v). P's moments come from the forward model's participation."""
+    q, k, v = (op.operand(str(i), name) for i, name in enumerate(("query", "key", "value")))
+    if q is None or k is None or v is None:
+        return [(i, 1.0) for i in dict.fromkeys(data)]
+    mq, mk, mv = fwd[q], fwd[k], fwd[v]
+    m, d = index.ops[q].size(-2), index.ops[q].size(-1)
+    n, e = index.ops[k].size(-2), index.ops[v].size(-1)
+    if mq is None or mk is None or mv is None or not (m and d and n and e):
+        return [(i, 1.0) for i in dict.fromkeys(data)]
+    scale = op.scalar("6", "scale")
+    scale = float(scale) if isinstance(scale, (int, float)) else 1.0 / math.sqrt(d)
+    spread = logit_std(mq, mk, d, scale)
+    s = participation(n, spread)  # E[sum_j p_j^2] for one query
+    gp = e * fluctuation(mv)  # dP = dO v^T: e terms; v's token-common part moves every key alike
+    gl = gp * softmax_slope2(n, spread)  # through the softmax
+    out = [(v, m * s / n), (q, n * gl * scale * scale * mk.second), (k, m * gl * scale * scale * mq.second)]
+    return [(i, sum(c for j, c in out if j == i)) for i in dict.fromkeys(j for j, _ in out)]
+
+
+_PRODUCTS = {
+    "matmul": _matmul,
+    "mul": _mul, "div": _mul,
+    "scaled_dot_product_attention": _attention,
+}
