@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from ..graph import Op, OpKind
 from ..trace.index import GraphIndex
 from .attention import fluctuation, logit_std, participation, softmax_slope2
+from .handlers import FACTORIES
 from .moments import Moment
 
 # Ops that pick part of their input (a gradient of zero elsewhere): weighted by the part's share.
@@ -44,8 +45,8 @@ def backward(index: GraphIndex, fwd: Sequence[Moment | None], slope2: dict[int, 
             continue
         gi = g[op.index]
         data = index.data_operands(op)
-        if gi == 0.0 or not data:
-            continue
+        if gi == 0.0 or not data or (op.kind is OpKind.FUNCTION and op.target in FACTORIES):
+            continue  # a tensor made from another's shape does not depend on its values
         if op.index in weight_n:
             fan_out, w2 = weight_n[op.index]
             g[data[0]] += fan_out * w2 * gi
