@@ -131,3 +131,58 @@ def test_cosine_logits_are_cosines_times_the_scale(kind):
     assert abs(block.logit_std / physics - 1) < 0.1
     assert "IC207" not in {f.code for f in a.report.findings}
     assert not [f for f in a.report.findings if f.severity == "error"]
+
+
+class Pools(nn.Module):
+    """A conv net whose gradient crosses each op that moves values: max and average pooling, an
+    upsampling, a per-channel mean added back to every position. The head reads every position
+    (flatten), so each position gets its own gradient: the backward model adds gradients as
+    independent terms, and a head that averages the positions would hand all of them the same one
+    (summed coherently by an upsampling's copies: 16x, not 4x; a gap noted in backward.py)."""
+
+    def __init__(self, pool: str) -> None:
+        super().__init__()
+        self.pool = pool
+        self.conv1, self.conv2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        side = {"max": 8, "avg": 8, "upsample": 32}.get(pool, 16)
+        self.fc = nn.Linear(16 * side * side, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x)
+        if self.pool == "max":
+            h = F.max_pool2d(h, 2)
+        elif self.pool == "avg":
+            h = F.avg_pool2d(h, 2)
+        elif self.pool == "upsample":
+            h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+        else:  # a per-sample, per-channel vector added to every position: its gradient sums over them
+            h = h + h.mean(dim=(2, 3), keepdim=True)
+        return self.fc(self.conv2(h).flatten(1))
+
+
+@pytest.mark.parametrize("pool", ["max", "avg", "upsample", "broadcast"])
+def test_the_gradient_through_pooling_is_autograds(pool):
+    # A 2x2 average hands g / 4 to each of its 4 inputs (E[g^2] / 16); a 2x2 max routes g to one of
+    # 4 (1/4 on average); a nearest 2x upsampling sums 4 independent copies (4x); a mean over P
+    # positions sums P gradients and hands 1/P of it back (1/P, beside the direct path's 1).
+    # conv1's output gradient, measured by autograd, within 1.6x in second moment (conv2's border
+    # taps, which read the zero padding, are counted as full at 8 x 8: 1.2x of it).
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model, x = Pools(pool), torch.randn(16, 3, 16, 16)
+        a = analyze(model, x)
+        outs: dict[str, torch.Tensor] = {}
+
+        def keep(m: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
+            y.retain_grad()
+            outs["y"] = y
+
+        h = model.conv1.register_forward_hook(keep)
+        try:
+            y = model(x)
+            y.backward(torch.randn_like(y))
+        finally:
+            h.remove()
+    lf = next(lf for lf in a.layers if lf.name == "conv1")
+    pred, got = a.context.actual.backward[lf.op], float(outs["y"].grad.pow(2).mean())
+    assert 1 / 1.6 < pred / got < 1.6, (pred, got)

@@ -120,7 +120,7 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
             unhandled.setdefault(op.target, []).append(op.index)
             out = x.summary()
         fwd[op.index] = out
-    bwd = backward(index, fwd, p.slope2, p.norm_gain, weight_n)
+    bwd = backward(p, weight_n)
     signal = Signal(tuple(fwd), tuple(bwd), tuple((name, tuple(at)) for name, at in unhandled.items()), gates)
     return Sweep(signal, weights, p)
 
