@@ -57,8 +57,8 @@ def softmax_inputs(seen: list[float]) -> Iterator[None]:
         var = torch.where(seen_keys, (x - mean) ** 2, 0.0).sum(-1) / n.squeeze(-1)
         seen.append(float(var.mean().sqrt()))
 
-    def f(x: torch.Tensor, dim: Any = None, *a: Any, **k: Any) -> torch.Tensor:
-        return x.softmax(-1 if dim is None else dim, *a, **k)  # recorded once, by the method
+    def f(x: torch.Tensor, dim: Any = None, _stacklevel: int = 3, dtype: Any = None) -> torch.Tensor:
+        return x.softmax(-1 if dim is None else dim, dtype=dtype)  # recorded once, by the method
 
     def t(x: torch.Tensor, dim: Any = -1, *a: Any, **k: Any) -> torch.Tensor:
         spread(x, dim)
