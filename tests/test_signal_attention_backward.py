@@ -186,3 +186,15 @@ def test_the_gradient_through_pooling_is_autograds(pool):
     lf = next(lf for lf in a.layers if lf.name == "conv1")
     pred, got = a.context.actual.backward[lf.op], float(outs["y"].grad.pow(2).mean())
     assert 1 / 1.6 < pred / got < 1.6, (pred, got)
+
+
+def test_a_cosine_attention_at_a_large_scale_still_saturates():
+    # Swin V2's clamp allows exp(logit_scale) up to 100: 100 / sqrt(32) = 17.7, far over sqrt(2 ln 64)
+    # = 2.88 for 64 keys, a softmax frozen onto one key. The normalize handler must not hide that.
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model, x = Attention("cosine"), torch.randn(B, N, C)
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(100.0))
+        a = analyze(model, x)
+    assert "IC207" in {f.code for f in a.report.findings}

@@ -35,7 +35,7 @@ from ..graph import Op, OpKind
 from ..ops.activations import RoleKind
 from ..trace.index import GraphIndex
 from .attention import fluctuation, logit_std, participation, softmax_slope2
-from .handlers import FACTORIES
+from .handlers import FACTORIES, scalar_arg
 from .moments import Moment
 from .passes import Pass
 from .pooling import average_window, dropout_rate, pool_window
@@ -121,17 +121,10 @@ def _mul(index: GraphIndex, op: Op, fwd: Sequence[Moment | None], data: tuple[in
         return [(data[0], _second(fwd, data[1]) * _copies(index, op, data[0])),
                 (data[1], _second(fwd, data[0]) * _copies(index, op, data[1]))]
     others = [m for i in op.inputs if i != data[0] and (m := fwd[i]) is not None]
-    c = others[0].second if others else _scalar(op) ** 2
+    c = others[0].second if others else scalar_arg(op, 1.0) ** 2
     if op.target == "div":
         c = 1.0 / c if c else 1.0
     return [(data[0], c * _copies(index, op, data[0]))]
-
-
-def _scalar(op: Op) -> float:
-    for key, v in op.scalars:
-        if key in ("0", "1", "other", "alpha") and isinstance(v, (int, float)) and not isinstance(v, bool):
-            return float(v)
-    return 1.0
 
 
 def _softmax(index: GraphIndex, op: Op, fwd: Sequence[Moment | None], data: tuple[int, ...]) -> float:
