@@ -25,8 +25,9 @@ from ..ops.layers import Layout, WeightRole
 from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
 from .attention import mha_values
+from .backward import backward
 from .channels import with_bias
-from .handlers import constant_index, handler_for, scalar_arg
+from .handlers import constant_index, handler_for
 from .moments import UNIT, Moment, Signal, from_channels
 from .passes import Pass
 from .recurrent import through_rnn
@@ -120,7 +121,7 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
             unhandled.setdefault(op.target, []).append(op.index)
             out = x.summary()
         fwd[op.index] = out
-    bwd = _backward(index, fwd, p.slope2, p.norm_gain, weight_n)
+    bwd = backward(p, weight_n)
     signal = Signal(tuple(fwd), tuple(bwd), tuple((name, tuple(at)) for name, at in unhandled.items()), gates)
     return Sweep(signal, weights, p)
 
@@ -228,42 +229,6 @@ def _bias_tensor(p: Pass, mod: nn.Module | None, op: Op) -> torch.Tensor | None:
         except AttributeError:
             return None
     return None
-
-
-def _backward(index: GraphIndex, fwd: list[Moment | None], slope2: dict[int, float], norm_gain: dict[int, float],
-              weight_n: dict[int, tuple[float, float]]) -> list[float]:
-    ops = index.ops
-    g = [0.0] * len(ops)
-    for op in reversed(ops):
-        if op.kind is OpKind.OUTPUT:
-            for i in op.inputs:
-                g[i] += 1.0
-            continue
-        gi = g[op.index]
-        data = index.data_operands(op)
-        if gi == 0.0 or not data:
-            continue
-        if op.index in weight_n:
-            fan_out, w2 = weight_n[op.index]
-            g[data[0]] += fan_out * w2 * gi
-        elif op.index in slope2:
-            g[data[0]] += slope2[op.index] * gi
-        elif op.index in norm_gain:
-            g[data[0]] += norm_gain[op.index] * gi
-        elif op.kind is OpKind.FUNCTION and op.target == "mul" and len(data) >= 2:
-            a, b = fwd[data[0]], fwd[data[1]]
-            g[data[0]] += gi * (b.second if b else 1.0)
-            g[data[1]] += gi * (a.second if a else 1.0)
-        elif op.kind is OpKind.FUNCTION and op.target in ("mul", "div"):
-            others = [m for i in op.inputs if i != data[0] and (m := fwd[i]) is not None]
-            c = others[0].second if others else scalar_arg(op, 1.0) ** 2
-            if op.target == "div":
-                c = 1.0 / c if c else 1.0
-            g[data[0]] += c * gi
-        else:
-            for i in dict.fromkeys(data):
-                g[i] += gi
-    return g
 
 
 def actual_weights(layers: tuple[LayerFacts, ...]) -> dict[str, TensorStats]:

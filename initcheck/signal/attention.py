@@ -69,6 +69,24 @@ def _participation(n: int, s: float) -> float:
     return float(logits.softmax(-1).pow(2).sum(-1).mean())
 
 
+def softmax_slope2(n: int, s: float) -> float:
+    """E[dl_j^2] / E[g^2] through p = softmax(l) over n keys whose logits spread with std s, for an
+    incoming gradient g iid across keys: dl = p (g - sum_k p_k g_k), so the mean of p_j^2 (g_j - gbar)^2
+    is E[S2 - 2 S3 + S2^2] / n with S_r = sum_j p_j^r: (1 - 1/n) / n^2 for uniform weights, 0 once one
+    key takes all. Computed over Gaussian logits like `participation`."""
+    return _softmax_slope2(n, round(max(s, 0.0), 2)) if n > 1 else 0.0
+
+
+@functools.lru_cache(maxsize=1024)
+def _softmax_slope2(n: int, s: float) -> float:
+    if s == 0.0:
+        return (1.0 - 1.0 / n) / (n * n)
+    g = torch.Generator().manual_seed(_SEED)
+    p = (torch.randn(max(_DRAWS // n, 64), n, generator=g, dtype=torch.float64) * s).softmax(-1)
+    s2, s3 = p.pow(2).sum(-1), p.pow(3).sum(-1)
+    return float((s2 - 2 * s3 + s2 * s2).mean()) / n
+
+
 def averaged_values(v: Moment, keys: int, logit_std: float, causal: bool = False) -> Moment:
     """The moments of softmax(logits) @ V: V's token-common part (its mean and the spread of its
     channel means) passes whole; the rest shrinks by the participation of the keys."""

@@ -104,7 +104,11 @@ def _scale(p: Pass, op: Op, x: Moment) -> Moment:
         if op.target == "div":
             return x.summary()  # x / ||x||, x / sqrt(var): a normalization of some kind keeps the scale
         o = others[0]
-        out = Moment(x.mean * o.mean, x.second * o.second, x.signal * o.second + o.signal * x.second)
+        # times what no input drives (parameters: Swin V2's logit scale, a layer scale): what every
+        # token shares stays shared, scaled; a product with another activation mixes it (left out)
+        common = (x.mean * x.mean + max(x.between, 0.0)) * o.second if o.signal == 0.0 else 0.0
+        out = Moment(x.mean * o.mean, x.second * o.second, x.signal * o.second + o.signal * x.second,
+                     max(common - (x.mean * o.mean) ** 2, 0.0))
         if x.chan is not None and o.chan is not None and len(x.chan) == len(o.chan):
             # a gate per channel (squeeze-excitation's sigmoid): channel c is x_c * s_c, independent
             m = x.chan.mean * o.chan.mean
@@ -122,7 +126,8 @@ def _concatenate(p: Pass, op: Op, x: Moment) -> Moment:
     n = len(parts)
     if n == 0:
         return x  # parameters and buffers only (BEiT's qkv bias: cat(q_bias, zeros, v_bias)): no signal
-    out = Moment(sum(m.mean for m in parts) / n, sum(m.second for m in parts) / n, sum(m.signal for m in parts) / n)
+    out = Moment(sum(m.mean for m in parts) / n, sum(m.second for m in parts) / n, sum(m.signal for m in parts) / n,
+                 sum(m.between for m in parts) / n)  # each part's pattern of channel means, side by side
     dim = op.scalar("1", "dim", default=0)
     chans = [m.chan for m in parts]
     if op.target == "stack" or dim != 1 or any(c is None for c in chans):
@@ -162,11 +167,15 @@ def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
     # a product of two activations sums K products along the contracted axis (K = 1 when unknown):
     # their fluctuations add up incoherently (K terms), the parts each shares along that axis (a
     # channel's or a head's mean: the global mean and the spread of those means) coherently (K^2)
+    # Of a_i . b_j, what varies along the last axis (j: a softmax's keys) is a_i . (b_j less b's
+    # token-common part), k E[a^2] fluct(b); the rest (that common part, met by every a_i) is the
+    # same for every j of a row: a query's logit offset, which the softmax ignores (`between`)
     k = p.index.ops[data[0]].size(-1) or 1
     mean = k * x.mean * b.mean
     common = (x.mean * x.mean + max(x.between, 0.0)) * (b.mean * b.mean + max(b.between, 0.0))
     second = k * x.second * b.second + k * (k - 1) * common
-    return Moment(mean, second, k * (x.signal * b.second + b.signal * x.second))
+    across = k * x.second * fluctuation(b)
+    return Moment(mean, second, k * (x.signal * b.second + b.signal * x.second), max(second - mean * mean - across, 0.0))
 
 
 def _weighted_average(p: Pass, soft: int, v: Moment) -> Moment:
@@ -200,6 +209,34 @@ def _sum(p: Pass, op: Op, x: Moment) -> Moment | None:
     return Moment(k * x.mean, second, min(k * x.signal, second), k * k * between if spatial else k * between)
 
 
+def _unit_vectors(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """F.normalize: x / ||x|| along `dim`, with ||x||^2 about d E[x^2] for d values, so each of the d
+    components leaves with E[y^2] = 1/d (cosine attention's q and k: Swin V2, XCiT), not a
+    LayerNorm's unit variance; the gradient passes at 1 / (d E[x^2]) (backward.py). Another p-norm,
+    or no size along `dim` in the graph: a norm of some kind."""
+    dim = op.scalar("2", "dim", default=1)
+    d = op.size(int(dim)) if isinstance(dim, int) and not isinstance(dim, bool) else None
+    if not d or x.second <= 0.0 or op.scalar("1", "p", default=2.0) != 2:
+        return norm(p, op, x)
+    s2 = 1.0 / (d * x.second)
+    p.norm_gain[op.index] = s2
+    return Moment(x.mean * math.sqrt(s2), x.second * s2, x.signal * s2, x.between * s2)
+
+
+# Tensors made from another's shape alone (Swin's shifted-window mask starts as x.new_zeros): a
+# constant, no signal, and no gradient back (backward.py); the value each holds, None: its fill.
+FACTORIES: dict[str, float | None] = {"new_zeros": 0.0, "zeros_like": 0.0, "new_empty": 0.0, "empty_like": 0.0,
+                                      "new_ones": 1.0, "ones_like": 1.0, "new_full": None, "full_like": None}
+
+
+def _created(p: Pass, op: Op, x: Moment) -> Moment:
+    c = FACTORIES.get(op.target)
+    if c is None:
+        fill = op.scalar("fill_value", "2" if op.target == "new_full" else "1", default=0.0)
+        c = float(fill) if isinstance(fill, (int, float)) else 0.0
+    return Moment(c, c * c, 0.0)
+
+
 def _elementwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Handler:
     def handler(p: Pass, op: Op, x: Moment) -> Moment:
         m = theory.gaussian_moments(fn, x.mean, x.var)
@@ -211,9 +248,32 @@ def _elementwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Handler:
 def _module(p: Pass, op: Op, x: Moment) -> Moment | None:
     """A parameter-free custom module judged by what it computes; None when it is not elementwise."""
     mod = p.index.module(op)
-    if mod is None or match_elementwise(mod) is None:
+    if mod is None:
+        return None
+    drop = _drop_path(mod)
+    if drop is not None:
+        return drop(x)
+    if match_elementwise(mod) is None:
         return None
     return activated(theory.gaussian_moments(mod, x.mean, x.var), x)
+
+
+def _drop_path(mod: object) -> Callable[[Moment], Moment] | None:
+    """Stochastic depth (torchvision's StochasticDepth, timm's DropPath): in training a whole sample
+    is kept with probability 1 - p, scaled by 1 / (1 - p) (timm's scale_by_keep), or dropped. Per
+    sample, so what its tokens share (`between`) scales with the rest: E[y^2] = E[x^2] / (1 - p), the
+    mean kept. Identity in eval mode; None for other modules."""
+    name = type(mod).__name__
+    rate = getattr(mod, "p", None) if name == "StochasticDepth" else getattr(mod, "drop_prob", None) \
+        if name == "DropPath" else None
+    if not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        return None
+    if not getattr(mod, "training", False) or rate == 0.0:
+        return lambda x: x
+    keep = 1.0 - float(rate)
+    if getattr(mod, "scale_by_keep", True):
+        return lambda x: Moment(x.mean, x.second / keep, x.signal / keep, x.between / keep)
+    return lambda x: Moment(x.mean * keep, x.second * keep, x.signal * keep, x.between * keep)
 
 
 def _softmax_source(index: GraphIndex, idx: int) -> int | None:
@@ -236,6 +296,8 @@ BY_FUNCTION: dict[str, Handler] = {
     "matmul": _matmul,  # a product of two activations (a weight matmul is a layer, handled apart)
     "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
     "sum": _sum,
+    "normalize": _unit_vectors,  # before its role (a norm): unit vectors, not unit components
+    **{name: _created for name in FACTORIES},
     # elementwise functions that are not activations: pushed through their Gaussian expectation
     "exp": _elementwise(torch.exp),
     "abs": _elementwise(torch.abs), "erf": _elementwise(torch.erf), "square": _elementwise(torch.square),
