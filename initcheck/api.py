@@ -237,7 +237,7 @@ def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Sele
                  probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
                  sources: Mapping[str, str] | None, named: tuple[tuple[str, torch.Tensor], ...]) -> Analysis:
     collected = facts_mod.collect(index, model, named)
-    layers = conventions.apply(collected.layers, model)
+    layers = conventions.apply(collected.layers, model, index.modules)
     stats_mod.prefetch((p, None) for _, p in named)  # biases, norms, scales: in batches
     params = classify(model, layers, unreached, named=named, modules=index.modules)
     ctx = _context(index, model, layers, collected.tied_uses, params, probed, unreached, limits)
@@ -251,7 +251,9 @@ def _finish(name: str, tracer: str, ctx: Context, selection: Selection, notes: t
             sources: Mapping[str, str] | None, model: nn.Module, trace_notes: tuple[str, ...] = (),
             unreached: tuple[str, ...] = ()) -> Analysis:
     """Run the rules, keep the selected findings, attach their sources, order them and report."""
-    findings = [f for f in rules_mod.run(ctx, selection) if selection.keeps(f)]
+    found = rules_mod.run(ctx, selection)
+    selected = {code: selection.selects(code) for code in {f.code for f in found}}  # once per code, not per finding
+    findings = [f for f in found if selected[f.code] and (not selection.per_layer_ignore or selection.keeps(f))]
     suppressed: tuple[tuple[Finding, str], ...] = ()
     if sources:
         findings = [replace(f, source=sources.get(f.layer)) for f in findings]

@@ -84,18 +84,24 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
             weight_n[i] = (max(lf.fan_out, 1), w.second)
         elif i < start and isinstance(index.module(ops[i]), nn.RNNBase):
             weight_n[i] = (max(lf.fan_out, 1), 0.0)
+    operands, weight_op = index.data, index.weight_op  # per op; read once per op of every sweep
     for op in ops[start:]:
-        if op.kind is OpKind.INPUT:
+        kind = op.kind
+        if kind is OpKind.INPUT:
             fwd[op.index] = UNIT
             continue
-        if op.kind is OpKind.PARAM:
+        if kind is OpKind.PARAM:
             s = p.param(op.target)
             fwd[op.index] = None if s is None else Moment(s.mean, s.second, 0.0)
             continue
-        if op.kind in (OpKind.BUFFER, OpKind.OUTPUT):
+        if kind is OpKind.BUFFER or kind is OpKind.OUTPUT:
             continue
-        data = [i for i in index.data_operands(op) if fwd[i] is not None]
-        x = fwd[data[0]] if data else _param_expression(p, op)
+        x = None
+        for i in operands[op.index]:  # the first data operand with moments
+            if (x := fwd[i]) is not None:
+                break
+        if x is None:
+            x = _param_expression(p, op)
         first = by_op.get(op.index)
         if first is not None:
             lf = first
@@ -110,7 +116,7 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
             continue
         if x is None:
             continue
-        if index.is_weight_op(op):
+        if weight_op[op.index]:
             fwd[op.index] = x.summary()  # a weight judged at another op (tied, shared): pass through
             continue
         handler = handler_for(index, op)
