@@ -21,6 +21,7 @@ from . import stats as stats_mod
 from .errors import ForwardError, NotAModule
 from .facts.params import ParamFacts, classify
 from .findings import Finding, Selection, default_thresholds
+from .frozen import built
 from .graph import Graph, OpKind
 from .ops.layers import WeightRole
 from .ops.parametrized import keeps_parametrizations
@@ -313,8 +314,9 @@ def _param_reports(ctx: Context, findings: list[Finding]) -> tuple[ParamReport, 
         top = max(mine, key=lambda f: f.severity.rank, default=None)
         verdict = "ok" if top is None else f"{top.severity._value_} {','.join(sorted({f.code for f in mine}))}"
         s = pf.stats
-        out.append(ParamReport(pf.name, pf.kind._value_, pf.shape, None if s is None else s.std, None if s is None else s.mean,
-                               None if s is None else s.max_abs, pf.note, verdict))
+        out.append(built(ParamReport, {"name": pf.name, "kind": pf.kind._value_, "shape": pf.shape, "std": None if s is None else s.std,
+                                       "mean": None if s is None else s.mean, "max_abs": None if s is None else s.max_abs,
+                                       "note": pf.note, "verdict": verdict}))  # frozen.py: a record per parameter
     return tuple(out)
 
 
@@ -348,7 +350,7 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
             verdict = f"ok: {lf.convention}"
         m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
         ref = ctx.reference.preact(lf.op, lf.preact_op) if ctx.reference else None
-        out.append(LayerReport(
+        out.append(built(LayerReport, dict(  # frozen.py: a record per layer
             **site_of(lf), scheme=lf.scheme._value_, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
             variance_ratio=lf.variance_ratio, predicted_rms=_raw(ctx, lf, m, model),
             aliases=lf.aliases, convention=lf.convention, verdict=verdict, source=sources.get(lf.qualname),
@@ -357,5 +359,5 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
             grad_rms=_finite(math.sqrt(max(ctx.actual.backward[lf.op], 0.0))) if ctx.actual else None,
             preact_rms=None if m is None else _finite(m.rms),
             reference_grad_rms=_finite(math.sqrt(max(ctx.reference.backward[lf.op], 0.0))) if ctx.reference else None,
-        ))
+        )))
     return tuple(out)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
 from .facts import LayerFacts
+from .frozen import built
 from .ops.layers import Layout, WeightRole
 from .ops.parametrized import fixed_scale
 
@@ -70,8 +71,18 @@ def apply(layers: tuple[LayerFacts, ...], model: nn.Module,
     out = []
     for lf in layers:
         label = recognize(lf, model, facts)
-        out.append(lf if label == lf.convention else replace(lf, convention=label))  # most layers: none to add
+        out.append(lf if label == lf.convention else _labelled(lf, label))  # most layers: none to add
     return tuple(out)
+
+
+def _labelled(lf: LayerFacts, label: str | None) -> LayerFacts:
+    """replace(lf, convention=label), built from the fields (frozen.py): a transformer labels every layer."""
+    values = {name: getattr(lf, name) for name in _FIELDS}
+    values["convention"] = label
+    return built(LayerFacts, values)
+
+
+_FIELDS = tuple(f.name for f in fields(LayerFacts))
 
 
 def recognize(lf: LayerFacts, model: nn.Module, facts: _ModelFacts | None = None) -> str | None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..facts import LayerFacts
 from ..findings import default_thresholds
+from ..frozen import built
 from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole
 from ..stats import StatsCache, TensorStats
@@ -277,7 +278,12 @@ def actual_weights(layers: tuple[LayerFacts, ...]) -> dict[str, TensorStats]:
 
 def scheme_weights(layers: tuple[LayerFacts, ...]) -> dict[str, TensorStats]:
     """Each layer at its recommended scheme: the reference the actual signal is compared with."""
-    return {lf.qualname: TensorStats(1, 0.0, lf.recommended_std, False) for lf in layers if not math.isnan(lf.recommended_std)}
+    return {lf.qualname: _at_scheme(lf.recommended_std) for lf in layers if not math.isnan(lf.recommended_std)}
+
+
+def _at_scheme(std: float) -> TensorStats:
+    """TensorStats(1, 0.0, std, False): a zero-mean weight of that std, built from its fields (frozen.py)."""
+    return built(TensorStats, {"count": 1, "mean": 0.0, "std": std, "constant": False, "max_abs": 0.0, "nonfinite": 0, "rows": None})
 
 
 def effective_weights(layers: tuple[LayerFacts, ...], thresholds: Mapping[str, float] | None = None) -> dict[str, TensorStats]:
@@ -296,7 +302,7 @@ def effective_weights(layers: tuple[LayerFacts, ...], thresholds: Mapping[str, f
         deliberate_end = lf.residual_end and lf.intentionally_small
         if (broken or ((lf.stats.constant or lf.intentionally_small) and not deliberate_end) or lf.normalized) \
                 and not math.isnan(lf.recommended_std):
-            out[lf.qualname] = TensorStats(1, 0.0, lf.recommended_std, False)
+            out[lf.qualname] = _at_scheme(lf.recommended_std)
         else:
             out[lf.qualname] = lf.stats
     return out
