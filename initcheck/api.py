@@ -320,13 +320,14 @@ def _param_reports(ctx: Context, findings: list[Finding]) -> tuple[ParamReport, 
     return tuple(out)
 
 
-def _raw(ctx: Context, lf: facts_mod.LayerFacts, preact: Moment | None, model: nn.Module) -> float | None:
+def _raw(ctx: Context, lf: facts_mod.LayerFacts, preact: Moment | None, model: nn.Module,
+         scratch: signal.Pass | None = None) -> float | None:
     """The predicted rms of the layer's raw output, bias aside and before any norm (what --probe
     measures); for RNNs and attention modules, whose output is not one weighted sum, the activation's
     input."""
     if ctx.actual is None:
         return None
-    raw = signal.raw_rms(ctx.actual, ctx.index, lf, model)
+    raw = signal.raw_rms(ctx.actual, ctx.index, lf, model, scratch=scratch)
     if raw is None and preact is not None:
         raw = preact.rms
     return None if raw is None else _finite(raw)
@@ -342,6 +343,7 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
     for f in findings:
         by_layer.setdefault(f.layer, []).append(f)
     out = []
+    scratch = signal.scratch(ctx.index, model)  # one for every layer's raw rms
     for lf in ctx.layers:
         mine = by_layer.get(lf.qualname, [])
         worst = max(mine, key=lambda f: f.severity.rank, default=None)
@@ -352,7 +354,7 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
         ref = ctx.reference.preact(lf.op, lf.preact_op) if ctx.reference else None
         out.append(built(LayerReport, dict(  # frozen.py: a record per layer
             **site_of(lf), scheme=lf.scheme._value_, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
-            variance_ratio=lf.variance_ratio, predicted_rms=_raw(ctx, lf, m, model),
+            variance_ratio=lf.variance_ratio, predicted_rms=_raw(ctx, lf, m, model, scratch),
             aliases=lf.aliases, convention=lf.convention, verdict=verdict, source=sources.get(lf.qualname),
             driven_rms=_finite(math.sqrt(max(m.signal, 0.0))) if m is not None else None,
             reference_rms=_finite(ref.rms) if ref is not None else None,

@@ -35,7 +35,7 @@ from .rows import RowMoments, row_moments, shared_rows
 from .weighted import layer_channels, padding_fraction, raw_second
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
-           "unhandled_note", "raw_rms", "shared_rows", "sweep", "Sweep"]
+           "unhandled_note", "raw_rms", "scratch", "shared_rows", "sweep", "Sweep", "Pass"]
 
 @dataclass(frozen=True)
 class Sweep:
@@ -135,9 +135,10 @@ def _first_difference(layers: tuple[LayerFacts, ...], weights: Mapping[str, Tens
     """The first op that reads a weight whose assumed statistics differ from `base`'s (the length
     of the graph when none does). An op reading several weights (MHA, RNN) reads them by name:
     every name of `weights` and of `base.weights` is a layer's, at that layer's op."""
-    at = [lf.op for lf in layers if weights.get(lf.qualname) is not base.weights.get(lf.qualname)]
-    if set(weights) - {lf.qualname for lf in layers} or set(base.weights) - {lf.qualname for lf in layers}:
+    placed = {lf.qualname for lf in layers}
+    if not placed.issuperset(weights) or not placed.issuperset(base.weights):
         return 0  # a weight the layers do not place: recompute everything
+    at = [lf.op for lf in layers if weights.get(lf.qualname) is not base.weights.get(lf.qualname)]
     return min(at, default=len(base.signal.forward))
 
 
@@ -331,11 +332,13 @@ def unhandled_note(signal: Signal, index: GraphIndex, layers: tuple[LayerFacts, 
 
 
 
-def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w: TensorStats | None = None) -> float | None:
+def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w: TensorStats | None = None,
+            scratch: Pass | None = None) -> float | None:
     """The predicted rms of the weight op's raw output, bias aside and before any norm: what a
     forward hook measures on the layer with its bias subtracted. `w`: the weight's statistics
     (the layer's actual ones by default). None for ops whose output is not one weighted sum (RNNs,
-    attention modules)."""
+    attention modules). scratch: `scratch(index, model)`, shared by the calls for one model's
+    layers (nothing here writes to it)."""
     w = w or lf.stats
     if w is None:
         return None
@@ -348,7 +351,7 @@ def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w:
     data = index.data_operands(op)
     x = sig.forward[data[0]] if data else None
     x = x or UNIT
-    p = Pass(index, model, StatsCache(), [])
+    p = scratch if scratch is not None else Pass(index, model, StatsCache(), [])
     exact = raw_second(p, lf, w, x)
     rows = row_moments(p, lf, w) if x.mean != 0.0 and exact is None else None
     n = max(lf.fan_in, 1)
@@ -356,3 +359,8 @@ def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w:
     if lf.layout is Layout.BILINEAR and len(data) > 1 and (x2 := sig.forward[data[1]]) is not None:
         second *= x2.second
     return math.sqrt(max(second, 0.0))
+
+
+def scratch(index: GraphIndex, model: nn.Module) -> Pass:
+    """An empty pass over the graph, for `raw_rms` to read the weights through."""
+    return Pass(index, model, StatsCache(), [])
