@@ -21,6 +21,7 @@ from . import stats as stats_mod
 from .errors import ForwardError, NotAModule
 from .facts.params import ParamFacts, classify
 from .findings import Finding, Selection, default_thresholds
+from .frozen import built
 from .graph import Graph, OpKind
 from .modes import Mode
 from .ops.layers import WeightRole
@@ -246,7 +247,7 @@ def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Sele
                  probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
                  sources: Mapping[str, str] | None, mode: Mode, named: tuple[tuple[str, torch.Tensor], ...]) -> Analysis:
     collected = facts_mod.collect(index, model, named)
-    layers = conventions.apply(collected.layers, model)
+    layers = conventions.apply(collected.layers, model, index.modules)
     stats_mod.prefetch((p, None) for _, p in named)  # biases, norms, scales: in batches
     params = classify(model, layers, unreached, named=named, modules=index.modules)
     ctx = _context(index, model, layers, collected.tied_uses, params, probed, unreached, limits, mode)
@@ -262,7 +263,9 @@ def _finish(name: str, tracer: str, ctx: Context, selection: Selection, notes: t
             sources: Mapping[str, str] | None, model: nn.Module, trace_notes: tuple[str, ...] = (),
             unreached: tuple[str, ...] = ()) -> Analysis:
     """Run the rules, keep the selected findings, attach their sources, order them and report."""
-    findings = [f for f in rules_mod.run(ctx, selection) if selection.keeps(f)]
+    found = rules_mod.run(ctx, selection)
+    selected = {code: selection.selects(code) for code in {f.code for f in found}}  # once per code, not per finding
+    findings = [f for f in found if selected[f.code] and (not selection.per_layer_ignore or selection.keeps(f))]
     suppressed: tuple[tuple[Finding, str], ...] = ()
     if sources:
         findings = [replace(f, source=sources.get(f.layer)) for f in findings]
@@ -323,18 +326,20 @@ def _param_reports(ctx: Context, findings: list[Finding]) -> tuple[ParamReport, 
         top = max(mine, key=lambda f: f.severity.rank, default=None)
         verdict = "ok" if top is None else f"{top.severity._value_} {','.join(sorted({f.code for f in mine}))}"
         s = pf.stats
-        out.append(ParamReport(pf.name, pf.kind._value_, pf.shape, None if s is None else s.std, None if s is None else s.mean,
-                               None if s is None else s.max_abs, pf.note, verdict))
+        out.append(built(ParamReport, {"name": pf.name, "kind": pf.kind._value_, "shape": pf.shape, "std": None if s is None else s.std,
+                                       "mean": None if s is None else s.mean, "max_abs": None if s is None else s.max_abs,
+                                       "note": pf.note, "verdict": verdict}))  # frozen.py: a record per parameter
     return tuple(out)
 
 
-def _raw(ctx: Context, lf: facts_mod.LayerFacts, preact: Moment | None, model: nn.Module) -> float | None:
+def _raw(ctx: Context, lf: facts_mod.LayerFacts, preact: Moment | None, model: nn.Module,
+         scratch: signal.Pass | None = None) -> float | None:
     """The predicted rms of the layer's raw output, bias aside and before any norm (what --probe
     measures); for RNNs and attention modules, whose output is not one weighted sum, the activation's
     input."""
     if ctx.actual is None:
         return None
-    raw = signal.raw_rms(ctx.actual, ctx.index, lf, model)
+    raw = signal.raw_rms(ctx.actual, ctx.index, lf, model, scratch=scratch)
     if raw is None and preact is not None:
         raw = preact.rms
     return None if raw is None else _finite(raw)
@@ -350,6 +355,7 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
     for f in findings:
         by_layer.setdefault(f.layer, []).append(f)
     out = []
+    scratch = signal.scratch(ctx.index, model)  # one for every layer's raw rms
     for lf in ctx.layers:
         mine = by_layer.get(lf.qualname, [])
         worst = max(mine, key=lambda f: f.severity.rank, default=None)
@@ -358,14 +364,14 @@ def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, 
             verdict = f"ok: {lf.convention}"
         m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
         ref = ctx.reference.preact(lf.op, lf.preact_op) if ctx.reference else None
-        out.append(LayerReport(
+        out.append(built(LayerReport, dict(  # frozen.py: a record per layer
             **site_of(lf), scheme=lf.scheme._value_, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
-            variance_ratio=lf.variance_ratio, predicted_rms=_raw(ctx, lf, m, model),
+            variance_ratio=lf.variance_ratio, predicted_rms=_raw(ctx, lf, m, model, scratch),
             aliases=lf.aliases, convention=lf.convention, verdict=verdict, source=sources.get(lf.qualname),
             driven_rms=_finite(math.sqrt(max(m.signal, 0.0))) if m is not None else None,
             reference_rms=_finite(ref.rms) if ref is not None else None,
             grad_rms=_finite(math.sqrt(max(ctx.actual.backward[lf.op], 0.0))) if ctx.actual else None,
             preact_rms=None if m is None else _finite(m.rms),
             reference_grad_rms=_finite(math.sqrt(max(ctx.reference.backward[lf.op], 0.0))) if ctx.reference else None,
-        ))
+        )))
     return tuple(out)

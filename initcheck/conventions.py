@@ -7,12 +7,14 @@ recognized convention is exempt from IC103 (variance mismatch); the signal rules
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
 from .facts import LayerFacts
+from .frozen import built
 from .ops.layers import Layout, WeightRole
 from .ops.parametrized import fixed_scale
 
@@ -45,20 +47,50 @@ def _n_layer(model: nn.Module) -> int | None:
     return None if n is None else int(n)
 
 
-def apply(layers: tuple[LayerFacts, ...], model: nn.Module) -> tuple[LayerFacts, ...]:
-    """The conventions stage: each layer with the deliberate init it follows, if one is recognized."""
+@dataclass(frozen=True)
+class _ModelFacts:
+    """What the recognizers read of the model as a whole, looked up once per stage rather than per
+    layer (on a model without a Hugging Face config each lookup raises and catches inside torch)."""
+
+    hf_std: float | None  # the config's initializer_range / init_std
+    n_layer: int | None
+    module_path: str  # the module defining the model's class: timm's, torchvision's
+    parametrized: bool  # some module has parametrizations or forward pre-hooks (weight_norm, spectral_norm)
+
+
+def _model_facts(model: nn.Module, modules: Iterable[nn.Module]) -> _ModelFacts:
+    hooked = any(m._forward_pre_hooks or "parametrizations" in m._modules for m in modules)
+    return _ModelFacts(_config_std(model), _n_layer(model), type(model).__module__, hooked)
+
+
+def apply(layers: tuple[LayerFacts, ...], model: nn.Module,
+          modules: Mapping[str, nn.Module] | None = None) -> tuple[LayerFacts, ...]:
+    """The conventions stage: each layer with the deliberate init it follows, if one is recognized.
+    modules: dict(model.named_modules()) when the caller has it."""
+    facts = _model_facts(model, (modules or dict(model.named_modules())).values())
     out = []
     for lf in layers:
-        label = recognize(lf, model)
-        out.append(lf if label == lf.convention else replace(lf, convention=label))  # most layers: none to add
+        label = recognize(lf, model, facts)
+        out.append(lf if label == lf.convention else _labelled(lf, label))  # most layers: none to add
     return tuple(out)
 
 
-def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
+def _labelled(lf: LayerFacts, label: str | None) -> LayerFacts:
+    """replace(lf, convention=label), built from the fields (frozen.py): a transformer labels every layer."""
+    values = {name: getattr(lf, name) for name in _FIELDS}
+    values["convention"] = label
+    return built(LayerFacts, values)
+
+
+_FIELDS = tuple(f.name for f in fields(LayerFacts))
+
+
+def recognize(lf: LayerFacts, model: nn.Module, facts: _ModelFacts | None = None) -> str | None:
     s = lf.stats
     if s is None or lf.fan_in == 0:
         return None
-    fixed = _parametrized_scale(lf, model)
+    facts = facts or _model_facts(model, model.modules())
+    fixed = _parametrized_scale(lf, model) if facts.parametrized else None
     if fixed:
         return fixed
     if s.constant and s.mean == 0.0:
@@ -78,14 +110,14 @@ def recognize(lf: LayerFacts, model: nn.Module) -> str | None:
         siren = _siren(lf, std, s.count)
         if siren:
             return siren
-    hf = _config_std(model)
+    hf = facts.hf_std
     if hf is not None:
-        n = _n_layer(model)
+        n = facts.n_layer
         if lf.residual_end and n and _close(std, hf / math.sqrt(2 * n), s.count):
             return f"GPT-2 scaled residual projection (initializer_range/sqrt(2*{n}))"
         if _close(std, hf, s.count):
             return f"Hugging Face normal(initializer_range={hf:g})"
-    module_path = type(model).__module__
+    module_path = facts.module_path
     if module_path.startswith("timm") and _close(std, 0.02, s.count):
         return "timm trunc_normal(std=.02)"
     if lf.layout is Layout.CONV and len(lf.shape) > 2:

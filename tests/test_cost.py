@@ -126,3 +126,37 @@ def test_diagnose_says_the_same_with_the_fused_read_as_with_separate_reads(monke
             assert getattr(a, key) == pytest.approx(getattr(b, key), rel=1e-6), key
         assert a.verdict == b.verdict
     assert [f.code for f in fused.findings] == [f.code for f in separate.findings]
+
+
+def test_a_record_built_from_its_fields_is_the_one_its_constructor_gives():
+    import dataclasses
+
+    from initcheck.findings import Finding, Severity
+    from initcheck.frozen import built
+    from initcheck.records import ParamReport
+
+    # the constructor is the oracle: every field given, and some left to their defaults
+    whole = {"name": "fc.weight", "kind": "weight", "shape": (4, 3), "std": 0.5, "mean": 0.0, "max_abs": 1.0,
+             "note": "judged", "verdict": "ok"}
+    assert built(ParamReport, whole) == ParamReport(**whole)
+    assert repr(built(ParamReport, whole)) == repr(ParamReport(**whole))
+    part = {"code": "IC103", "severity": Severity.WARNING, "layer": "fc.weight", "message": "m", "fix": "f"}
+    made = built(Finding, part)
+    assert made == Finding(**part) and made.source is None and hash(made) == hash(Finding(**part))
+    with pytest.raises(dataclasses.FrozenInstanceError):  # still frozen
+        made.code = "IC101"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="needs message"):
+        built(Finding, {k: v for k, v in part.items() if k != "message"})
+    with pytest.raises(TypeError, match="no field colour"):
+        built(Finding, {**part, "colour": "red"})
+
+
+def test_the_stages_build_their_records_as_their_constructors_would():
+    import dataclasses
+
+    from initcheck.api import analyze
+
+    analysis = analyze(_mlp(3))
+    for record in (*analysis.layers, *analysis.report.layers, *analysis.report.params, *analysis.report.findings):
+        again = type(record)(**{f.name: getattr(record, f.name) for f in dataclasses.fields(record)})
+        assert again == record and repr(again) == repr(record)

@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from .. import theory
+from ..frozen import built
 from ..graph import Op, OpKind
-from ..ops.layers import Layout, WeightRole, WeightUse, function_weight, get_path, module_weights
+from ..ops.layers import Layout, WeightRole, WeightUse, function_weight, get_path
 from ..records import WeightSite
 from ..stats import TensorStats, prefetch, tensor_stats
 from ..theory import Family
@@ -104,10 +105,11 @@ def collect(index: GraphIndex, model: nn.Module,
     uses: list[tuple[Op, str, WeightUse, torch.Tensor, str]] = []
     for op in graph.ops:
         if op.kind is OpKind.MODULE:
-            mod = view.module(op)
-            if mod is None:
+            held = view.uses.get(op.index)  # the index read each module's weights once
+            mod = view.module(op) if held else None
+            if mod is None or held is None:
                 continue
-            for use in module_weights(mod):
+            for use in held:
                 p = get_path(mod, use.param)
                 if isinstance(p, torch.Tensor):
                     uses.append((op, op.module or "", use, p, type(mod).__name__))
@@ -176,35 +178,37 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
         if f.pre_scale != 1.0 and activation != "identity":
             rec = theory.Recommendation(rec.scheme, rec.gain, rec.std / f.pre_scale)
     qual = f"{owner}.{use.param}" if owner else use.param
-    return LayerFacts(
-        name=owner,
-        param=use.param,
-        kind=kind,
-        shape=shape,
-        layout=use.layout,
-        role=use.role,
-        fan_in=fan.fan_in,
-        fan_out=fan.fan_out,
-        activation=activation,
-        activation_param=f.param,
-        normalized=f.normalized,
-        residual_end=f.residual_end,
-        is_output=f.is_output,
-        in_residual_branch=op.index in view.branch_ops,
-        scheme=rec.scheme,
-        gain=rec.gain,
-        recommended_std=rec.std,
-        stats=tensor_stats(received_weight(view, op, p), row_dim(use.layout, len(shape))),  # with its row sums: one read for both
-        aliases=tuple(a for a in aliases.get(id(p), ()) if a != qual),
-        op=op.index,
-        preact_op=f.preact_op,
-        norm=f.norm,
-        attention_score=use.role is not WeightRole.EMBEDDING and feeds_attention_scores(view, op.index),
-        pre_scale=f.pre_scale,
-        gated=f.gated or meets_another_tensor(view, op.index),
-        modulation=f.modulation,
-        reads_input=any(view.ops[i].kind is OpKind.INPUT for i in view.data_operands(op)),
-    )
+    # the record built straight from its fields (frozen.py): its generated __init__ costs more than the facts
+    return built(LayerFacts, {
+        "name": owner,
+        "param": use.param,
+        "kind": kind,
+        "shape": shape,
+        "layout": use.layout,
+        "role": use.role,
+        "fan_in": fan.fan_in,
+        "fan_out": fan.fan_out,
+        "activation": activation,
+        "activation_param": f.param,
+        "normalized": f.normalized,
+        "residual_end": f.residual_end,
+        "is_output": f.is_output,
+        "in_residual_branch": op.index in view.branch_ops,
+        "scheme": rec.scheme,
+        "gain": rec.gain,
+        "recommended_std": rec.std,
+        "stats": tensor_stats(received_weight(view, op, p), row_dim(use.layout, len(shape))),  # with its row sums: one read for both
+        "aliases": tuple(a for a in aliases.get(id(p), ()) if a != qual),
+        "op": op.index,
+        "preact_op": f.preact_op,
+        "norm": f.norm,
+        "convention": None,  # conventions.py's stage
+        "attention_score": use.role is not WeightRole.EMBEDDING and feeds_attention_scores(view, op.index),
+        "pre_scale": f.pre_scale,
+        "gated": f.gated or meets_another_tensor(view, op.index),
+        "modulation": f.modulation,
+        "reads_input": any(view.ops[i].kind is OpKind.INPUT for i in view.data_operands(op)),
+    })
 
 
 def received_weight(view: GraphIndex, op: Op, p: torch.Tensor) -> torch.Tensor:

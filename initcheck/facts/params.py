@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..frozen import built
 from ..ops.activations import is_norm_module
 from ..ops.parametrized import is_original
 from ..stats import TensorStats, tensor_stats
@@ -74,8 +75,8 @@ def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[
         shape = tuple(int(s) for s in p.shape) if not isinstance(p, nn.parameter.UninitializedParameter) else ()
         if kind is ParamKind.NORM_WEIGHT and stats is not None and stats.constant and stats.mean == 0.0 and _offset_scale(owner):
             kind, note = ParamKind.SCALE, "a norm that scales by (1 + weight) (Gemma): weight 0 is the identity"
-        out.append(ParamFacts(name, kind, shape, stats, note,
-                              residual_norm=kind is ParamKind.NORM_WEIGHT and owner_name in residual_norms))
+        out.append(built(ParamFacts, {"name": name, "kind": kind, "shape": shape, "stats": stats, "note": note,  # frozen.py
+                                      "residual_norm": kind is ParamKind.NORM_WEIGHT and owner_name in residual_norms}))
     return tuple(out)
 
 

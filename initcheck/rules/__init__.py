@@ -4,6 +4,8 @@ check; docs/rules.md is generated from that registry, so the two cannot drift.""
 
 from __future__ import annotations
 
+import functools
+
 from ..findings import RULES, Finding, Selection
 from . import params, probe, signal, unjudged, weights  # noqa: F401  (importing registers the rules)
 from .context import Context
@@ -16,6 +18,13 @@ def run(ctx: Context, selection: Selection | None = None) -> tuple[Finding, ...]
     selection = selection or Selection()
     out: list[Finding] = []
     for code, r in RULES.items():
-        if selection.selects(code):
+        if _selects(selection, code):
             out.extend(r.check(ctx))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _selects(selection: Selection, code: str) -> bool:
+    """selection.selects(code), its prefix matching done once per selection (a Selection is frozen
+    data): every diagnose asks it of every rule."""
+    return selection.selects(code)

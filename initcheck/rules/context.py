@@ -11,6 +11,7 @@ from .. import theory
 from ..facts import LayerFacts
 from ..facts.params import ParamFacts
 from ..findings import RULES, Finding, Severity, default_thresholds
+from ..frozen import built
 from ..modes import Mode
 from ..ops.layers import Layout
 from ..records import ProbeLayer
@@ -49,7 +50,8 @@ class Context:
 
 
 def finding(code: str, lf: LayerFacts | None, message: str, fix: str, severity: Severity | None = None) -> Finding:
-    return Finding(code, severity or RULES[code].severity, lf.qualname if lf else "", message, fix)
+    return built(Finding, {"code": code, "severity": severity or RULES[code].severity, "layer": lf.qualname if lf else "",
+                           "message": message, "fix": fix, "source": None})  # frozen.py: a finding per layer of a deep model
 
 
 def describe(lf: LayerFacts) -> str:

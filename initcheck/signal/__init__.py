@@ -20,6 +20,7 @@ from torch import nn
 
 from ..facts import LayerFacts
 from ..findings import default_thresholds
+from ..frozen import built
 from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole
 from ..stats import StatsCache, TensorStats
@@ -35,7 +36,7 @@ from .rows import RowMoments, row_moments, shared_rows
 from .weighted import layer_channels, padding_fraction, raw_second
 
 __all__ = ["Moment", "Signal", "UNIT", "propagate", "actual_weights", "scheme_weights", "effective_weights",
-           "unhandled_note", "raw_rms", "shared_rows", "sweep", "Sweep"]
+           "unhandled_note", "raw_rms", "scratch", "shared_rows", "sweep", "Sweep", "Pass"]
 
 @dataclass(frozen=True)
 class Sweep:
@@ -86,18 +87,24 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
             weight_n[i] = (max(lf.fan_out, 1), w.second)
         elif i < start and isinstance(index.module(ops[i]), nn.RNNBase):
             weight_n[i] = (max(lf.fan_out, 1), 0.0)
+    operands, weight_op = index.data, index.weight_op  # per op; read once per op of every sweep
     for op in ops[start:]:
-        if op.kind is OpKind.INPUT:
+        kind = op.kind
+        if kind is OpKind.INPUT:
             fwd[op.index] = UNIT
             continue
-        if op.kind is OpKind.PARAM:
+        if kind is OpKind.PARAM:
             s = p.param(op.target)
             fwd[op.index] = None if s is None else Moment(s.mean, s.second, 0.0)
             continue
-        if op.kind in (OpKind.BUFFER, OpKind.OUTPUT):
+        if kind is OpKind.BUFFER or kind is OpKind.OUTPUT:
             continue
-        data = [i for i in index.data_operands(op) if fwd[i] is not None]
-        x = fwd[data[0]] if data else _param_expression(p, op)
+        x = None
+        for i in operands[op.index]:  # the first data operand with moments
+            if (x := fwd[i]) is not None:
+                break
+        if x is None:
+            x = _param_expression(p, op)
         first = by_op.get(op.index)
         if first is not None:
             lf = first
@@ -112,7 +119,7 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
             continue
         if x is None:
             continue
-        if index.is_weight_op(op):
+        if weight_op[op.index]:
             fwd[op.index] = x.summary()  # a weight judged at another op (tied, shared): pass through
             continue
         handler = handler_for(index, op)
@@ -130,9 +137,10 @@ def _first_difference(layers: tuple[LayerFacts, ...], weights: Mapping[str, Tens
     """The first op that reads a weight whose assumed statistics differ from `base`'s (the length
     of the graph when none does). An op reading several weights (MHA, RNN) reads them by name:
     every name of `weights` and of `base.weights` is a layer's, at that layer's op."""
-    at = [lf.op for lf in layers if weights.get(lf.qualname) is not base.weights.get(lf.qualname)]
-    if set(weights) - {lf.qualname for lf in layers} or set(base.weights) - {lf.qualname for lf in layers}:
+    placed = {lf.qualname for lf in layers}
+    if not placed.issuperset(weights) or not placed.issuperset(base.weights):
         return 0  # a weight the layers do not place: recompute everything
+    at = [lf.op for lf in layers if weights.get(lf.qualname) is not base.weights.get(lf.qualname)]
     return min(at, default=len(base.signal.forward))
 
 
@@ -237,7 +245,12 @@ def actual_weights(layers: tuple[LayerFacts, ...]) -> dict[str, TensorStats]:
 
 def scheme_weights(layers: tuple[LayerFacts, ...]) -> dict[str, TensorStats]:
     """Each layer at its recommended scheme: the reference the actual signal is compared with."""
-    return {lf.qualname: TensorStats(1, 0.0, lf.recommended_std, False) for lf in layers if not math.isnan(lf.recommended_std)}
+    return {lf.qualname: _at_scheme(lf.recommended_std) for lf in layers if not math.isnan(lf.recommended_std)}
+
+
+def _at_scheme(std: float) -> TensorStats:
+    """TensorStats(1, 0.0, std, False): a zero-mean weight of that std, built from its fields (frozen.py)."""
+    return built(TensorStats, {"count": 1, "mean": 0.0, "std": std, "constant": False, "max_abs": 0.0, "nonfinite": 0, "rows": None})
 
 
 def effective_weights(layers: tuple[LayerFacts, ...], thresholds: Mapping[str, float] | None = None) -> dict[str, TensorStats]:
@@ -256,7 +269,7 @@ def effective_weights(layers: tuple[LayerFacts, ...], thresholds: Mapping[str, f
         deliberate_end = lf.residual_end and lf.intentionally_small
         if (broken or ((lf.stats.constant or lf.intentionally_small) and not deliberate_end) or lf.normalized) \
                 and not math.isnan(lf.recommended_std):
-            out[lf.qualname] = TensorStats(1, 0.0, lf.recommended_std, False)
+            out[lf.qualname] = _at_scheme(lf.recommended_std)
         else:
             out[lf.qualname] = lf.stats
     return out
@@ -285,11 +298,13 @@ def unhandled_note(signal: Signal, index: GraphIndex, layers: tuple[LayerFacts, 
 
 
 
-def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w: TensorStats | None = None) -> float | None:
+def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w: TensorStats | None = None,
+            scratch: Pass | None = None) -> float | None:
     """The predicted rms of the weight op's raw output, bias aside and before any norm: what a
     forward hook measures on the layer with its bias subtracted. `w`: the weight's statistics
     (the layer's actual ones by default). None for ops whose output is not one weighted sum (RNNs,
-    attention modules)."""
+    attention modules). scratch: `scratch(index, model)`, shared by the calls for one model's
+    layers (nothing here writes to it)."""
     w = w or lf.stats
     if w is None:
         return None
@@ -302,7 +317,7 @@ def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w:
     data = index.data_operands(op)
     x = sig.forward[data[0]] if data else None
     x = x or UNIT
-    p = Pass(index, model, StatsCache(), [])
+    p = scratch if scratch is not None else Pass(index, model, StatsCache(), [])
     exact = raw_second(p, lf, w, x)
     rows = row_moments(p, lf, w) if x.mean != 0.0 and exact is None else None
     n = max(lf.fan_in, 1)
@@ -310,3 +325,8 @@ def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w:
     if lf.layout is Layout.BILINEAR and len(data) > 1 and (x2 := sig.forward[data[1]]) is not None:
         second *= x2.second
     return math.sqrt(max(second, 0.0))
+
+
+def scratch(index: GraphIndex, model: nn.Module) -> Pass:
+    """An empty pass over the graph, for `raw_rms` to read the weights through."""
+    return Pass(index, model, StatsCache(), [])

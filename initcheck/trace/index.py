@@ -11,7 +11,7 @@ from torch import nn
 
 from ..graph import Graph, Op, OpKind
 from ..ops.activations import Role, RoleKind, function_role, module_role
-from ..ops.layers import function_weight, module_weights, weight_views
+from ..ops.layers import WeightUse, function_weight, module_weights, weight_views
 
 _OTHER = Role(RoleKind.OTHER)
 
@@ -27,6 +27,8 @@ class GraphIndex:
     branch_ops: frozenset[int]  # ops on the deeper side of a residual add
     reaches_output: tuple[bool, ...]  # per op: reaches the output without a weight op or a norm
     views: Mapping[int, tuple[int, bool, bool]] = field(repr=False)  # op -> (param op, transposed, sliced)
+    # module op -> the weights its module holds (ops.layers.module_weights), for the ops that hold some
+    uses: Mapping[int, tuple[WeightUse, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def ops(self) -> tuple[Op, ...]:
@@ -57,11 +59,15 @@ def index_graph(graph: Graph, model: nn.Module, modules: Mapping[str, nn.Module]
     views = weight_views(ops, param_ops)
     roles: list[Role] = []
     weight: list[bool] = []
+    uses: dict[int, tuple[WeightUse, ...]] = {}
     for op in ops:
         mod = modules.get(op.module) if op.module is not None else None
         if op.kind is OpKind.MODULE:
             roles.append(module_role(mod) if mod is not None else _OTHER)
-            weight.append(mod is not None and bool(module_weights(mod)))
+            held = module_weights(mod) if mod is not None else ()
+            if held:
+                uses[op.index] = held
+            weight.append(bool(held))
         elif op.kind is OpKind.FUNCTION:
             roles.append(function_role(op))
             weight.append(function_weight(op, views) is not None)
@@ -71,7 +77,7 @@ def index_graph(graph: Graph, model: nn.Module, modules: Mapping[str, nn.Module]
     data = tuple(tuple(i for i in op.inputs if ops[i].kind not in (OpKind.PARAM, OpKind.BUFFER)) for op in ops)
     depth = _weight_depth(graph, weight)
     return GraphIndex(graph, modules, tuple(roles), tuple(weight), data, depth,
-                      _residual_branches(graph, data, depth), _reaching_output(graph, roles, weight), views)
+                      _residual_branches(graph, data, depth), _reaching_output(graph, roles, weight), views, uses)
 
 
 def _weight_depth(graph: Graph, weight: list[bool]) -> tuple[int, ...]:
