@@ -122,8 +122,10 @@ def _leaky(slope: float) -> Leaky:
     return Leaky(slope)
 
 
+@functools.lru_cache(maxsize=256)
 def activation_fn(name: str, param: float | None = None) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The elementwise function behind a canonical activation name, or None when it is not elementwise."""
+    """The elementwise function behind a canonical activation name, or None when it is not elementwise.
+    Cached: the signal sweep asks twice per activation op, and the table is rebuilt on every call."""
     p: float = DEFAULT_PARAM.get(name, 1.0) if param is None else param
     if name in ("leaky_relu", "prelu"):
         return _leaky(p)
