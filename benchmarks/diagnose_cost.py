@@ -203,7 +203,7 @@ def _stage_timer() -> dict[str, list[float]]:
     for owner, name, label in ((api, "trace", "trace"), (api, "index_graph", "index"), (api.facts_mod, "collect", "facts"),
                                (api.conventions, "apply", "conventions"), (api, "classify", "params"),
                                (api, "_context", "signal"), (api.rules_mod, "run", "rules"),
-                               (api, "_layer_reports", "layer rows"), (api, "_param_reports", "param rows")):
+                               (api.rows, "layer_rows", "layer rows"), (api.rows, "param_rows", "param rows")):
         wrap(owner, name, label)
     return times
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from . import conventions, modes, signal, suppressions
+from . import conventions, modes, rows, signal, suppressions
 from . import facts as facts_mod
 from . import inputs as inputs_mod
 from . import rules as rules_mod
@@ -21,15 +21,12 @@ from . import stats as stats_mod
 from .errors import ForwardError, NotAModule
 from .facts.params import ParamFacts, classify
 from .findings import Finding, Selection, default_thresholds
-from .frozen import built
 from .graph import Graph, OpKind
 from .modes import Mode
 from .ops.layers import WeightRole
 from .ops.parametrized import keeps_parametrizations
-from .records import site_of
-from .report import LayerReport, ParamReport, Report
+from .report import Report
 from .rules import Context
-from .signal import Moment
 from .stats import StatsCache
 from .trace import TraceFailure, accepts, trace
 from .trace.index import GraphIndex, index_graph
@@ -275,8 +272,8 @@ def _finish(name: str, tracer: str, ctx: Context, selection: Selection, notes: t
         suppressed = tuple((f, s.reason) for f, s in result.suppressed)
     order = {lf.qualname: i for i, lf in enumerate(ctx.layers)}
     findings.sort(key=lambda f: (-f.severity.rank, f.code, order.get(f.layer, len(order))))
-    report = Report(name, tracer, _layer_reports(ctx, findings, sources or {}, model), tuple(findings), notes,
-                    probe=ctx.probe, params=_param_reports(ctx, findings), suppressed=suppressed, mode=ctx.mode.value)
+    report = Report(name, tracer, rows.layer_rows(ctx, findings, sources or {}, model), tuple(findings), notes,
+                    probe=ctx.probe, params=rows.param_rows(ctx, findings), suppressed=suppressed, mode=ctx.mode.value)
     return Analysis(report, ctx.layers, ctx, model, selection, sources, trace_notes, unreached)
 
 
@@ -314,64 +311,3 @@ def _context(index: GraphIndex, model: nn.Module, layers: tuple[facts_mod.LayerF
         reference = signal.sweep(index, model, every, reference_w, stats, base=effective, training=training)
     return Context(index, layers, actual.signal, effective.signal, reference.signal, data_operand, probed, unreached, thresholds=thresholds,
                    params=params, tied_uses=tied, mode=mode)
-
-
-def _param_reports(ctx: Context, findings: list[Finding]) -> tuple[ParamReport, ...]:
-    worst: dict[str, list[Finding]] = {}
-    for f in findings:
-        worst.setdefault(f.layer, []).append(f)
-    out = []
-    for pf in ctx.params:
-        mine = worst.get(pf.name, [])
-        top = max(mine, key=lambda f: f.severity.rank, default=None)
-        verdict = "ok" if top is None else f"{top.severity._value_} {','.join(sorted({f.code for f in mine}))}"
-        s = pf.stats
-        out.append(built(ParamReport, {"name": pf.name, "kind": pf.kind._value_, "shape": pf.shape, "std": None if s is None else s.std,
-                                       "mean": None if s is None else s.mean, "max_abs": None if s is None else s.max_abs,
-                                       "note": pf.note, "verdict": verdict}))  # frozen.py: a record per parameter
-    return tuple(out)
-
-
-def _raw(ctx: Context, lf: facts_mod.LayerFacts, preact: Moment | None, model: nn.Module,
-         scratch: signal.Pass | None = None) -> float | None:
-    """The predicted rms of the layer's raw output, bias aside and before any norm (what --probe
-    measures); for RNNs and attention modules, whose output is not one weighted sum, the activation's
-    input."""
-    if ctx.actual is None:
-        return None
-    raw = signal.raw_rms(ctx.actual, ctx.index, lf, model, scratch=scratch)
-    if raw is None and preact is not None:
-        raw = preact.rms
-    return None if raw is None else _finite(raw)
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
-def _layer_reports(ctx: Context, findings: list[Finding], sources: Mapping[str, str],
-                   model: nn.Module) -> tuple[LayerReport, ...]:
-    by_layer: dict[str, list[Finding]] = {}
-    for f in findings:
-        by_layer.setdefault(f.layer, []).append(f)
-    out = []
-    scratch = signal.scratch(ctx.index, model)  # one for every layer's raw rms
-    for lf in ctx.layers:
-        mine = by_layer.get(lf.qualname, [])
-        worst = max(mine, key=lambda f: f.severity.rank, default=None)
-        verdict = "ok" if worst is None else f"{worst.severity._value_} {','.join(sorted({f.code for f in mine}))}"
-        if worst is None and lf.convention:
-            verdict = f"ok: {lf.convention}"
-        m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
-        ref = ctx.reference.preact(lf.op, lf.preact_op) if ctx.reference else None
-        out.append(built(LayerReport, dict(  # frozen.py: a record per layer
-            **site_of(lf), scheme=lf.scheme._value_, actual_std=lf.actual_std, actual_mean=lf.actual_mean,
-            variance_ratio=lf.variance_ratio, predicted_rms=_raw(ctx, lf, m, model, scratch),
-            aliases=lf.aliases, convention=lf.convention, verdict=verdict, source=sources.get(lf.qualname),
-            driven_rms=_finite(math.sqrt(max(m.signal, 0.0))) if m is not None else None,
-            reference_rms=_finite(ref.rms) if ref is not None else None,
-            grad_rms=_finite(math.sqrt(max(ctx.actual.backward[lf.op], 0.0))) if ctx.actual else None,
-            preact_rms=None if m is None else _finite(m.rms),
-            reference_grad_rms=_finite(math.sqrt(max(ctx.reference.backward[lf.op], 0.0))) if ctx.reference else None,
-        )))
-    return tuple(out)
