@@ -214,6 +214,8 @@ def test_a_squeeze_excitation_drawn_small_is_quiet_and_one_drawn_large_is_not(st
     report = diagnose(model, torch.randn(2, 3, 8, 8))
     named = {f.layer for f in report.findings if f.code == "IC103"}
     assert bool(named & {"2.fc1.weight", "2.fc2.weight"}) is flagged, named
+    if not flagged:  # fc1 is off He's band: the report says why it is quiet
+        assert {lr.qualname: lr.verdict for lr in report.layers}["2.fc1.weight"] == "ok: small gate"
 
 
 def test_student_t_quantile_matches_scipy():
@@ -281,5 +283,6 @@ def test_dcgans_first_discriminator_conv_is_scaled_away_by_the_next_norm():
     x = torch.randn(2, 3, 32, 32)
     quiet = diagnose(dcgan_discriminator(), x)
     assert not [f.layer for f in quiet.findings if f.code == "IC103"]
+    assert quiet.layers[0].verdict == "ok: scale removed by a later norm"  # the report says why it is quiet
     loud = diagnose(dcgan_discriminator(first_bias=True), x)
     assert [f.layer for f in loud.findings if f.code == "IC103"] == ["0.weight"]

@@ -38,6 +38,9 @@ def targets(analysis: Analysis) -> dict[str, float]:
 Use = tuple[str, float]  # (parameter's canonical qualified name, this use's target std)
 
 
+PASS_SEED = 0x5CA1E  # the dropout masks of every pass (a forked RNG: the user's stream is not touched)
+
+
 def data_driven_pass(
     model: nn.Module,
     analysis: Analysis,
@@ -189,7 +192,10 @@ def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use]
                     scale: set[str], progress: Progress | None = None,
                     band: dict[str, float] | None = None) -> dict[str, list[Record]]:
     """One forward pass; in each use's hook measure its output (less its bias) and, at the first use
-    of a parameter in `scale`, scale the weight to the target and hand on the corrected output."""
+    of a parameter in `scale`, scale the weight to the target and hand on the corrected output.
+    Run inside data_driven_pass's forked RNG: every pass draws the same dropout masks, so the
+    verifying pass measures the forward the scaling pass aimed."""
+    torch.manual_seed(PASS_SEED)
     seen: dict[str, list[Record]] = {}
     stage = "scaling" if scale else "verifying"
     total = len({k for k, _ in uses.values()})

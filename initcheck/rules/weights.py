@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -146,34 +147,57 @@ def _bias_free(ctx: Context) -> Callable[[int], bool]:
       settings=(VARIANCE_BAND,))
 def variance_mismatch(ctx: Context) -> Iterator[Finding]:
     band = ctx.threshold(VARIANCE_BAND.name)
-    temper = _temperature_ops(ctx)
-    gate = gating(ctx)
-    bias_free = _bias_free(ctx)
+    why = quiet(ctx)
     for lf in ctx.layers:
         ratio = lf.variance_ratio
-        if ratio is None or lf.stats is None or lf.stats.constant or lf.normalized or lf.role is WeightRole.EMBEDDING or math.isnan(ratio):
+        if ratio is None or lf.stats is None or math.isnan(ratio) or not (ratio > band or ratio < 1.0 / band):
             continue
-        if lf.intentionally_small or ((lf.in_residual_branch or lf.modulation) and ratio < 1.0) or lf.convention:
-            continue  # scaled-down branches and modulations, and library conventions, are deliberate
-        if lf.op in temper:
-            continue  # a query/key projection's scale is its attention's sharpness, which is sound (IC207)
-        if ratio < 1.0 and gate(lf):
-            continue  # a small gate (SE, ECA) sits near sigmoid(bias): a fixed scale on its path, not a lost signal
-        if bias_free(lf.op) and normalized_away(ctx, lf.op, bias_free):
-            continue  # its scale reaches a norm through homogeneous ops only: the norm removes it (DCGAN)
+        if why(lf) is not None:
+            continue
+        times = ratio if ratio > 1 else 1 / ratio
+        direction = f"{times:.2g}x" if times < 100 else f"{times:.0f}x"
+        direction += " above" if ratio > 1 else " below"
+        like = looks_like(lf)
+        like_text = f" ({like})" if like else ""
+        title = theory.SCHEME_TITLE.get(lf.scheme, lf.scheme.value)
+        basis = (f"fan_in {lf.fan_in}" if lf.scheme is not theory.Family.XAVIER
+                 else f"fan_in + fan_out = {lf.fan_in} + {lf.fan_out}")
+        yield finding("IC103", lf, f"{describe(lf)}: weight variance {lf.stats.second:.3g} (std {lf.stats.std:.4g}{like_text}) is {direction} "
+                      f"the {lf.recommended_std ** 2:.3g} of {title} (std {lf.recommended_std:.4g}, {basis}); allowed band {band:g}x",
+                      init_call(lf))
+
+
+def quiet(ctx: Context) -> Callable[[LayerFacts], str | None]:
+    """Why IC103 says nothing of a layer whatever its variance: "" where the report already shows
+    it (a norm follows, a convention, an embedding, a constant), else the words the report's verdict
+    shows ("ok: small gate"); None where IC103 judges the layer. The graph walks run once, when a
+    layer first needs them."""
+    walks: dict[str, Any] = {}
+
+    def once(name: str, make: Callable[[], Any]) -> Any:
+        if name not in walks:
+            walks[name] = make()
+        return walks[name]
+
+    def why(lf: LayerFacts) -> str | None:
+        ratio = lf.variance_ratio
+        if lf.stats is None or lf.stats.constant or lf.normalized or lf.role is WeightRole.EMBEDDING or lf.convention:
+            return ""
+        if lf.intentionally_small:  # deliberate: a zero or small classifier, a scaled-down branch end
+            return "small output head" if lf.is_output else "scaled-down branch end"
+        if (lf.in_residual_branch or lf.modulation) and ratio is not None and ratio < 1.0:
+            return "small modulation" if lf.modulation else "scaled-down residual branch"
+        if lf.op in once("temper", lambda: _temperature_ops(ctx)):
+            return "query/key, attention not saturated"  # its scale is the softmax's sharpness (IC207 judges it)
+        if ratio is not None and ratio < 1.0 and once("gate", lambda: gating(ctx))(lf):
+            return "small gate"  # near sigmoid(bias): a fixed scale on its path, not a lost signal
+        free = once("bias_free", lambda: _bias_free(ctx))
+        if free(lf.op) and normalized_away(ctx, lf.op, free):
+            return "scale removed by a later norm"  # through homogeneous ops only (DCGAN's first conv)
         if lf.is_output and _output_in_range(ctx, lf):
-            continue  # a head's scheme matters through its logits' scale, and that scale is sound
+            return "output rms in range"  # a head's scheme matters through its logits' scale
         if lf.kind in ("LSTM", "GRU", "RNN") and _gates_in_range(ctx, lf):
-            continue  # an RNN's gates see a sound pre-activation (PyTorch's U(±1/sqrt(H)) default does)
-        if ratio > band or ratio < 1.0 / band:
-            times = ratio if ratio > 1 else 1 / ratio
-            direction = f"{times:.2g}x" if times < 100 else f"{times:.0f}x"
-            direction += " above" if ratio > 1 else " below"
-            like = looks_like(lf)
-            like_text = f" ({like})" if like else ""
-            title = theory.SCHEME_TITLE.get(lf.scheme, lf.scheme.value)
-            basis = (f"fan_in {lf.fan_in}" if lf.scheme is not theory.Family.XAVIER
-                     else f"fan_in + fan_out = {lf.fan_in} + {lf.fan_out}")
-            yield finding("IC103", lf, f"{describe(lf)}: weight variance {lf.stats.second:.3g} (std {lf.stats.std:.4g}{like_text}) is {direction} "
-                          f"the {lf.recommended_std ** 2:.3g} of {title} (std {lf.recommended_std:.4g}, {basis}); allowed band {band:g}x",
-                          init_call(lf))
+            return "gates in range"  # PyTorch's U(±1/sqrt(H)) default gives a sound gate pre-activation
+        return None
+
+    return why
