@@ -5,6 +5,7 @@ the freezing point sqrt(2 ln n) of n keys (IC207), written before running."""
 import math
 
 import torch
+import torch.nn.functional as F
 from attention_cases import DefaultMultiheadAttention, GPT2Attention, UnitNormalQK, UnscaledAttention
 from torch import nn
 
@@ -116,3 +117,50 @@ def test_only_projections_that_feed_nothing_but_logits_set_the_temperature():
                             (Packed(), set())):
         a = analyze(model, torch.randn(2, 16, 256 if not isinstance(model, Packed) else 64))
         assert {lf.qualname for lf in a.layers if lf.attention_score} == expected, type(model).__name__
+
+
+class PositionBiasAttention(nn.Module):
+    """Swin V2's logits: cosine q·k (scale 10, so |logit| <= 10 and std ~10/sqrt(d_head)) plus
+    16 * sigmoid(mlp(coords)), a bias table from a small MLP (2 -> 64 -> heads) at PyTorch's default
+    on coordinates of rms ~0.5. At init the MLP's output is ~0.1 rms, sigmoid ~0.5 +- 0.02: the table
+    adds ~8 +- 0.4 to every logit, nearly a constant, and the softmax is far from frozen. Aimed at
+    unit pre-activations the MLP's first layer grows ~x4 and its output ~x10: sigmoid saturates, the
+    table spreads logits over 0..16 (std ~8 > sqrt(2 ln 16) = 2.4) and the attention freezes."""
+
+    def __init__(self, d: int = 64, heads: int = 2, n: int = 16) -> None:
+        super().__init__()
+        self.heads, self.n = heads, n
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, heads, bias=False))
+        g = torch.Generator().manual_seed(1)
+        self.register_buffer("coords", torch.rand(n * n, 2, generator=g) - 0.5)
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        logits = 10.0 * (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1))
+        bias = 16.0 * torch.sigmoid(self.mlp(self.coords)).view(n, n, self.heads).permute(2, 0, 1)
+        attn = torch.softmax(logits + bias.unsqueeze(0), dim=-1)
+        y = (attn @ v).transpose(1, 2).reshape(b, n, d)
+        return self.head(self.proj(y).mean(1))
+
+
+def test_a_position_bias_mlp_is_left_to_the_attention_it_sharpens():
+    torch.manual_seed(0)
+    model = PositionBiasAttention()
+    x = torch.randn(4, 16, 64)
+    assert not [f for f in diagnose(model, x).findings if f.code == "IC207"]
+    mlp = [p.detach().clone() for p in model.mlp.parameters()]
+    fix(model, x, data_driven=True, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(mlp, model.mlp.parameters()))  # its scale is IC207's
+    after = diagnose(model, x)
+    assert not [f for f in after.findings if f.code == "IC207"], after.findings
+
+
+def test_a_classifiers_output_softmax_is_no_attention():
+    from initcheck.api import analyze
+    from initcheck.rules.paths import logit_only
+
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4), nn.Softmax(-1))
+    assert logit_only(analyze(model, torch.randn(2, 8)).context) == frozenset()

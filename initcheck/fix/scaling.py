@@ -15,6 +15,7 @@ from ..api import Analysis, run_forward
 from ..modes import Mode
 from ..ops.parametrized import scale_carrier
 from ..records import Scaled
+from ..rules.paths import logit_only
 from .static import COMPROMISE_PASSES, Progress, _scalable, scaled_here, scaled_param
 
 
@@ -60,7 +61,8 @@ def data_driven_pass(
     dev = devices.resolve(device)
     args, kwargs = analysis.inputs(example_inputs)
     goal = targets(analysis)
-    temperature = {lf.op for lf in analysis.layers if lf.attention_score}  # q, k: their scale is the softmax's sharpness
+    # q, k and position-bias MLPs: their scale is the softmax's sharpness (IC207's), not a signal to aim
+    temperature = {lf.op for lf in analysis.layers if lf.attention_score} | logit_only(analysis.context)
     keep = {lf.qualname: (target_std if target_std is not None else 1.0 if lf.qualname in unit else goal.get(lf.qualname, 1.0))
             for lf in analysis.layers
             if lf.qualname not in kept and lf.op not in temperature and _scalable(lf, keep_intentional)}

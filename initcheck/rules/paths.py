@@ -62,3 +62,53 @@ def normalized_away(ctx: Context, start: int, bias_free: Callable[[int], bool]) 
         return False
 
     return every_path(ctx, start, visit)
+
+
+def logit_only(ctx: Context) -> frozenset[int]:
+    """The weight ops whose output reaches nothing but attention logits (a softmax's input), through
+    any ops and other such layers: query/key projections and position-bias MLPs (Swin V2's cpb_mlp,
+    relative-position tables). Their scale is the softmax's sharpness, which IC207 judges; they are
+    no signal path to aim at unit variance."""
+    index = ctx.index
+    found: set[int] = set()
+    # a softmax whose weights multiply another tensor (attention), not a classifier's output softmax
+    softmaxes = {op.index for op in index.ops if op.kind in (OpKind.FUNCTION, OpKind.MODULE)
+                 and index.role(op).activation == "softmax" and _weighs_another(ctx, op.index)}
+    if not softmaxes:
+        return frozenset()  # no attention: no walk
+
+    def visit(i: int, op: Op) -> bool | None:
+        if index.is_weight_op(op):
+            return i in found
+        if op.kind is OpKind.OUTPUT:
+            return False
+        if i in softmaxes:
+            return True
+        if index.role(op).kind is RoleKind.ACTIVATION and index.role(op).activation in ("softmax", "log_softmax"):
+            return False  # another softmax: an output's
+        return None
+
+    for op in sorted({lf.op for lf in ctx.layers}, reverse=True):  # later layers first: their verdict is known
+        if every_path(ctx, op, visit, limit=256):
+            found.add(op)
+    return frozenset(found)
+
+
+def _weighs_another(ctx: Context, start: int, steps: int = 4) -> bool:
+    """Whether op `start`'s output (through dropout, reshapes and other moves) meets another tensor
+    in a product: attention weights applied to values."""
+    index = ctx.index
+    frontier = [start]
+    for _ in range(steps):
+        nxt = []
+        for i in frontier:
+            for u in index.users(i):
+                op = index.ops[u]
+                if op.kind not in (OpKind.FUNCTION, OpKind.MODULE):
+                    continue
+                if len(index.data_operands(op)) >= 2:
+                    return True
+                if index.role(op).kind is RoleKind.TRANSPARENT:
+                    nxt.append(u)
+        frontier = nxt
+    return False

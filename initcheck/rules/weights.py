@@ -16,7 +16,7 @@ from ..remedy import init_call
 from ..signal import temperature
 from .context import Context, describe, finding, looks_like
 from .gates import gating
-from .paths import normalized_away
+from .paths import logit_only, normalized_away
 
 VARIANCE_BAND = Setting(
     "variance-band", 4.0,
@@ -106,9 +106,10 @@ def _gates_in_range(ctx: Context, lf: LayerFacts) -> bool:
 
 
 def _temperature_ops(ctx: Context) -> frozenset[int]:
-    """The query/key projections (they meet only in attention logits), when no attention of the model
-    is saturated: their outputs are not a signal path, and T5 folds 1/sqrt(d_head) into its q init."""
-    qk = frozenset(lf.op for lf in ctx.layers if lf.attention_score)
+    """The query/key projections and position-bias MLPs (their outputs meet only attention logits),
+    when no attention of the model is saturated: their outputs are not a signal path, and T5 folds
+    1/sqrt(d_head) into its q init."""
+    qk = frozenset(lf.op for lf in ctx.layers if lf.attention_score) | logit_only(ctx)
     if not qk or ctx.actual is None:
         return frozenset()  # no attention: no walk of the graph for its blocks
     weight_ops = {lf.op for lf in ctx.layers}
