@@ -138,8 +138,8 @@ def _bias_free(ctx: Context) -> Callable[[int], bool]:
       "followed by a normalization (directly, or through positively homogeneous activations and "
       "bias-free layers, as DCGAN's first discriminator conv), output layers, and layers scaled down inside a residual "
       "branch or a modulation (Fixup, GPT-2's 0.02, zero branch ends, adaLN/FiLM scales and shifts) are "
-      "exempt, and so are attention query/key "
-      "projections while no attention saturates (their scale is the softmax's sharpness: T5 folds "
+      "exempt, and so are layers whose output reaches only attention logits (query/key "
+      "projections, position-bias MLPs) while no attention saturates (their scale is the softmax's sharpness: T5 folds "
       "1/sqrt(d_head) into its q init), and the layers of a squeeze-excitation or other sigmoid gate "
       "drawn small (the gate then sits near sigmoid(bias), a fixed scale on its path); the IC2xx rules "
       "still judge what their scale does to the signal.",
@@ -189,7 +189,7 @@ def quiet(ctx: Context) -> Callable[[LayerFacts], str | None]:
         if (lf.in_residual_branch or lf.modulation) and ratio is not None and ratio < 1.0:
             return "small modulation" if lf.modulation else "scaled-down residual branch"
         if lf.op in once("temper", lambda: _temperature_ops(ctx)):
-            return "query/key, attention not saturated"  # its scale is the softmax's sharpness (IC207 judges it)
+            return "attention logits only, none saturated"  # its scale is the softmax's sharpness (IC207 judges it)
         if ratio is not None and ratio < 1.0 and once("gate", lambda: gating(ctx))(lf):
             return "small gate"  # near sigmoid(bias): a fixed scale on its path, not a lost signal
         free = once("bias_free", lambda: _bias_free(ctx))
