@@ -286,3 +286,6 @@ def test_dcgans_first_discriminator_conv_is_scaled_away_by_the_next_norm():
     assert quiet.layers[0].verdict == "ok: scale removed by a later norm"  # the report says why it is quiet
     loud = diagnose(dcgan_discriminator(first_bias=True), x)
     assert [f.layer for f in loud.findings if f.code == "IC103"] == ["0.weight"]
+    zeroed = dcgan_discriminator(first_bias=True)
+    nn.init.zeros_(zeroed[0].bias)  # a zero bias adds nothing: the scale factors out again
+    assert not [f for f in diagnose(zeroed, x).findings if f.code == "IC103"]

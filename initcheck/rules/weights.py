@@ -6,8 +6,6 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import torch
-
 from .. import theory
 from ..facts import LayerFacts
 from ..findings import Finding, Setting, Severity, rule
@@ -121,13 +119,16 @@ def _temperature_ops(ctx: Context) -> frozenset[int]:
 
 def _bias_free(ctx: Context) -> Callable[[int], bool]:
     """Whether the weight op at an index adds no bias (a module's bias None or all zero): its
-    output then scales with its weight, and with its input."""
+    output then scales with its weight, and with its input. Zero biases are read off the parameter
+    records (statistics already taken), not the tensors."""
+    zero = {pf.name for pf in ctx.params if pf.stats is not None and pf.stats.max_abs == 0.0}
+
     def free(i: int) -> bool:
-        mod = ctx.index.module(ctx.index.ops[i])
-        if mod is None or not ctx.index.is_weight_op(ctx.index.ops[i]):
+        op = ctx.index.ops[i]
+        mod = ctx.index.module(op)
+        if mod is None or not ctx.index.is_weight_op(op):
             return False
-        bias = getattr(mod, "bias", None)
-        return bias is None or (isinstance(bias, torch.Tensor) and not bias.is_meta and not bool(bias.detach().any()))
+        return getattr(mod, "bias", None) is None or f"{op.module}.bias" in zero
     return free
 
 
