@@ -14,7 +14,7 @@ from .findings import Finding
 from .frozen import built
 from .records import LayerReport, ParamReport, site_of
 from .rules import Context
-from .rules.weights import VARIANCE_BAND, quiet
+from .rules.weights import VARIANCE_BAND, off_band, quiet
 from .signal import Moment
 
 
@@ -61,14 +61,14 @@ def layer_rows(ctx: Context, findings: list[Finding], sources: Mapping[str, str]
         by_layer.setdefault(f.layer, []).append(f)
     out = []
     scratch = signal.scratch(ctx.index, model)  # one for every layer's raw rms
-    why = quiet(ctx)
+    why, band = quiet(ctx), ctx.threshold(VARIANCE_BAND.name)
     for lf in ctx.layers:
         mine = by_layer.get(lf.qualname, [])
         worst = max(mine, key=lambda f: f.severity.rank, default=None)
         verdict = "ok" if worst is None else f"{worst.severity._value_} {','.join(sorted({f.code for f in mine}))}"
         if worst is None and lf.convention:
             verdict = f"ok: {lf.convention}"
-        elif worst is None and _off_band(ctx, lf) and (reason := why(lf)):
+        elif worst is None and off_band(lf, band) and (reason := why(lf)):
             verdict = f"ok: {reason}"  # IC103 is quiet by design here: say why
         m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
         ref = ctx.reference.preact(lf.op, lf.preact_op) if ctx.reference else None
@@ -84,7 +84,3 @@ def layer_rows(ctx: Context, findings: list[Finding], sources: Mapping[str, str]
         )))
     return tuple(out)
 
-
-def _off_band(ctx: Context, lf: facts_mod.LayerFacts) -> bool:
-    ratio, band = lf.variance_ratio, ctx.threshold(VARIANCE_BAND.name)
-    return ratio is not None and not math.isnan(ratio) and (ratio > band or ratio < 1.0 / band)

@@ -127,7 +127,7 @@ def meets_another_tensor(view: GraphIndex, start: int, limit: int = 64) -> bool:
         # a function of this output alone (exp, square, cumsum): still its channels
         return False if role.kind is RoleKind.OTHER and len(data) == 1 else None
 
-    return _downstream(view, start, limit, step)
+    return downstream(view, start, limit, step)
 
 
 def _modulates(view: GraphIndex, start: int, limit: int = 32) -> bool:
@@ -140,10 +140,10 @@ def _modulates(view: GraphIndex, start: int, limit: int = 32) -> bool:
         single = role.kind in (RoleKind.ADD, RoleKind.SCALE) and len(data) == 1
         return False if role.kind is RoleKind.TRANSPARENT or single else None
 
-    return _downstream(view, start, limit, step)
+    return downstream(view, start, limit, step)
 
 
-def _downstream(view: GraphIndex, start: int, limit: int, step: Callable[[Role, tuple[int, ...]], bool | None]) -> bool:
+def downstream(view: GraphIndex, start: int, limit: int, step: Callable[[Role, tuple[int, ...]], bool | None]) -> bool:
     """Walk the ops that use a layer's output (functions and modules, no weight op), breadth first:
     `step(role, data operands)` says True (found: stop), False (walk on through it) or None (not
     through it)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..facts.follow import downstream
 from ..graph import Op, OpKind
 from ..ops.activations import RoleKind
 from .context import Context
@@ -94,21 +95,8 @@ def logit_only(ctx: Context) -> frozenset[int]:
     return frozenset(found)
 
 
-def _weighs_another(ctx: Context, start: int, steps: int = 4) -> bool:
+def _weighs_another(ctx: Context, start: int) -> bool:
     """Whether op `start`'s output (through dropout, reshapes and other moves) meets another tensor
     in a product: attention weights applied to values."""
-    index = ctx.index
-    frontier = [start]
-    for _ in range(steps):
-        nxt = []
-        for i in frontier:
-            for u in index.users(i):
-                op = index.ops[u]
-                if op.kind not in (OpKind.FUNCTION, OpKind.MODULE):
-                    continue
-                if len(index.data_operands(op)) >= 2:
-                    return True
-                if index.role(op).kind is RoleKind.TRANSPARENT:
-                    nxt.append(u)
-        frontier = nxt
-    return False
+    return downstream(ctx.index, start, 8, lambda role, data: True if len(data) >= 2
+                      else (False if role.kind is RoleKind.TRANSPARENT else None))

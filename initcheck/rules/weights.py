@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from .. import theory
 from ..facts import LayerFacts
@@ -152,9 +152,7 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
     why = quiet(ctx)
     for lf in ctx.layers:
         ratio = lf.variance_ratio
-        if ratio is None or lf.stats is None or math.isnan(ratio) or not (ratio > band or ratio < 1.0 / band):
-            continue
-        if why(lf) is not None:
+        if ratio is None or lf.stats is None or not off_band(lf, band) or why(lf) is not None:
             continue
         times = ratio if ratio > 1 else 1 / ratio
         direction = f"{times:.2g}x" if times < 100 else f"{times:.0f}x"
@@ -169,17 +167,20 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
                       init_call(lf))
 
 
+def off_band(lf: LayerFacts, band: float) -> bool:
+    """The weight's variance is more than `band` times off its scheme's, either way."""
+    ratio = lf.variance_ratio
+    return ratio is not None and not math.isnan(ratio) and (ratio > band or ratio < 1.0 / band)
+
+
 def quiet(ctx: Context) -> Callable[[LayerFacts], str | None]:
     """Why IC103 says nothing of a layer whatever its variance: "" where the report already shows
     it (a norm follows, a convention, an embedding, a constant), else the words the report's verdict
     shows ("ok: small gate"); None where IC103 judges the layer. The graph walks run once, when a
     layer first needs them."""
-    walks: dict[str, Any] = {}
-
-    def once(name: str, make: Callable[[], Any]) -> Any:
-        if name not in walks:
-            walks[name] = make()
-        return walks[name]
+    temper = functools.cache(lambda: _temperature_ops(ctx))
+    gate = functools.cache(lambda: gating(ctx))
+    bias_free = functools.cache(lambda: _bias_free(ctx))
 
     def why(lf: LayerFacts) -> str | None:
         ratio = lf.variance_ratio
@@ -189,11 +190,11 @@ def quiet(ctx: Context) -> Callable[[LayerFacts], str | None]:
             return "small output head" if lf.is_output else "scaled-down branch end"
         if (lf.in_residual_branch or lf.modulation) and ratio is not None and ratio < 1.0:
             return "small modulation" if lf.modulation else "scaled-down residual branch"
-        if lf.op in once("temper", lambda: _temperature_ops(ctx)):
+        if lf.op in temper():
             return "attention logits only, none saturated"  # its scale is the softmax's sharpness (IC207 judges it)
-        if ratio is not None and ratio < 1.0 and once("gate", lambda: gating(ctx))(lf):
+        if ratio is not None and ratio < 1.0 and gate()(lf):
             return "small gate"  # near sigmoid(bias): a fixed scale on its path, not a lost signal
-        free = once("bias_free", lambda: _bias_free(ctx))
+        free = bias_free()
         if free(lf.op) and normalized_away(ctx, lf.op, free):
             return "scale removed by a later norm"  # through homogeneous ops only (DCGAN's first conv)
         if lf.is_output and _output_in_range(ctx, lf):
