@@ -66,3 +66,17 @@ def test_shared_reads_a_tensor_once_and_again_after_a_write(monkeypatch):
     assert again.std == pytest.approx(float(w.std(correction=0)), rel=1e-6)
     stats.tensor_stats(w)  # outside the block nothing is memoized
     assert len(reads) == 3
+
+
+def test_a_cpu_weight_over_one_cache_sized_chunk_is_read_in_chunks_and_exact():
+    """On the CPU a weight is reduced in L2-sized chunks (stats.CPU_CHUNK): sum, dot, amax, amin
+    read a chunk while it is in cache. The merged numbers are the whole tensor's."""
+    w = torch.randn(stats.CPU_CHUNK + 12345, generator=torch.Generator().manual_seed(3)) * 0.05 - 0.01
+    w[1000] = -0.9  # the largest |x| sits in the first chunk, as a negative value
+    assert stats.chunk_elements(w) == stats.CPU_CHUNK < w.numel()
+    s = stats.tensor_stats(w)
+    oracle = w.double()
+    assert s.count == w.numel()
+    assert s.mean == pytest.approx(float(oracle.mean()), rel=1e-6)
+    assert s.std == pytest.approx(float(oracle.std(correction=0)), rel=1e-6)
+    assert s.max_abs == float(w.abs().max())
