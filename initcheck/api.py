@@ -175,7 +175,7 @@ def analyze(
 
     args, kwargs = given if given is not None else (None, None)
     try:
-        traced = trace(model, args, kwargs, build_inputs=build)
+        traced = trace(model, args, kwargs, build_inputs=build, training=mode is Mode.TRAIN)
     except TraceFailure as e:
         raise ForwardError(name, str(e)) from e
     index = index_graph(traced.graph, model, traced.modules or None)

@@ -109,14 +109,14 @@ def estimate(model: nn.Module, inputs: Inputs, activity: Activity) -> Estimate:
 
 def activation_peak(model: nn.Module, inputs: Inputs, *, backward: bool) -> int:
     """Peak bytes of the tensors produced by the model's forward (with autograd, then the backward
-    of the probe's loss, when `backward`; else without autograd, in eval mode, as the fix runs it),
-    played on meta tensors. Raises what the forward raises."""
-    work = meta_copy(model)
+    of the probe's loss, when `backward`; else without autograd, as the fix runs it), played on
+    meta tensors in training mode: the forward a fix and a default probe run (modes.py), and for an
+    eval-mode probe an upper bound (dropout's masks and BatchNorm's batch statistics are extra
+    tensors). Raises what the forward raises."""
+    work = meta_copy(model, training=True)
     if backward:
         for p in work.parameters():
             p.requires_grad_(True)  # the probe asks for every weight's gradient
-    else:
-        work.eval()
     args, kwargs = map_tensors(inputs, _meta)
     counter = _Peak([*work.parameters(), *work.buffers(), *_tensors((args, kwargs))])
     with torch.random.fork_rng(devices=[]), torch.set_grad_enabled(backward), counter:

@@ -101,3 +101,31 @@ def test_a_batch_of_one_for_trainings_batchnorm_is_one_line_with_the_way_out():
         probe(model, torch.randn(1, 8), device="cpu")
     report = probe(model, torch.randn(1, 8), device="cpu", mode="eval")  # the eval forward takes it
     assert len(report.probe) == 2
+
+
+class FunctionalDropout(nn.Module):
+    """fc1 (no bias), tanh, F.dropout(p=0.75, self.training), fc2. tanh of a zero-mean symmetric
+    signal has mean 0, so fc2's raw output has E[y^2] = sum_j w_j^2 E[x_j^2]; in training dropout
+    keeps a quarter of the units scaled by 4, so E[x^2] into fc2 is 4x eval's and fc2's raw output
+    rms exactly 2x eval's. fx reads `self.training` while it traces: the graph must be traced with
+    the judged forward's flag, not the one the model had."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(128, 128, bias=False), nn.Linear(128, 128)
+
+    def forward(self, x):
+        return self.fc2(nn.functional.dropout(torch.tanh(self.fc1(x)), 0.75, self.training))
+
+
+@pytest.mark.parametrize("flags", ["train", "eval"])
+def test_functional_dropout_follows_the_judged_forward_not_the_flag_at_trace_time(flags):
+    torch.manual_seed(0)
+    model = FunctionalDropout()
+    model.train(flags == "train")
+    x = torch.randn(64, 128)
+    trained, evaluated = diagnose(model, x), diagnose(model, x, mode="eval")
+    assert model.training == (flags == "train")
+    ratio = trained.layers[1].predicted_rms / evaluated.layers[1].predicted_rms
+    assert ratio == pytest.approx(2.0, rel=1e-3)
+    assert trained.layers[0].predicted_rms == pytest.approx(evaluated.layers[0].predicted_rms)

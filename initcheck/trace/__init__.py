@@ -135,18 +135,21 @@ def missing_weights(graph: Graph, model: nn.Module, expected: set[str]) -> set[s
 
 
 def trace(model: nn.Module, args: tuple[Any, ...] | None, kwargs: dict[str, Any] | None,
-          build_inputs: Callable[[], Iterable[tuple[tuple[Any, ...], dict[str, Any]]]]) -> Traced:
+          build_inputs: Callable[[], Iterable[tuple[tuple[Any, ...], dict[str, Any]]]],
+          training: bool | None = None) -> Traced:
     """fx when it traces and reaches every weight; otherwise the recorded forward pass.
 
     build_inputs: a callable giving candidate (args, kwargs) pairs for the recorded pass when none
-    were given; the first that runs is used.
+    were given; the first that runs is used. training: the flags the copy is traced with, the
+    judged forward's (None keeps the model's): code that reads `self.training` is traced as that
+    forward runs it.
     """
     modules = dict(model.named_modules())
     expected = set(weight_params(model, modules))
     notes: list[str] = []
     given = args is not None or kwargs is not None
     try:
-        graph = trace_fx(model, [(args or (), kwargs or {})] if given else _lazy(build_inputs))
+        graph = trace_fx(model, [(args or (), kwargs or {})] if given else _lazy(build_inputs), training)
         missing = missing_weights(graph, model, expected)
         if not missing:
             return Traced(graph, (), (), modules)
@@ -154,7 +157,7 @@ def trace(model: nn.Module, args: tuple[Any, ...] | None, kwargs: dict[str, Any]
     except Exception as e:  # fx raises many types on untraceable code
         notes.append(f"fx could not trace ({type(e).__name__}: {first_line(e)}); recorded a forward pass instead")
     proposals = [(args or (), kwargs or {})] if given else build_inputs()
-    graph = _record(model, proposals)
+    graph = _record(model, proposals, training)
     if graph.guesses:
         notes.append(f"the model lives on the meta device: {graph.guesses} data-dependent check(s) in its forward "
                      "were answered with a default (True / 0)")
@@ -167,7 +170,8 @@ def _lazy(build: Callable[[], Iterable[tuple[tuple[Any, ...], dict[str, Any]]]]
     yield from build()
 
 
-def _record(model: nn.Module, proposals: Iterable[tuple[tuple[Any, ...], dict[str, Any]]]) -> Graph:
+def _record(model: nn.Module, proposals: Iterable[tuple[tuple[Any, ...], dict[str, Any]]],
+            training: bool | None = None) -> Graph:
     """The first recorded pass that runs: each proposed input (built as it is reached), on meta
     tensors first for big models; a meta-only model answers its data-dependent checks with defaults
     (it has no real fallback)."""
@@ -176,7 +180,7 @@ def _record(model: nn.Module, proposals: Iterable[tuple[tuple[Any, ...], dict[st
     for a, k in proposals:  # a guessed input that does not fit: try the next proposal
         for on_meta in meta_first(model):
             try:
-                return trace_recorded(model, a, k, on_meta=on_meta, answer_meta=answer)
+                return trace_recorded(model, a, k, on_meta=on_meta, answer_meta=answer, training=training)
             except TraceFailure as e:
                 error = error or e
     if error is None:

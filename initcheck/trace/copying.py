@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 
-def meta_copy(model: nn.Module, share_params: bool = False) -> nn.Module:
+def meta_copy(model: nn.Module, share_params: bool = False, training: bool | None = None) -> nn.Module:
     """A structural copy of `model`: parameters become meta twins (or are shared), buffers are
     meta twins (or copies), and the user's module hooks are dropped. The user's model is never
-    touched."""
+    touched. training: the copy's flags (the forward a report judges, modes.py); None keeps the
+    model's."""
     memo: dict[int, Any] = {}
     for p in model.parameters():
         if share_params:
@@ -33,6 +34,8 @@ def meta_copy(model: nn.Module, share_params: bool = False) -> nn.Module:
             table = getattr(m, hooks, None)
             if isinstance(table, dict):
                 table.clear()
+    if training is not None:
+        root.train(training)  # a copied module's flag is its own attribute: the user's stay
     return root
 
 

@@ -19,11 +19,13 @@ class _LeafTracer(fx.Tracer):
         return is_leaf(m)
 
 
-def trace_fx(model: nn.Module, inputs: Iterable[Inputs] = ()) -> Graph:
+def trace_fx(model: nn.Module, inputs: Iterable[Inputs] = (), training: bool | None = None) -> Graph:
     """Symbolically trace (a meta copy of) the model and convert the fx graph. inputs: candidate
     example inputs; the first the graph runs on gives every op its shape (on meta tensors), when
-    some op's handler reads shapes (shapes.wanted)."""
-    root = meta_copy(model)
+    some op's handler reads shapes (shapes.wanted). training: the copy's flags while it is traced
+    (fx bakes `self.training` into the graph: `F.dropout(x, p, self.training)`); None keeps the
+    model's."""
+    root = meta_copy(model, training=training)
     tracer = _LeafTracer()
     try:
         fx_graph = tracer.trace(root)

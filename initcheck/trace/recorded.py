@@ -154,12 +154,13 @@ def tensors_in(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
 
 
 def trace_recorded(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], on_meta: bool = True,
-                   answer_meta: bool = False) -> Graph:
+                   answer_meta: bool = False, training: bool | None = None) -> Graph:
     """Run one forward pass of a copy of the model and record it.
 
     answer_meta: on meta tensors, answer data-dependent questions (bool(t), t.item()) with neutral
-    defaults instead of failing; for models that only exist on the meta device."""
-    root = meta_copy(model, share_params=not on_meta)
+    defaults instead of failing; for models that only exist on the meta device. training: the
+    copy's flags during the pass (None keeps the model's)."""
+    root = meta_copy(model, share_params=not on_meta, training=training)
     params = {id(p): name for name, p in root.named_parameters()}
     rec = _Recorder(params, {id(b): name for name, b in root.named_buffers()})
     rec.answer_meta = on_meta and answer_meta
