@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 
 import pytest
@@ -7,6 +8,15 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+
+def pytest_configure(config):
+    """A test run started in the background by a non-interactive shell (`pytest &`, a CI step's
+    job) inherits SIGINT ignored, and every child it starts inherits that too: the command then
+    rightly ignores Ctrl-C (as under nohup) and the tests that press it hang. Children get the
+    disposition a terminal gives (a Python handler is reset to the default by exec)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
