@@ -22,7 +22,7 @@ def predicted_and_measured(model: nn.Module, x: torch.Tensor, layer: str) -> tup
     def hook(m: nn.Module, inputs: tuple[torch.Tensor, ...], y: torch.Tensor) -> None:
         if getattr(m, "bias", None) is not None:
             shape = [1] * y.ndim
-            shape[1 if isinstance(m, nn.Conv2d) else -1] = -1
+            shape[1 if isinstance(m, nn.modules.conv._ConvNd) else -1] = -1
             y = y - m.bias.view(shape)
         got.append(float(y.pow(2).mean().sqrt()))
 
@@ -189,3 +189,124 @@ def test_a_concatenation_of_parameters_alone_carries_no_signal():
     assert {f"{lr.name}.{lr.param}" for lr in report.layers} == {"qkv.weight", "out.weight"}
     assert report.ok
 
+
+
+class ConvAttention(nn.Module):
+    """guided-diffusion's QKVAttentionLegacy: qkv from a 1x1 conv, q and k each scaled by
+    1/sqrt(sqrt(ch)), logits and the weighted sum written as einsums ("bct,bcs->bts",
+    "bts,bcs->bct"), or (`einsum=False`) as the same products with matmul."""
+
+    def __init__(self, c: int = 64, einsum: bool = True) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Conv1d(c, 3 * c, 1), nn.Conv1d(c, c, 1)
+        self.einsum = einsum
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=1)
+        s = q.shape[1] ** -0.25
+        if self.einsum:
+            w = torch.softmax(torch.einsum("bct,bcs->bts", q * s, k * s), dim=-1)
+            return self.proj(torch.einsum("bts,bcs->bct", w, v))
+        w = torch.softmax((q * s).transpose(1, 2) @ (k * s), dim=-1)
+        return self.proj((w @ v.transpose(1, 2)).transpose(1, 2))
+
+
+def test_an_einsum_of_two_activations_is_the_product_it_writes():
+    """The einsums contract what the matmuls contract (c, then s): the same predictions forward and
+    backward, no op passed through as identity, and the prediction holds against a measured forward."""
+    torch.manual_seed(0)
+    ein = ConvAttention()
+    mat = ConvAttention(einsum=False)
+    mat.load_state_dict(ein.state_dict())
+    x = torch.randn(16, 64, 48)
+    a, b = diagnose(ein, x), diagnose(mat, x)
+    assert not any("no handler" in n for n in a.notes), a.notes
+    for la, lb in zip(a.layers, b.layers):
+        assert la.predicted_rms == pytest.approx(lb.predicted_rms, rel=1e-9)
+        assert la.grad_rms == pytest.approx(lb.grad_rms, rel=1e-9)
+    pred, got = predicted_and_measured(ein, x, "proj")
+    assert pred == pytest.approx(got, rel=0.15)
+
+
+class Reparameterized(nn.Module):
+    """A VAE's sampling step: z = mu + eps * exp(logvar / 2), eps = torch.randn_like(mu) (unit
+    Gaussian noise, independent of everything), then a decoder layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mu, self.logvar, self.dec = nn.Linear(64, 32), nn.Linear(64, 32), nn.Linear(32, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu, logvar = self.mu(x), self.logvar(x)
+        return self.dec(mu + torch.randn_like(mu) * torch.exp(0.5 * logvar))
+
+
+def test_noise_drawn_in_forward_is_unit_gaussian_noise():
+    torch.manual_seed(0)
+    model = Reparameterized()
+    x = torch.randn(4096, 64)
+    assert not any("no handler" in n for n in diagnose(model, x).notes)
+    pred, got = predicted_and_measured(model, x, "dec")
+    assert pred == pytest.approx(got, rel=0.1)
+
+
+class InlineRMSNorm(nn.Module):
+    """An RMS norm written out between two layers, in the three spellings code uses: StyleGAN's
+    pixel norm `x * rsqrt(mean(x^2) + eps)`, LLaMA's `x.to(float32)` then `pow(2).mean(-1)`, and a
+    division by `sqrt(mean(x * x))`. fc1 is drawn 3x too large: a norm removes that, so fc2 sees unit
+    E[x^2] and outputs rms sqrt(64 * E[w^2]) whatever fc1's scale."""
+
+    def __init__(self, spelling: str) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 64, bias=False), nn.Linear(64, 64, bias=False)
+        with torch.no_grad():
+            self.fc1.weight.mul_(3 * 3 ** 0.5)  # std 3 / sqrt(64): PyTorch's default is 1 / sqrt(3 * 64)
+        self.spelling = spelling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        if self.spelling == "pixel":
+            h = h * torch.rsqrt(h.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+        elif self.spelling == "llama":
+            h = h.to(torch.float32)
+            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        else:
+            h = h / torch.sqrt((h * h).mean(-1, keepdim=True))
+        return self.fc2(torch.tanh(h))
+
+
+@pytest.mark.parametrize("spelling", ["pixel", "llama", "divide"])
+def test_an_rms_norm_written_out_is_a_norm(spelling):
+    torch.manual_seed(0)
+    model = InlineRMSNorm(spelling)
+    x = torch.randn(2048, 64)
+    report = diagnose(model, x)
+    assert not any("no handler" in n for n in report.notes), report.notes
+    assert report.layers[0].normalized  # fc1's scale is removed: not blamed
+    pred, got = predicted_and_measured(model, x, "fc2")
+    assert pred == pytest.approx(got, rel=0.1)
+
+
+class GlobalMaxFeature(nn.Module):
+    """PointNet: per-point features (a 1x1 conv, BatchNorm), the max over all 256 points
+    (`torch.max(x, 2, keepdim=True)[0]`), then a Linear. The max of 256 unit normals has
+    E[max^2] about 8.1 (moments.max_gain), so fc sees E[x^2] about 8, not 1: at PyTorch's default
+    (E[w^2] = 1/(3 * 128)) it outputs rms about sqrt(8.1 / 3) = 1.6."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv1d(3, 128, 1), nn.BatchNorm1d(128), nn.Linear(128, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bn(self.conv(x))
+        return self.fc(torch.max(h, 2, keepdim=True)[0].view(-1, 128))
+
+
+def test_a_max_over_a_whole_dimension_is_a_max_pool_of_that_size():
+    torch.manual_seed(0)
+    model = GlobalMaxFeature()
+    x = torch.randn(64, 3, 256)
+    assert not any("no handler" in n for n in diagnose(model, x).notes)
+    pred, got = predicted_and_measured(model, x, "fc")
+    assert pred == pytest.approx(got, rel=0.2)
+    assert pred > 1.3  # the max's gain, which a pass-through (rms ~0.58) leaves out

@@ -211,13 +211,23 @@ def _activation_entry(cls: type) -> tuple[str, str | None] | None:
 _ENTRIES: dict[type, tuple[str, str | None] | None] = {}
 
 
+def reduced_max(op: Op) -> int | None:
+    """The dim of a max taken along one dimension of one tensor (`torch.max(x, 2)[0]`, PointNet's
+    global feature; `x.amax(-1)`): a max pool whose window is that whole dimension. None for
+    anything else (an elementwise max of two tensors, a max over everything)."""
+    if op.target not in ("max", "amax") or len(op.operands) != 1:
+        return None
+    dim = op.scalar("1", "dim")
+    return dim if isinstance(dim, int) and not isinstance(dim, bool) else None
+
+
 def function_role(op: Op) -> Role:
     name = op.target
     if name in FUNCTION_ACTIVATIONS:
         activation, keys = FUNCTION_ACTIVATIONS[name]
         value = op.scalar(*keys) if keys else None
         return Role(RoleKind.ACTIVATION, activation, float(value) if isinstance(value, (int, float)) else None)
-    if name in TRANSPARENT_FUNCTIONS:
+    if name in TRANSPARENT_FUNCTIONS or reduced_max(op) is not None:
         return Role(RoleKind.TRANSPARENT)
     if name in NORM_FUNCTIONS:
         return Role(RoleKind.NORM)

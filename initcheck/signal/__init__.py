@@ -22,7 +22,7 @@ from ..facts import LayerFacts
 from ..findings import default_thresholds
 from ..frozen import built
 from ..graph import Op, OpKind
-from ..ops.layers import Layout, WeightRole
+from ..ops.layers import RECURRENT, Layout, WeightRole
 from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
 from .attention import mha_values
@@ -85,7 +85,7 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
     for i, lf in by_op.items():  # the layers of the reused prefix still weigh in the backward pass
         if i < start and (w := weights.get(lf.qualname)) is not None:
             weight_n[i] = (max(lf.fan_out, 1), w.second)
-        elif i < start and isinstance(index.module(ops[i]), nn.RNNBase):
+        elif i < start and isinstance(index.module(ops[i]), RECURRENT):
             weight_n[i] = (max(lf.fan_out, 1), 0.0)
     operands, weight_op = index.data, index.weight_op  # per op; read once per op of every sweep
     for op in ops[start:]:
@@ -110,7 +110,7 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
             lf = first
             w = weights.get(lf.qualname)
             mod = index.module(op)
-            if isinstance(mod, nn.RNNBase):
+            if isinstance(mod, RECURRENT):
                 fwd[op.index], gates[op.index] = through_rnn(p, mod, weights, lf, x or UNIT)
                 weight_n[op.index] = (max(lf.fan_out, 1), w.second if w is not None else 0.0)
             elif w is not None:
@@ -125,7 +125,8 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
         handler = handler_for(index, op)
         out = handler(p, op, x) if handler is not None else None
         if out is None:
-            unhandled.setdefault(op.target, []).append(op.index)
+            if op.index not in index.constant and op.index not in index.statistics:  # no signal passes it
+                unhandled.setdefault(op.target, []).append(op.index)
             out = x.summary()
         fwd[op.index] = out
     bwd = backward(p, weight_n)
@@ -310,7 +311,7 @@ def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w:
         return None
     op = index.ops[lf.op]
     mod = index.module(op) if op.kind is OpKind.MODULE else None
-    if isinstance(mod, (nn.RNNBase, nn.MultiheadAttention)):
+    if isinstance(mod, (*RECURRENT, nn.MultiheadAttention)):
         return None
     if lf.role is WeightRole.EMBEDDING:
         return math.sqrt(w.second)

@@ -35,7 +35,7 @@ from ..graph import Op, OpKind
 from ..ops.activations import RoleKind
 from ..trace.index import GraphIndex
 from .attention import fluctuation, logit_std, participation, softmax_slope2
-from .handlers import FACTORIES, scalar_arg
+from .handlers import FACTORIES, NOISE, contracted, scalar_arg
 from .moments import Moment
 from .passes import Pass
 from .pooling import average_window, dropout_rate, pool_window
@@ -57,8 +57,8 @@ def backward(p: Pass, weight_n: dict[int, tuple[float, float]]) -> list[float]:
             continue
         gi = g[op.index]
         data = index.data_operands(op)
-        if gi == 0.0 or not data or (op.kind is OpKind.FUNCTION and op.target in FACTORIES):
-            continue  # a tensor made from another's shape does not depend on its values
+        if gi == 0.0 or not data or (op.kind is OpKind.FUNCTION and (op.target in FACTORIES or op.target in NOISE)):
+            continue  # a tensor made from another's shape (zeros, noise) does not depend on its values
         if op.index in weight_n:
             fan_out, w2 = weight_n[op.index]
             g[data[0]] += fan_out * w2 * gi
@@ -108,7 +108,7 @@ def _matmul(index: GraphIndex, op: Op, fwd: Sequence[Moment | None], data: tuple
     if len(data) < 2:
         return [(data[0], 1.0)]
     a, b = index.ops[data[0]], index.ops[data[1]]
-    k, na, nb, nc = a.size(-1), _numel(a), _numel(b), _numel(op)
+    k, na, nb, nc = contracted(index, op), _numel(a), _numel(b), _numel(op)
     if not (k and na and nb and nc):
         return [(data[0], 1.0), (data[1], 1.0)]
     return [(data[0], nc * k / na * _second(fwd, data[1])), (data[1], nc * k / nb * _second(fwd, data[0]))]
@@ -196,7 +196,7 @@ def _attention(index: GraphIndex, op: Op, fwd: Sequence[Moment | None], data: tu
 
 
 _PRODUCTS = {
-    "matmul": _matmul,
+    "matmul": _matmul, "einsum": _matmul,
     "mul": _mul, "div": _mul,
     "scaled_dot_product_attention": _attention,
 }

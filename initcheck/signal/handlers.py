@@ -155,6 +155,27 @@ def _attention(p: Pass, op: Op, x: Moment) -> Moment:
     return averaged_values(mv, keys, logit_std(mq, mk, d, scale), causal)
 
 
+def contracted(index: GraphIndex, op: Op) -> int | None:
+    """How many products each output element of a product of two activations sums: the last axis
+    of A for A @ B; for an einsum, the sizes of the letters both operands carry and the output
+    drops ("bct,bcs->bts": c). None when the shapes or the subscripts are not known."""
+    data = index.data_operands(op)
+    if len(data) < 2:
+        return None
+    a = index.ops[data[0]]
+    if op.target == "matmul":
+        return a.size(-1)
+    eq = op.scalar("0", "equation")
+    if not isinstance(eq, str) or "->" not in eq or "." in eq or a.shape is None:
+        return None
+    lhs, out = eq.replace(" ", "").split("->")
+    subs = lhs.split(",")
+    if len(subs) != 2 or len(subs[0]) != len(a.shape):
+        return None
+    summed = [i for i, c in enumerate(subs[0]) if c in subs[1] and c not in out]
+    return math.prod(a.shape[i] for i in summed) if summed else 1
+
+
 def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
     data = p.index.data_operands(op)
     b = p.fwd[data[1]] if len(data) >= 2 else None
@@ -164,13 +185,29 @@ def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
     soft = _softmax_source(p.index, data[0])
     if soft is not None:
         return _weighted_average(p, soft, b)
+    if op.target == "einsum":
+        k = contracted(p.index, op)
+        if k is None:
+            return x.summary()
+        return _contraction(x, b, k)
+    return _contraction(x, b, p.index.ops[data[0]].size(-1) or 1)
+
+
+def _einsum(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """An einsum of two activations (an einsum with a weight is a layer): a product like A @ B,
+    over the letters both carry; guided-diffusion's attention, "bct,bcs->bts" then "bts,bcs->bct"."""
+    if len(p.index.data_operands(op)) < 2 or contracted(p.index, op) is None:
+        return None
+    return _matmul(p, op, x)
+
+
+def _contraction(x: Moment, b: Moment, k: int) -> Moment:
     # a product of two activations sums K products along the contracted axis (K = 1 when unknown):
     # their fluctuations add up incoherently (K terms), the parts each shares along that axis (a
     # channel's or a head's mean: the global mean and the spread of those means) coherently (K^2)
     # Of a_i . b_j, what varies along the last axis (j: a softmax's keys) is a_i . (b_j less b's
     # token-common part), k E[a^2] fluct(b); the rest (that common part, met by every a_i) is the
     # same for every j of a row: a query's logit offset, which the softmax ignores (`between`)
-    k = p.index.ops[data[0]].size(-1) or 1
     mean = k * x.mean * b.mean
     common = (x.mean * x.mean + max(x.between, 0.0)) * (b.mean * b.mean + max(b.between, 0.0))
     second = k * x.second * b.second + k * (k - 1) * common
@@ -227,6 +264,16 @@ def _unit_vectors(p: Pass, op: Op, x: Moment) -> Moment | None:
 # constant, no signal, and no gradient back (backward.py); the value each holds, None: its fill.
 FACTORIES: dict[str, float | None] = {"new_zeros": 0.0, "zeros_like": 0.0, "new_empty": 0.0, "empty_like": 0.0,
                                       "new_ones": 1.0, "ones_like": 1.0, "new_full": None, "full_like": None}
+
+
+# Random tensors the forward draws in x's shape (a VAE's reparameterization, noise injection): their
+# mean and E[z^2]. Noise, not the input's signal.
+NOISE: dict[str, tuple[float, float]] = {"randn_like": (0.0, 1.0), "rand_like": (0.5, 1.0 / 3.0)}
+
+
+def _noise(p: Pass, op: Op, x: Moment) -> Moment:
+    mean, second = NOISE[op.target]
+    return Moment(mean, second, 0.0)
 
 
 def _created(p: Pass, op: Op, x: Moment) -> Moment:
@@ -294,6 +341,8 @@ def _softmax_source(index: GraphIndex, idx: int) -> int | None:
 BY_FUNCTION: dict[str, Handler] = {
     "scaled_dot_product_attention": _attention,
     "matmul": _matmul,  # a product of two activations (a weight matmul is a layer, handled apart)
+    "einsum": _einsum,
+    **{name: _noise for name in NOISE},
     "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
     "sum": _sum,
     "normalize": _unit_vectors,  # before its role (a norm): unit vectors, not unit components

@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import theory
 from ..graph import Op, OpKind
-from ..ops.activations import RoleKind
+from ..ops.activations import RoleKind, reduced_max
 from . import channels
 from .channels import Channels
 from .moments import Moment, from_channels, max_gain
@@ -198,6 +198,9 @@ def pool_window(p: Pass, op: Op) -> int:
             kernel, dims = mod.kernel_size, int(type(mod).__name__[-2])
     elif op.target.startswith("max_pool") and op.target[8:9].isdigit():
         kernel, dims = op.scalar("1", "kernel_size"), int(op.target[8])
+    elif (dim := reduced_max(op)) is not None:  # the whole dimension is the window
+        data = p.index.data_operands(op)
+        return (p.index.ops[data[0]].size(dim) or 1) if data else 1
     if kernel is None:
         return 1
     ks = tuple(kernel) if isinstance(kernel, (tuple, list)) else (int(kernel),) * dims

@@ -29,6 +29,15 @@ class GraphIndex:
     views: Mapping[int, tuple[int, bool, bool]] = field(repr=False)  # op -> (param op, transposed, sliced)
     # module op -> the weights its module holds (ops.layers.module_weights), for the ops that hold some
     uses: Mapping[int, tuple[WeightUse, ...]] = field(default_factory=dict, repr=False)
+    # ops computed from parameters and buffers alone (a weight's norm, `gamma.exp()`, a bias reshaped
+    # to broadcast, `bias.view(1, -1, 1, 1)`): constants of the forward, no data flows through them, so
+    # the signal model owes them no handler and an add of one is a shift, not a residual merge. A
+    # parameter broadcast over the batch (`latents.expand(b, -1, -1)`, trace.learned_inputs) is the
+    # signal itself from there on: not a constant.
+    constant: frozenset[int] = frozenset()
+    # ops that compute an inline RMS norm's statistic (`x.pow(2).mean(-1, keepdim=True)`, its eps and
+    # rsqrt): the norm op reads them, no signal passes them (see _inline_rms_norms)
+    statistics: frozenset[int] = frozenset()
 
     @property
     def ops(self) -> tuple[Op, ...]:
@@ -48,6 +57,10 @@ class GraphIndex:
 
     def data_operands(self, op: Op) -> tuple[int, ...]:
         return self.data[op.index]
+
+    def signal_operands(self, op: Op) -> tuple[int, ...]:
+        """The data operands that carry the input's signal: constants (a reshaped bias) left out."""
+        return tuple(i for i in self.data[op.index] if i not in self.constant)
 
 
 def index_graph(graph: Graph, model: nn.Module, modules: Mapping[str, nn.Module] | None = None) -> GraphIndex:
@@ -74,10 +87,78 @@ def index_graph(graph: Graph, model: nn.Module, modules: Mapping[str, nn.Module]
         else:
             roles.append(_OTHER)
             weight.append(False)
-    data = tuple(tuple(i for i in op.inputs if ops[i].kind not in (OpKind.PARAM, OpKind.BUFFER)) for op in ops)
+    data = [tuple(i for i in op.inputs if ops[i].kind not in (OpKind.PARAM, OpKind.BUFFER)) for op in ops]
+    statistics: set[int] = set()
+    for at, (x, chain) in _inline_rms_norms(ops).items():
+        roles[at], data[at] = _NORM, (x,)  # the statistic is the norm's business, x its one data operand
+        statistics.update(chain)
     depth = _weight_depth(graph, weight)
-    return GraphIndex(graph, modules, tuple(roles), tuple(weight), data, depth,
-                      _residual_branches(graph, data, depth), _reaching_output(graph, roles, weight), views, uses)
+    constant = _constants(ops)
+    carrying = tuple(tuple(i for i in d if i not in constant) for d in data)
+    return GraphIndex(graph, modules, tuple(roles), tuple(weight), tuple(data), depth,
+                      _residual_branches(graph, carrying, depth), _reaching_output(graph, roles, weight), views, uses,
+                      constant, frozenset(statistics))
+
+
+_NORM = Role(RoleKind.NORM)
+_CASTS = frozenset({"to", "float", "type", "contiguous"})
+
+
+def _inline_rms_norms(ops: tuple[Op, ...]) -> dict[int, tuple[int, frozenset[int]]]:
+    """RMS norms written out (StyleGAN's pixel norm, hand-written RMSNorms): `x * rsqrt(mean(x^2) +
+    eps)` or `x / sqrt(mean(x^2) + eps)`, the square as pow(x, 2), square(x) or x * x. The mul or div
+    -> (x, the ops of its statistic)."""
+    def base(i: int) -> int:
+        while ops[i].kind is OpKind.FUNCTION and ops[i].target in _CASTS and len(ops[i].inputs) == 1:
+            i = ops[i].inputs[0]
+        return i
+
+    def squared(i: int) -> int | None:
+        op = ops[i]
+        if op.target == "pow" and len(op.inputs) == 1 and op.scalar("1", "exponent") == 2:
+            return base(op.inputs[0])
+        if op.target == "square" and len(op.inputs) == 1:
+            return base(op.inputs[0])
+        if op.target == "mul" and len(op.inputs) == 2 and base(op.inputs[0]) == base(op.inputs[1]):
+            return base(op.inputs[0])
+        return None
+
+    found: dict[int, tuple[int, frozenset[int]]] = {}
+    for op in ops:
+        if op.kind is not OpKind.FUNCTION or op.target not in ("mul", "div") or len(op.inputs) != 2:
+            continue
+        for x, r in ((op.inputs[0], op.inputs[1]), (op.inputs[1], op.inputs[0])):
+            if op.target == "div" and x != op.inputs[0]:
+                break  # r / x is no norm
+            chain = [r]
+            root = ops[r]
+            if root.target != ("rsqrt" if op.target == "mul" else "sqrt") or len(root.inputs) != 1:
+                continue
+            stat = root.inputs[0]
+            if ops[stat].target == "add" and len(ops[stat].inputs) == 1:  # + eps
+                chain.append(stat)
+                stat = ops[stat].inputs[0]
+            if ops[stat].target != "mean" or len(ops[stat].inputs) != 1:
+                continue
+            chain += [stat, ops[stat].inputs[0]]
+            if squared(ops[stat].inputs[0]) == base(x):
+                found[op.index] = (x, frozenset(chain))
+                break
+    return found
+
+
+# ops that broadcast a tensor over new (batch) dimensions: a parameter through one is a learned input
+BROADCASTS = frozenset({"expand", "expand_as", "repeat", "broadcast_to", "tile"})
+
+
+def _constants(ops: tuple[Op, ...]) -> frozenset[int]:
+    out: set[int] = set()
+    for op in ops:
+        if op.kind in (OpKind.PARAM, OpKind.BUFFER) or (op.kind is OpKind.FUNCTION and op.inputs
+                                                          and op.target not in BROADCASTS
+                                                          and all(i in out for i in op.inputs)):
+            out.add(op.index)
+    return frozenset(out)
 
 
 def _weight_depth(graph: Graph, weight: list[bool]) -> tuple[int, ...]:

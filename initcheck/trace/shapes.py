@@ -57,7 +57,8 @@ class _Shapes(fx.Interpreter):
 # a graph without one is not run at all, since the first meta run of a process costs 1-2 s
 # (torch imports its decompositions): a plain MLP or an unpadded CNN is not run.
 _READS_SHAPES = frozenset({"scaled_dot_product_attention", "softmax", "matmul", "__matmul__", "bmm", "einsum",
-                           "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "mean", "conv2d"})
+                           "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "mean", "conv2d",
+                           "max", "amax"})
 
 
 def _reads_shapes(mod: nn.Module) -> bool:
