@@ -18,6 +18,7 @@ from . import facts as facts_mod
 from . import inputs as inputs_mod
 from . import rules as rules_mod
 from . import stats as stats_mod
+from .compiled import original
 from .errors import ForwardError, NotAModule
 from .facts.params import ParamFacts, classify
 from .findings import Finding, Selection, default_thresholds
@@ -28,7 +29,7 @@ from .ops.parametrized import keeps_parametrizations
 from .report import Report
 from .rules import Context
 from .stats import StatsCache
-from .trace import TraceFailure, accepts, trace
+from .trace import TraceFailure, accepts, learned_inputs, trace
 from .trace.index import GraphIndex, index_graph
 
 if TYPE_CHECKING:
@@ -154,6 +155,7 @@ def analyze(
 ) -> Analysis:
     """diagnose(), keeping the intermediate stages: trace -> index -> facts -> conventions ->
     signal -> rules -> report."""
+    model = original(model)  # type: ignore[assignment]  # a torch.compile'd model: the module it wraps
     if not isinstance(model, nn.Module):
         raise NotAModule(target or type(model).__name__, f"got a {type(model).__name__}, not an nn.Module")
     name = target or type(model).__name__
@@ -246,7 +248,7 @@ def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Sele
     collected = facts_mod.collect(index, model, named)
     layers = conventions.apply(collected.layers, model, index.modules)
     stats_mod.prefetch((p, None) for _, p in named)  # biases, norms, scales: in batches
-    params = classify(model, layers, unreached, named=named, modules=index.modules)
+    params = classify(model, layers, unreached, named=named, modules=index.modules, learned=learned_inputs(index.graph))
     ctx = _context(index, model, layers, collected.tied_uses, params, probed, unreached, limits, mode)
     notes = trace_notes
     if mode_note := modes.note(model, mode):

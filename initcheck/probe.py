@@ -17,6 +17,7 @@ from torch import nn
 from . import devices, theory
 from . import histogram as hist
 from .api import Analysis, analyze, run_forward, with_probe
+from .compiled import original
 from .errors import ForwardError
 from .inputs import ArgsKwargs
 from .memory import Activity, guard
@@ -57,6 +58,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
     model itself comes out bit for bit as it went in (preserve.py), whatever its forward writes.
     max_memory: bytes the probe may take (None: half the available memory, 0: no limit); a run
     estimated over it is refused before anything is allocated (memory.py)."""
+    model = original(model)  # type: ignore[assignment]  # a torch.compile'd model: the module it wraps
     guard(model, example_inputs, activity=Activity.PROBE, max_memory=max_memory, device=device, target=target)
     first = analyze(model, example_inputs, target=target, **rule_options)
     # a guessed input is judged before the forward that tries it

@@ -55,7 +55,7 @@ def follow(view: GraphIndex, start: int) -> Follow:
                 if view.is_weight_op(op):
                     continue
                 role = view.role(op)
-                data = view.data_operands(op)
+                data = view.signal_operands(op)  # `x + bias.view(1, -1, 1, 1)` is a shift, not a merge
                 if role.kind is RoleKind.ACTIVATION:
                     found = _activation(view, op, role, i, chain)
                     break
@@ -191,7 +191,7 @@ def _ends_residual(view: GraphIndex, gate: int, limit: int = 4) -> bool:
             for u in view.users(i):
                 op = view.ops[u]
                 role = view.role(op)
-                data = view.data_operands(op)
+                data = view.signal_operands(op)
                 if role.kind is RoleKind.ADD and len(data) >= 2:
                     other = [d for d in data if d != i]
                     if other and view.depth[i] > max(view.depth[d] for d in other):
@@ -357,7 +357,10 @@ def _replay(name: str, args: list[object], kwargs: dict[str, object]) -> torch.T
     (`w.reshape(1, n, -1)` passes its sizes one by one)."""
     import torch.nn.functional as F
 
-    for space in (F, torch, torch.Tensor):
+    spaces: tuple[object, ...] = (F, torch, torch.Tensor)
+    if name.startswith("linalg_"):  # torch.linalg.vector_norm is recorded as linalg_vector_norm
+        name, spaces = name[len("linalg_"):], (torch.linalg,)
+    for space in spaces:
         fn = getattr(space, name, None)
         if callable(fn):
             try:

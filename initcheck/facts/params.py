@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -57,10 +57,12 @@ _SCALE = re.compile(r"(^|[._])(gamma|ls\d?|layer_?scale|scale|alpha|gain|gate|te
 
 def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[str, ...] = (), *,
              named: Sequence[tuple[str, torch.Tensor]] | None = None,
-             modules: Mapping[str, nn.Module] | None = None) -> tuple[ParamFacts, ...]:
+             modules: Mapping[str, nn.Module] | None = None,
+             learned: Collection[str] = ()) -> tuple[ParamFacts, ...]:
     """One ParamFacts per parameter tensor (tied ones once), in named_parameters() order. named,
     modules: the model's named_parameters(remove_duplicate=False) and a name -> module map, when
-    the caller walked them already (api: one walk per analysis)."""
+    the caller walked them already (api: one walk per analysis). learned: parameters the graph
+    broadcasts over the batch (trace.learned_inputs): learned inputs, judged as tokens."""
     in_layers = {lf.qualname for lf in layers} | {a for lf in layers for a in lf.aliases}
     residual_norms = {lf.norm for lf in layers if lf.residual_end and lf.norm}
     unused = set(unreached)
@@ -70,7 +72,7 @@ def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[
     for name, p in (model.named_parameters() if named is None else canonical(named)):
         owner_name, _, attr = name.rpartition(".")
         owner = modules[owner_name] if owner_name in modules else model.get_submodule(owner_name)
-        kind, note = _kind(name, attr, owner, p, in_layers, unused)
+        kind, note = _kind(name, attr, owner, p, in_layers, unused, learned)
         stats = tensor_stats(p) if not isinstance(p, nn.parameter.UninitializedParameter) else None
         shape = tuple(int(s) for s in p.shape) if not isinstance(p, nn.parameter.UninitializedParameter) else ()
         if kind is ParamKind.NORM_WEIGHT and stats is not None and stats.constant and stats.mean == 0.0 and _offset_scale(owner):
@@ -81,13 +83,16 @@ def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[
 
 
 def _kind(name: str, attr: str, owner: nn.Module, p: torch.Tensor, in_layers: set[str],
-          unused: set[str]) -> tuple[ParamKind, str]:
+          unused: set[str], learned: Collection[str] = ()) -> tuple[ParamKind, str]:
     if isinstance(p, nn.parameter.UninitializedParameter):
         return ParamKind.OTHER, "a lazy parameter with no shape yet: not judged (IC002)"
     if name in in_layers:
         return ParamKind.WEIGHT, "judged against the scheme its use calls for (layer table)"
     if is_original(owner, attr):
         return ParamKind.PARAMETRIZED, "the original of a parametrization: judged through the effective weight"
+    if name in learned and not is_norm_module(owner):
+        return ParamKind.TOKEN, ("a learned input broadcast over the batch (latents, queries, a class token): "
+                                 "checked to be finite and of a sane magnitude")
     if name in unused:
         return ParamKind.UNUSED_WEIGHT, "never read by the traced forward pass (IC001)"
     if is_norm_module(owner):

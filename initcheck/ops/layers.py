@@ -86,9 +86,17 @@ def module_weights(module: nn.Module) -> tuple[WeightUse, ...]:
             elif re.match(r"weight_hr_l\d+", name):
                 uses.append(WeightUse(name, Layout.OUT_IN, activation="identity"))
         return tuple(uses)
+    if isinstance(module, nn.RNNCellBase):  # one step of an LSTM/GRU/RNN, called in a loop
+        gates = {nn.LSTMCell: 4, nn.GRUCell: 3}.get(type(module), 1)
+        act = "relu" if getattr(module, "nonlinearity", "tanh") == "relu" else "tanh"
+        return (WeightUse("weight_ih", Layout.PACKED, blocks=gates, activation=act),
+                WeightUse("weight_hh", Layout.PACKED, role=WeightRole.RECURRENT, blocks=gates, activation=act))
     if is_hf_conv1d(module):
         return (WeightUse("weight", Layout.IN_OUT),)  # Hugging Face GPT-2's transposed Linear
     return ()
+
+
+RECURRENT = (nn.RNNBase, nn.RNNCellBase)  # modules whose weights the signal model runs as a recurrence
 
 
 def is_hf_conv1d(module: nn.Module) -> bool:
@@ -147,15 +155,18 @@ FUNCTION_WEIGHTS: dict[str, tuple[tuple[str, ...], Layout, tuple[str, ...], tupl
 
 # Ops through which a weight reaches its consumer: slices of a stacked parameter (W[expert]) and
 # transposes (W.t(), W.transpose(-2, -1)), which swap its layout.
-_VIEWS = frozenset({"getitem", "select", "transpose", "t", "T", "mT", "contiguous", "to", "detach"})
+# the weight's own values seen another way: a view, a copy, a change of dtype (EDM2's w.float())
+_VIEWS = frozenset({"getitem", "select", "transpose", "t", "T", "mT", "contiguous", "to", "detach", "clone", "float",
+                    "double", "half", "bfloat16"})
 _FLIPS = frozenset({"transpose", "t", "T", "mT"})
 _SLICES = frozenset({"getitem", "select"})
 _SWAP = {Layout.OUT_IN: Layout.IN_OUT, Layout.IN_OUT: Layout.OUT_IN}
 
 
 # Elementwise ops that rebuild a weight from parameters inside forward (NF-Net's weight * gain,
-# weight standardization's (w - mean) / std): the result is read as its base weight.
-_REBUILDS = frozenset({"mul", "div", "add", "sub", "neg"})
+# weight standardization's (w - mean) / std, EDM2's w / ||w||, F.normalize(w)): the result is read
+# as its base weight.
+_REBUILDS = frozenset({"mul", "div", "add", "sub", "neg", "normalize"})
 # Weight standardization written as a norm over the weight itself (timm's ScaledStdConv2d:
 # batch_norm(w.reshape(1, out, -1), weight=gain * scale).reshape_as(w)): followed only where the
 # shapes are known, and a step whose shape is not the weight's own is a view no layout reads.

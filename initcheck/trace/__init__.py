@@ -21,9 +21,10 @@ from ..ops.layers import function_weight, get_path, module_weights, weight_views
 from ..ops.parametrized import computed, is_original
 from .copying import meta_copy
 from .fx_trace import trace_fx
+from .index import BROADCASTS
 from .recorded import TraceFailure, accepts, first_line, meta_first, tensors_in, trace_recorded
 
-__all__ = ["Traced", "TraceFailure", "accepts", "meta_copy", "tensors_in", "trace", "trace_fx", "trace_recorded",
+__all__ = ["Traced", "TraceFailure", "accepts", "learned_inputs", "meta_copy", "tensors_in", "trace", "trace_fx", "trace_recorded",
            "weight_params"]
 
 
@@ -130,8 +131,34 @@ def additive_params(graph: Graph) -> set[str]:
     return out
 
 
+# Ops that show a parameter's values another way (no arithmetic): followed from a parameter to its
+# broadcast over the batch.
+_RESHAPES = frozenset({"unsqueeze", "squeeze", "view", "reshape", "to", "float", "type", "clone", "contiguous",
+                       "getitem", "select", "permute", "transpose", "flatten"})
+
+
+def learned_inputs(graph: Graph) -> set[str]:
+    """Parameters broadcast over the batch before any arithmetic (`latents.expand(b, -1, -1)`, a
+    class token, DETR's queries `.unsqueeze(1).repeat(1, b, 1)`): a learned input, the signal
+    itself, whatever reads it next (a norm, an attention); no weight is broadcast over a batch."""
+    out = set()
+    for op in graph.ops:
+        if op.kind is not OpKind.PARAM:
+            continue
+        stack, seen = [op.index], set()
+        while stack:
+            here = stack.pop()
+            users = [u for u in graph.consumers[here] if u not in seen and graph.ops[u].kind is OpKind.FUNCTION]
+            seen.update(users)
+            if any(graph.ops[u].target in BROADCASTS and graph.ops[u].inputs[:1] == (here,) for u in users):
+                out.add(op.target)
+                break
+            stack.extend(u for u in users if graph.ops[u].target in _RESHAPES and graph.ops[u].inputs[:1] == (here,))
+    return out
+
+
 def missing_weights(graph: Graph, model: nn.Module, expected: set[str]) -> set[str]:
-    return expected - reached_weights(graph, model) - additive_params(graph)
+    return expected - reached_weights(graph, model) - additive_params(graph) - learned_inputs(graph)
 
 
 def trace(model: nn.Module, args: tuple[Any, ...] | None, kwargs: dict[str, Any] | None,
