@@ -275,6 +275,8 @@ def _for_layer(model: nn.Module, m: nn.Module, batch: int, g: torch.Generator,
     if isinstance(m, nn.RNNBase):
         shape = (batch, 5, m.input_size) if m.batch_first else (5, batch, m.input_size)
         return [((randn(*shape, generator=g),), {})]
+    if isinstance(m, nn.RNNCellBase):  # one step, or a loop over a sequence's steps
+        return [((randn(batch, m.input_size, generator=g),), {}), ((randn(batch, 5, m.input_size, generator=g),), {})]
     if isinstance(m, nn.MultiheadAttention):
         shape = (batch, 5, m.embed_dim) if m.batch_first else (5, batch, m.embed_dim)
         x = randn(*shape, generator=g)

@@ -348,3 +348,163 @@ class StandardizedConv(nn.Module):
         w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
         y = F.relu(self.gn(F.conv2d(x, w, padding=1)))
         return self.head(y.mean((2, 3)))
+
+
+class MagnitudePreservingConv(nn.Module):
+    """EDM2's MPConv (Karras et al. 2024): the stored weight is N(0, 1); forward normalizes each
+    output filter to norm sqrt(fan_in) (after `.float()`, with torch.linalg.vector_norm) and scales
+    by gain / sqrt(fan_in), so the conv receives filters of norm `gain`: std 1/sqrt(fan_in), LeCun's."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
+
+    def forward(self, x: torch.Tensor, gain: float | torch.Tensor = 1.0) -> torch.Tensor:
+        w = self.weight.float()
+        n = w[0].numel()
+        w = w / (torch.linalg.vector_norm(w, dim=[1, 2, 3], keepdim=True) / n ** 0.5 + 1e-4)
+        return F.conv2d(x, w * (gain / n ** 0.5), padding=1)
+
+
+class MagnitudePreservingNet(nn.Module):
+    """EDM2's magnitude-preserving blocks: mp_silu = silu(x) / 0.596 (E[silu(z)^2] = 0.355 for unit z,
+    so it keeps unit magnitude), MPConvs, an mp_sum of the skip and the branch, and an output conv
+    whose gain is a learned scalar initialized to 0 (a zero output, deliberate). Sound: every signal
+    stays near unit rms; every weight is used through its normalization, none is 'unused'."""
+
+    def __init__(self, c: int = 32, blocks: int = 3) -> None:
+        super().__init__()
+        self.inp = MagnitudePreservingConv(3, c)
+        self.blocks = nn.ModuleList(nn.ModuleList([MagnitudePreservingConv(c, c), MagnitudePreservingConv(c, c)])
+                                    for _ in range(blocks))
+        self.out = MagnitudePreservingConv(c, 3)
+        self.out_gain = nn.Parameter(torch.zeros([]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        for c1, c2 in self.blocks:
+            h = c2(F.silu(c1(F.silu(x) / 0.596)) / 0.596)
+            x = (0.7 * x + 0.3 * h) / (0.7 ** 2 + 0.3 ** 2) ** 0.5
+        return self.out(x, gain=self.out_gain)
+
+
+class LearnedQueries(nn.Module):
+    """Learned inputs broadcast over the batch: Perceiver's latent array (torch.randn, std 1,
+    `latents.expand(b, -1, -1)`) read by a LayerNorm and a cross-attention, and DETR's object queries
+    (an nn.Embedding's weight read directly, `.unsqueeze(0).repeat(b, 1, 1)`). Both are the signal
+    itself, not weights with fans: reported as tokens, never 'unused' (IC001); std 1 ahead of a
+    pre-norm is sound."""
+
+    def __init__(self, d: int = 64, latents: int = 16, queries: int = 8, cin: int = 32) -> None:
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(latents, d))
+        self.query_embed = nn.Embedding(queries, d)
+        self.norm_in, self.norm_lat, self.norm_q = nn.LayerNorm(cin), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.cross = nn.MultiheadAttention(d, 1, kdim=cin, vdim=cin, batch_first=True)
+        self.decode = nn.MultiheadAttention(d, 4, batch_first=True)
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, data: torch.Tensor) -> torch.Tensor:
+        b = data.shape[0]
+        x = self.latents.unsqueeze(0).expand(b, -1, -1)
+        c = self.norm_in(data)
+        x = x + self.cross(self.norm_lat(x), c, c, need_weights=False)[0]
+        q = self.query_embed.weight.unsqueeze(0).repeat(b, 1, 1)
+        q = q + self.decode(self.norm_q(q), x, x, need_weights=False)[0]
+        return self.head(q)
+
+
+class EqualizedConv(nn.Module):
+    """StyleGAN's equalized learning rate: the stored weight is N(0, 1) and forward scales it by
+    1/sqrt(fan_in); the bias is added reshaped (`x + bias.view(1, -1, 1, 1)`), then leaky ReLU(0.2)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.gain = (cin * 9) ** -0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, self.weight * self.gain, padding=1)
+        return F.leaky_relu(x + self.bias.view(1, -1, 1, 1), 0.2) * 2 ** 0.5
+
+
+class EqualizedDiscriminator(nn.Module):
+    """Four equalized convs and a linear head, no norm, no residual. With its own init each conv
+    receives std 1/sqrt(fan_in) and the sqrt(2) after the leaky ReLU keeps the signal: sound.
+    `normal_std` redraws every stored weight at that std (a generic N(0, 0.02) init applied over
+    equalized layers, a real bug): the convs then receive 0.02/sqrt(fan_in), 50x below in std,
+    2500x in variance, and the signal dies in four layers. An add of a reshaped bias is a shift:
+    no conv here ends a residual branch, so none may be excused as a 'scaled-down branch end'."""
+
+    def __init__(self, normal_std: float | None = None) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(EqualizedConv(3, 32), EqualizedConv(32, 32), EqualizedConv(32, 32),
+                                   EqualizedConv(32, 32))
+        self.head = nn.Linear(32, 1)
+        if normal_std is not None:
+            for conv in self.convs:
+                nn.init.normal_(conv.weight, std=normal_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.convs(x).mean((2, 3)))
+
+
+class LoRALinear(nn.Module):
+    """peft's LoRA around a frozen base Linear: lora_A at kaiming_uniform(a=sqrt(5)) (PyTorch's
+    default, 5-6x below Xavier for a rank-8 layer), lora_B zeros, output base(x) + B(A(x)) * alpha/r.
+    Sound: B = 0 makes the branch's output zero, so nothing downstream sees A's scale at init (it only
+    sets B's first gradient); the base weight is frozen (requires_grad=False: pretrained in practice),
+    not an init to judge, and a fix must never redraw it."""
+
+    def __init__(self, cin: int, cout: int, r: int = 8) -> None:
+        super().__init__()
+        self.base = nn.Linear(cin, cout)
+        self.base.requires_grad_(False)
+        self.lora_A, self.lora_B = nn.Linear(cin, r, bias=False), nn.Linear(r, cout, bias=False)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=5 ** 0.5)
+        nn.init.zeros_(self.lora_B.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.lora_B(self.lora_A(x)) * 2.0
+
+
+class LoRAAdapted(nn.Module):
+    """Two LoRA-wrapped layers with ReLU and a new head. `frozen_std` redraws the frozen base weights
+    at that std (a 'pretrained' scale far from any init scheme)."""
+
+    def __init__(self, frozen_std: float | None = None) -> None:
+        super().__init__()
+        self.l1, self.l2, self.head = LoRALinear(64, 128), LoRALinear(128, 128), nn.Linear(128, 10)
+        if frozen_std is not None:
+            with torch.no_grad():
+                self.l1.base.weight.normal_(0.0, frozen_std)
+                self.l2.base.weight.normal_(0.0, frozen_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.l2(torch.relu(self.l1(x)))))
+
+
+class LSTMCellDecoder(nn.Module):
+    """A step-by-step decoder (pytorch/examples' time_sequence_prediction, seq2seq decoders): an
+    embedding, nn.LSTMCell(128, 128) called once per step in a Python loop, a head per step. At
+    PyTorch's default (U(+-1/sqrt(128))) a gate's pre-activation has rms about 0.6: sound. With
+    `unit_normal` its weights are N(0, 1): 128 input terms of variance 1 put the gates' rms over
+    sqrt(128) = 11, far past tanh's and sigmoid's knee: saturated (IC203)."""
+
+    def __init__(self, unit_normal: bool = False, steps: int = 6) -> None:
+        super().__init__()
+        self.emb, self.cell, self.head = nn.Embedding(100, 128), nn.LSTMCell(128, 128), nn.Linear(128, 100)
+        self.steps = steps
+        if unit_normal:
+            nn.init.normal_(self.cell.weight_ih, 0.0, 1.0)
+            nn.init.normal_(self.cell.weight_hh, 0.0, 1.0)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.emb(ids)
+        h = c = x.new_zeros(x.shape[0], 128)
+        out = []
+        for t in range(self.steps):
+            h, c = self.cell(x[:, t], (h, c))
+            out.append(self.head(h))
+        return torch.stack(out, 1)

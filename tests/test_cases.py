@@ -21,10 +21,13 @@ BUGS = [
     (C.DepthwiseFanOutNoNorm, None, {("IC103", "dw.weight")}),
     (A.UnscaledAttention, (torch.randn(2, 32, 256),), {("IC207", "q.weight")}),
     (A.UnitNormalQK, (torch.randn(2, 32, 256),), {("IC207", "q.weight")}),
+    (lambda: C.EqualizedDiscriminator(normal_std=0.02), (torch.randn(2, 3, 16, 16),),
+     {("IC103", f"convs.{i}.weight") for i in range(4)}),
+    (lambda: C.LSTMCellDecoder(unit_normal=True), (torch.randint(0, 100, (4, 6)),), {("IC203", "cell.weight_ih")}),
 ]
 
 
-@pytest.mark.parametrize("make,inputs,expected", BUGS, ids=[b[0].__name__ for b in BUGS])
+@pytest.mark.parametrize("make,inputs,expected", BUGS, ids=[b[0].__name__ for b in BUGS[:-2]] + ["equalized_lr_normal_init", "lstm_cell_unit_normal"])
 def test_bug_is_caught_on_the_right_parameter(make, inputs, expected):
     report = diagnose(make(), inputs)
     got = {(f.code, f.layer) for f in report.findings if f.severity >= Severity.WARNING}
@@ -47,12 +50,19 @@ SOUND = [
     (A.SelfAttention, (torch.randn(2, 64, 256),)),
     (C.StandardizedConv, (torch.randn(2, 3, 16, 16),)),
     (C.RWKVTimeMix, (torch.randn(2, 12, 64),)),
+    (C.MagnitudePreservingNet, (torch.randn(2, 3, 16, 16),)),
+    (C.LearnedQueries, (torch.randn(2, 50, 32),)),
+    (C.EqualizedDiscriminator, (torch.randn(2, 3, 16, 16),)),
+    (C.LoRAAdapted, (torch.randn(8, 64),)),
+    (C.LSTMCellDecoder, (torch.randint(0, 100, (4, 6)),)),
 ]
 
 
 @pytest.mark.parametrize("make,inputs", SOUND, ids=["adaln_zero", "siren", "zero_init_residual", "tiny_vit",
                                                     "tied_0.02", "weight_norm", "multihead_attention",
-                                                    "gpt2_attention", "scaled_attention", "weight_standardization", "rwkv_zeros"])
+                                                    "gpt2_attention", "scaled_attention", "weight_standardization", "rwkv_zeros",
+                                                    "edm2_magnitude_preserving", "learned_queries",
+                                                    "equalized_lr", "lora", "lstm_cell"])
 def test_sound_init_gets_no_error(make, inputs):
     report = diagnose(make(), inputs)
     assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]
@@ -124,3 +134,58 @@ def test_a_standardized_weight_is_judged_and_replayed():
     per_filter = w.reshape(32, -1)
     assert torch.allclose(per_filter.mean(1), torch.zeros(32), atol=1e-6)
     assert torch.allclose(per_filter.std(1), torch.ones(32), atol=1e-4)
+
+
+def test_a_weight_normalized_in_forward_is_judged_on_what_the_conv_receives():
+    """EDM2's MPConv reads its weight through .float(), a vector norm and a division: each conv is
+    judged on the rebuilt filters (std 1/sqrt(fan_in), not the stored N(0, 1)), and the norm of a
+    weight, which no data passes, is no op the signal model lacks (no 'no handler' note)."""
+    report = diagnose(C.MagnitudePreservingNet(), torch.randn(2, 3, 16, 16))
+    rows = {lr.qualname: lr for lr in report.layers}
+    assert len(rows) == 8
+    for name in ("inp.weight", "blocks.0.0.weight", "blocks.2.1.weight"):
+        fan_in = rows[name].fan_in
+        assert rows[name].actual_std == pytest.approx(fan_in ** -0.5, rel=2e-3)
+    assert not any("no handler" in n for n in report.notes), report.notes
+    # magnitude preserving: every hidden conv's raw output stays near unit rms
+    assert all(0.7 < rows[f"blocks.{b}.{i}.weight"].predicted_rms < 1.4 for b in range(3) for i in range(2))
+
+
+def test_a_parameter_broadcast_over_the_batch_is_a_learned_input():
+    report = diagnose(C.LearnedQueries(), torch.randn(2, 50, 32))
+    kinds = {p.name: p.kind for p in report.params}
+    assert kinds["latents"] == "token" and kinds["query_embed.weight"] == "token"
+    assert {p.name for p in report.params} == {n for n, _ in C.LearnedQueries().named_parameters()}
+
+
+def test_an_added_reshaped_bias_is_a_shift_not_a_residual_merge():
+    report = diagnose(C.EqualizedDiscriminator(normal_std=0.02), torch.randn(2, 3, 16, 16))
+    for lr in report.layers[:4]:
+        assert "branch" not in lr.verdict, lr
+
+
+def test_loras_a_before_a_zero_b_and_a_frozen_base_are_not_init_findings():
+    report = diagnose(C.LoRAAdapted(frozen_std=1.0), torch.randn(8, 64))  # 32x He's variance
+    verdicts = {lr.qualname: lr.verdict for lr in report.layers}
+    assert verdicts["l1.lora_A.weight"] == "ok: feeds a zero-initialized layer"
+    assert verdicts["l1.base.weight"] == "ok: frozen (requires_grad=False)"
+    ic103 = {f.layer for f in report.findings if f.code == "IC103"}
+    assert not ic103 & {"l1.base.weight", "l2.base.weight", "l1.lora_A.weight", "l2.lora_A.weight"}
+    # what the frozen weights do to the signal is still judged: std 1 at fan_in 64 and 128 grows the
+    # pre-activation rms 8x, then about 8x again (a true IC201, whoever set those weights)
+    assert "IC201" in {f.code for f in report.findings}
+
+
+def test_an_rnn_cell_called_in_a_loop_is_judged_and_fixed():
+    """nn.LSTMCell's weight_ih and weight_hh are weights (not 'unused'), judged at the recurrence's
+    fixed point; a fix of the N(0, 1) cell brings its gates back in range."""
+    model = C.LSTMCellDecoder(unit_normal=True)
+    ids = torch.randint(0, 100, (4, 6))
+    report = diagnose(model, ids)
+    assert {"cell.weight_ih", "cell.weight_hh"} <= {lr.qualname for lr in report.layers}
+    from initcheck import fix
+    for data_driven in (False, True):
+        model = C.LSTMCellDecoder(unit_normal=True)
+        fix(model, ids, data_driven=data_driven, generator=torch.Generator().manual_seed(0))
+        after = diagnose(model, ids)
+        assert not [f for f in after.findings if f.severity >= Severity.WARNING], after.findings

@@ -313,6 +313,22 @@ def test_a_weight_whose_finding_the_selection_suppresses_is_not_touched(data_dri
     assert all(torch.equal(p, kept[n]) for n, p in model.named_parameters())
 
 
+@pytest.mark.parametrize("data_driven", [False, True])
+def test_a_frozen_parameter_is_never_redrawn_or_scaled(data_driven):
+    """Uniform [0, 1) weights everywhere (IC103 and worse on every layer), the first layer frozen
+    (requires_grad=False: a pretrained backbone in practice): the fix changes every trainable weight
+    and leaves the frozen one bit for bit, and says so."""
+    model = seeds.Uniform01()
+    model.net[0].requires_grad_(False)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    x = torch.randn(64, 784) if data_driven else None
+    report = fix(model, x, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(dict(model.named_parameters())[n], v) for n, v in frozen.items())
+    assert "net.0.weight" not in report.fix.reinitialized and "net.2.weight" in report.fix.reinitialized
+    assert any("2 frozen parameter(s)" in n for n in report.notes)
+    assert not model.net[0].weight.requires_grad  # the flag itself is kept too
+
+
 def test_each_recurrent_parameter_reaches_its_own_target_in_a_measured_forward():
     from initcheck.api import analyze
     from initcheck.fix import targets

@@ -171,3 +171,15 @@ def test_ic001_tells_a_weight_read_by_an_unmodelled_op_from_one_never_read():
     assert set(found) == {"w", "spare.weight"}
     assert "never used" not in found["w"] and "read by the traced forward pass only through" in found["w"]
     assert "never used" in found["spare.weight"]
+
+
+def test_a_ratio_that_rounds_to_the_band_is_printed_with_a_third_digit():
+    """Weights of +-a with a^2 = He's 2/100 over 4.02: 4.02x below, just past the 4x band. Two
+    digits would print "4x below ...; allowed band 4x", a sentence that contradicts itself."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(100, 100, bias=False), torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    with torch.no_grad():
+        signs = torch.randint(0, 2, (100, 100)).float() * 2 - 1
+        model[0].weight.copy_(signs * (0.02 / 4.02) ** 0.5)
+    f = next(f for f in diagnose(model).findings if f.code == "IC103" and f.layer == "0.weight")
+    assert "is 4.02x below" in f.message and "allowed band 4x" in f.message

@@ -52,6 +52,9 @@ class LayerFacts(WeightSite):
     gated: bool = False  # the output gates or modulates another tensor (adaLN, SE, GLU)
     modulation: bool = False  # a FiLM/adaLN scale or shift: multiplies and shifts another tensor, no activation of its own
     reads_input: bool = False  # its data operand is a model input (the first layer)
+    # requires_grad=False: not trained from this init (a pretrained backbone, LoRA's base weight): its
+    # scale is judged only through the signal it gives, and no fix touches it
+    frozen: bool = False
 
     @property
     def actual_std(self) -> float | None:
@@ -79,7 +82,7 @@ class LayerFacts(WeightSite):
         """More than 2x off its scheme's variance, and not one of the deliberate patterns: the layers
         a signal finding blames, and that fix() reinitializes."""
         ratio = self.variance_ratio
-        if ratio is None or self.normalized or self.role is WeightRole.EMBEDDING or self.intentionally_small:
+        if ratio is None or self.normalized or self.role is WeightRole.EMBEDDING or self.intentionally_small or self.frozen:
             return False
         if self.in_residual_branch and ratio < 1.0:
             return False
@@ -208,6 +211,7 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
         "gated": f.gated or meets_another_tensor(view, op.index),
         "modulation": f.modulation,
         "reads_input": any(view.ops[i].kind is OpKind.INPUT for i in view.data_operands(op)),
+        "frozen": not p.requires_grad,
     })
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..api import Analysis, analyze, reanalyze, reselect
+from ..compiled import original
 from ..errors import UsageError
 from ..findings import Selection
 from ..inputs import ArgsKwargs
@@ -83,7 +84,8 @@ def fix(
     scheme: force the draw of the replaced weights ("orthogonal", a `schemes.Scheme`); by default
     `choose_draw` picks it from depth and activation, and says why in `report.fix.draw` and a note.
     select/ignore/per_layer_ignore (or `selection`): a weight whose finding the selection suppresses
-    is not touched, by either step. sources: parameter name -> "path:line" that last wrote it (as
+    is not touched, by either step; nor is a frozen parameter (requires_grad=False: a pretrained
+    backbone, LoRA's base weight), said in a note. sources: parameter name -> "path:line" that last wrote it (as
     for diagnose): a weight whose finding an `# initcheck: ignore[...]` comment on that line
     suppresses is not touched either, exactly like one the selection ignores. analysis: `api.analyze(model, ...)` already run on this model
     as it is now (the command line diagnoses before fixing): reused, so the model is traced once. The model's train/eval mode, device and requires_grad flags are
@@ -92,6 +94,7 @@ def fix(
     max_memory: bytes the data-driven step may take (None: half the available memory, 0: no
     limit); estimated on the meta device and refused before anything is allocated (memory.py).
     """
+    model = original(model)  # type: ignore[assignment]  # a torch.compile'd model: the same tensors, uncompiled
     sel = selection or Selection(select=tuple(select), ignore=tuple(ignore), per_layer_ignore=tuple(per_layer_ignore))
     if analysis is not None and analysis.model is not model:
         raise ValueError("analysis= must be an analysis of the model being fixed")
@@ -107,7 +110,9 @@ def fix(
     # a given analysis is of the model as it is now: only its rules are rerun
     before = (reselect(analysis, Selection()) if analysis is not None
               else analyze(model, example_inputs, target=target, sources=sources))
-    kept = suppressed(before.report, sel)
+    # a frozen parameter is not trained from an init (a pretrained backbone, LoRA's base): never redrawn
+    frozen = frozenset(n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad)
+    kept = suppressed(before.report, sel) | frozen
     choice = choose_draw(before, scheme)
     if dynamic and example_inputs is None:  # a guessed batch, judged before the forward that tries it
         example_inputs = ArgsKwargs(*before.inputs(None, admit=lambda a, k: guard(
@@ -127,8 +132,10 @@ def fix(
     result = FixResult(choice.record(), tuple(reinitialized), tuple(reset), tuple(branches), dd, acted, tuple(queries))
     # the weights changed, the graph did not: the report after the fix reuses the trace and index
     after = reanalyze(before, selection=sel).report
-    note = f"fix drew replaced weights by {choice.reason}" if reinitialized else None
-    return replace(after, notes=after.notes + ((note,) if note else ()), fix=result)
+    notes = [f"fix drew replaced weights by {choice.reason}"] if reinitialized else []
+    if frozen:
+        notes.append(f"fix left the {len(frozen)} frozen parameter(s) (requires_grad=False) as they were")
+    return replace(after, notes=after.notes + tuple(notes), fix=result)
 
 
 def _sharded(model: nn.Module) -> str | None:

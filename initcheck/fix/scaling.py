@@ -208,7 +208,7 @@ def _run_with_hooks(model_name: str, work: nn.Module, uses: dict[nn.Module, Use]
         if module in busy:
             return None  # our own rerun of an RNN
         key, target = uses[module]
-        if isinstance(module, nn.RNNBase):
+        if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
             return _rnn(module, key, target, inputs)
         y, rest = (out[0], out[1:]) if isinstance(out, tuple) else (out, None)
         weight, bias = _weight_and_bias(module)

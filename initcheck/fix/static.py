@@ -30,7 +30,8 @@ Progress = Callable[[str, int, int], None]
 # Layers whose scale the data-driven pass sets: the output less its bias for weight layers and
 # embeddings (a lookup of weight rows); for RNNs the first layer's input-to-hidden pre-activation
 # x W_ih^T (the recurrent matrix keeps its orthogonal init, the state is bounded by the gates).
-SCALED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.Embedding, nn.RNNBase)
+SCALED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.Embedding, nn.RNNBase,
+          nn.RNNCellBase)
 
 # A stack is deep from this many weight layers on its longest path: below it Gaussian and orthogonal
 # weights train alike, above it the Gaussian Jacobian's spectrum has widened (Pennington et al. 2017)
@@ -53,6 +54,8 @@ def scaled_param(module: nn.Module) -> str:
         return "out_proj.weight"
     if isinstance(module, nn.RNNBase):
         return "weight_ih_l0"
+    if isinstance(module, nn.RNNCellBase):
+        return "weight_ih"
     return "weight"
 
 
@@ -291,7 +294,7 @@ def _zero_bias(model: nn.Module, lf: LayerFacts) -> None:
 
 
 def _scalable(lf: LayerFacts, keep_intentional: bool = True) -> bool:
-    if lf.stats is None or lf.normalized or lf.param not in ("weight", "out_proj.weight", "weight_ih_l0"):
+    if lf.stats is None or lf.normalized or lf.param not in ("weight", "out_proj.weight", "weight_ih_l0", "weight_ih"):
         return False
     if keep_intentional and lf.convention and not lf.convention.startswith("zero"):
         return False  # a recognized library convention (HF's 0.02 embeddings) is kept

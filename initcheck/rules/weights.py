@@ -13,7 +13,7 @@ from ..ops.layers import WeightRole
 from ..remedy import init_call
 from ..signal import temperature
 from .context import Context, describe, finding, looks_like
-from .gates import gating
+from .gates import feeds_only, gating
 from .paths import logit_only, normalized_away
 
 VARIANCE_BAND = Setting(
@@ -155,7 +155,9 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
         if ratio is None or lf.stats is None or not off_band(lf, band) or why(lf) is not None:
             continue
         times = ratio if ratio > 1 else 1 / ratio
-        direction = f"{times:.2g}x" if times < 100 else f"{times:.0f}x"
+        # two digits, three where two would print the band itself ("4x below ...; allowed band 4x")
+        digits = 3 if f"{times:.2g}" == f"{band:.2g}" else 2
+        direction = f"{times:.{digits}g}x" if times < 100 else f"{times:.0f}x"
         direction += " above" if ratio > 1 else " below"
         like = looks_like(lf)
         like_text = f" ({like})" if like else ""
@@ -165,6 +167,17 @@ def variance_mismatch(ctx: Context) -> Iterator[Finding]:
         yield finding("IC103", lf, f"{describe(lf)}: weight variance {lf.stats.second:.3g} (std {lf.stats.std:.4g}{like_text}) is {direction} "
                       f"the {lf.recommended_std ** 2:.3g} of {title} (std {lf.recommended_std:.4g}, {basis}); allowed band {band:g}x",
                       init_call(lf))
+
+
+def _feeding_zero(ctx: Context) -> Callable[[LayerFacts], bool]:
+    """Layers whose output meets, on every path, a weight layer whose weight is all zeros before
+    anything else (LoRA's A feeds B = 0): at init nothing downstream depends on their scale, which
+    only sets the zero layer's first gradient."""
+    zeros = {lf.op for lf in ctx.layers if lf.stats is not None and lf.stats.max_abs == 0.0}
+    if not zeros:
+        return lambda lf: False
+    by_op = {lf.op: lf for lf in ctx.layers}
+    return lambda lf: lf.op not in zeros and feeds_only(ctx, lf.op, zeros, by_op)
 
 
 def off_band(lf: LayerFacts, band: float) -> bool:
@@ -181,17 +194,22 @@ def quiet(ctx: Context) -> Callable[[LayerFacts], str | None]:
     temper = functools.cache(lambda: _temperature_ops(ctx))
     gate = functools.cache(lambda: gating(ctx))
     bias_free = functools.cache(lambda: _bias_free(ctx))
+    zero_fed = functools.cache(lambda: _feeding_zero(ctx))
 
     def why(lf: LayerFacts) -> str | None:
         ratio = lf.variance_ratio
         if lf.stats is None or lf.stats.constant or lf.normalized or lf.role is WeightRole.EMBEDDING or lf.convention:
             return ""
+        if lf.frozen:  # not trained from this init: what it does to the signal, IC2xx judge
+            return "frozen (requires_grad=False)"
         if lf.intentionally_small:  # deliberate: a zero or small classifier, a scaled-down branch end
             return "small output head" if lf.is_output else "scaled-down branch end"
         if (lf.in_residual_branch or lf.modulation) and ratio is not None and ratio < 1.0:
             return "small modulation" if lf.modulation else "scaled-down residual branch"
         if lf.op in temper():
             return "attention logits only, none saturated"  # its scale is the softmax's sharpness (IC207 judges it)
+        if zero_fed()(lf):
+            return "feeds a zero-initialized layer"  # nothing downstream sees its scale yet (LoRA's A before B = 0)
         if ratio is not None and ratio < 1.0 and gate()(lf):
             return "small gate"  # near sigmoid(bias): a fixed scale on its path, not a lost signal
         free = bias_free()
@@ -199,7 +217,7 @@ def quiet(ctx: Context) -> Callable[[LayerFacts], str | None]:
             return "scale removed by a later norm"  # through homogeneous ops only (DCGAN's first conv)
         if lf.is_output and _output_in_range(ctx, lf):
             return "output rms in range"  # a head's scheme matters through its logits' scale
-        if lf.kind in ("LSTM", "GRU", "RNN") and _gates_in_range(ctx, lf):
+        if lf.kind in ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell") and _gates_in_range(ctx, lf):
             return "gates in range"  # PyTorch's U(±1/sqrt(H)) default gives a sound gate pre-activation
         return None
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..facts import LayerFacts, received_weight
 from ..graph import Op, OpKind
-from ..ops.layers import Layout, WeightRole
+from ..ops.layers import RECURRENT, Layout, WeightRole
 from ..stats import TensorStats
 from .channels import Channels, plain, through_weight, uniform
 from .moments import Moment
@@ -22,7 +22,7 @@ def layer_channels(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> Channe
         return None
     op = p.index.ops[lf.op]
     mod = p.index.module(op) if op.kind is OpKind.MODULE else None
-    if isinstance(mod, (nn.MultiheadAttention, nn.RNNBase)) or len(p.index.data_operands(op)) > 1 and lf.layout is Layout.OUT_IN \
+    if isinstance(mod, (nn.MultiheadAttention, *RECURRENT)) or len(p.index.data_operands(op)) > 1 and lf.layout is Layout.OUT_IN \
             and op.target in ("matmul", "bmm"):
         return None
     try:
