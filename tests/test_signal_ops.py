@@ -310,3 +310,57 @@ def test_a_max_over_a_whole_dimension_is_a_max_pool_of_that_size():
     pred, got = predicted_and_measured(model, x, "fc")
     assert pred == pytest.approx(got, rel=0.2)
     assert pred > 1.3  # the max's gain, which a pass-through (rms ~0.58) leaves out
+
+
+class RotaryAttention(nn.Module):
+    """Meta's llama attention: q and k rotated by RoPE, written through view_as_complex (each pair of
+    channels times a unit complex number: a rotation, the scale unchanged), view_as_real and
+    type_as, then causal SDPA and an output projection."""
+
+    def __init__(self, d: int = 64, heads: int = 4, ctx: int = 32) -> None:
+        super().__init__()
+        self.wq, self.wk, self.wv, self.wo = (nn.Linear(d, d, bias=False) for _ in range(4))
+        self.heads = heads
+        angles = torch.outer(torch.arange(ctx).float(), 1.0 / 10000 ** (torch.arange(0, d // heads, 2).float() * heads / d))
+        self.register_buffer("freqs", torch.polar(torch.ones_like(angles), angles))
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+        return torch.view_as_real(z * self.freqs.view(1, z.shape[1], 1, z.shape[-1])).flatten(3).type_as(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = (w(x).view(b, n, self.heads, -1) for w in (self.wq, self.wk, self.wv))
+        q, k = self.rotate(q), self.rotate(k)
+        o = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), is_causal=True)
+        return self.wo(o.transpose(1, 2).reshape(b, n, d))
+
+
+def test_a_rotary_embedding_is_a_rotation():
+    torch.manual_seed(0)
+    model = RotaryAttention()
+    x = torch.randn(64, 32, 64)
+    assert not any("no handler" in n for n in diagnose(model, x).notes)
+    pred, got = predicted_and_measured(model, x, "wo")
+    assert pred == pytest.approx(got, rel=0.15)
+
+
+class NearestCode(nn.Module):
+    """VQ-VAE's quantizer: squared distances (pow(2)) to a codebook, argmin, a lookup of the nearest
+    code with a straight-through estimator, then a decoder layer. The indices carry no signal; the
+    decoder reads codebook rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.codebook, self.dec = nn.Linear(16, 8), nn.Embedding(32, 8), nn.Linear(8, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.enc(x)
+        dist = z.pow(2).sum(1, keepdim=True) - 2 * z @ self.codebook.weight.t() + self.codebook.weight.pow(2).sum(1)
+        q = self.codebook(dist.argmin(1))
+        return self.dec(z + (q - z).detach())
+
+
+def test_indices_and_powers_are_no_unhandled_ops():
+    report = diagnose(NearestCode(), torch.randn(64, 16))
+    assert not any("no handler" in n for n in report.notes), report.notes

@@ -80,6 +80,7 @@ TRANSPARENT_FUNCTIONS = frozenset({
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
     "adaptive_max_pool2d", "adaptive_max_pool3d", "interpolate", "upsample", "pixel_shuffle",
     "pixel_unshuffle", "channel_shuffle", "cat", "concat", "stack", "identity", "mean",
+    "type_as", "view_as_complex", "view_as_real",  # a cast; RoPE's pairs seen as complex numbers and back
 })
 TRANSPARENT_MODULES: tuple[type, ...] = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,

@@ -35,7 +35,7 @@ from ..graph import Op, OpKind
 from ..ops.activations import RoleKind
 from ..trace.index import GraphIndex
 from .attention import fluctuation, logit_std, participation, softmax_slope2
-from .handlers import FACTORIES, NOISE, contracted, scalar_arg
+from .handlers import FACTORIES, INDICES, NOISE, contracted, scalar_arg
 from .moments import Moment
 from .passes import Pass
 from .pooling import average_window, dropout_rate, pool_window
@@ -57,7 +57,8 @@ def backward(p: Pass, weight_n: dict[int, tuple[float, float]]) -> list[float]:
             continue
         gi = g[op.index]
         data = index.data_operands(op)
-        if gi == 0.0 or not data or (op.kind is OpKind.FUNCTION and (op.target in FACTORIES or op.target in NOISE)):
+        if gi == 0.0 or not data or (op.kind is OpKind.FUNCTION and (op.target in FACTORIES or op.target in NOISE
+                                                                    or op.target in INDICES)):
             continue  # a tensor made from another's shape (zeros, noise) does not depend on its values
         if op.index in weight_n:
             fan_out, w2 = weight_n[op.index]

@@ -271,6 +271,24 @@ FACTORIES: dict[str, float | None] = {"new_zeros": 0.0, "zeros_like": 0.0, "new_
 NOISE: dict[str, tuple[float, float]] = {"randn_like": (0.0, 1.0), "rand_like": (0.5, 1.0 / 3.0)}
 
 
+# Integer tensors computed from the data (VQ-VAE's nearest code): indices, whose users (a lookup)
+# read no moments from them; no gradient flows back through them.
+INDICES = frozenset({"argmin", "argmax", "argsort"})
+
+
+def _indices(p: Pass, op: Op, x: Moment) -> Moment:
+    return Moment(0.0, 0.0, 0.0)
+
+
+def _power(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """x ** k for a small whole k (a squared distance, a cube): pushed through its Gaussian
+    expectation like any elementwise function; another exponent is left unhandled."""
+    k = op.scalar("1", "exponent")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 4:
+        return None
+    return _elementwise(lambda t: t.pow(k))(p, op, x)
+
+
 def _noise(p: Pass, op: Op, x: Moment) -> Moment:
     mean, second = NOISE[op.target]
     return Moment(mean, second, 0.0)
@@ -343,6 +361,8 @@ BY_FUNCTION: dict[str, Handler] = {
     "matmul": _matmul,  # a product of two activations (a weight matmul is a layer, handled apart)
     "einsum": _einsum,
     **{name: _noise for name in NOISE},
+    **{name: _indices for name in INDICES},
+    "pow": _power,
     "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
     "sum": _sum,
     "normalize": _unit_vectors,  # before its role (a norm): unit vectors, not unit components
