@@ -82,20 +82,40 @@ def iter_proposals(model: nn.Module, first: str | None = None, batch: int = 2) -
     g = generator()
     hf = _hugging_face(model, g)
     if hf is not None:
-        yield Proposal(hf, "Hugging Face config")
+        yield Proposal(_in_dtype(hf, _float_dtype(model)), "Hugging Face config")
         return
     yield from _unique(_proposed(model, first, batch, g))
 
 
 def _proposed(model: nn.Module, first: str | None, batch: int, g: torch.Generator) -> Iterator[Proposal]:
-    yield from _declared(model, batch, g)
+    model_dtype = _float_dtype(model)
+    for p in _declared(model, batch, g):
+        yield Proposal(_in_dtype(p.inputs, model_dtype), p.source)
     modules = [(n, m) for n, m in model.named_modules() if module_weights(m)]
     if first is not None:
         modules.sort(key=lambda nm: nm[0] != first)
     drawn: dict[tuple[int, ...], torch.Tensor] = {}
     for name, m in modules:
         for made in _for_layer(model, m, batch, g, drawn):
-            yield Proposal(made, f"first layer {name or type(m).__name__}")
+            yield Proposal(_in_dtype(made, _float_dtype(m)), f"first layer {name or type(m).__name__}")
+
+
+def _float_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype of the module's first floating-point parameter: what its inputs must be (a model
+    cast to bfloat16 or float16 takes no float32 input)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+
+
+def _in_dtype(inputs: Inputs, dtype: torch.dtype | None) -> Inputs:
+    """The proposal with its floating-point tensors in `dtype` (indices and masks as they are)."""
+    if dtype is None or dtype == torch.float32:
+        return inputs
+
+    def cast(x: Any) -> Any:
+        return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+    args, kwargs = inputs
+    return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
 
 
 def describe(inputs: Inputs) -> str:

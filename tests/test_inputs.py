@@ -386,3 +386,19 @@ def test_proposals_are_built_only_as_the_search_reaches_them(monkeypatch):
     assert first.inputs[0][0].shape[1] == 3
     assert len(drawn) <= 3  # the first layer's sizes, not every layer's
     assert len(expected.proposals(model)) > 30  # the whole list is still there when asked for
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_guessed_input_takes_the_models_dtype(dtype):
+    """A model cast to bfloat16/float16 takes no float32 input: the probe and the data-driven fix,
+    which run the model on a guessed input, failed with 'mat1 and mat2 must have the same dtype'."""
+    import seeds
+
+    from initcheck import fix, probe
+    from initcheck.expected import candidates
+
+    model = seeds.He().to(dtype)
+    (args, _), *_ = candidates(model)
+    assert args[0].dtype == dtype
+    assert len(probe(model).probe) == 3
+    assert fix(seeds.Uniform01().to(dtype), data_driven=True).fix.data_driven.forward_passes >= 1
