@@ -22,7 +22,7 @@ from .errors import ForwardError
 from .inputs import ArgsKwargs
 from .memory import Activity, guard
 from .modes import Mode
-from .ops.layers import module_weights
+from .ops.layers import RECURRENT, module_weights
 from .records import ProbeLayer
 from .report import Report
 from .trace import tensors_in
@@ -78,12 +78,18 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
                if lf.name in watched and lf.param == module_weights(watched[lf.name])[0].param}
     records: dict[str, torch.Tensor] = {}
     grad_rows: dict[str, torch.Tensor] = {}  # the gradient reaching each layer's output, binned
+    # a cell (LSTMCell, ...) is called once per step and predicted at its state's fixed point: its
+    # gates' pre-activation is measured over every step, (sum of squares, count)
+    steps: dict[str, tuple[torch.Tensor, int]] = {}
 
     def hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> None:
         y = out[0] if isinstance(out, tuple) else out
         if not isinstance(y, torch.Tensor) or not y.is_floating_point():
             return
         name = names[module]
+        if isinstance(module, nn.RNNCellBase) and (z := _recurrent_preact(module, inputs, out)) is not None:
+            total, count = steps.get(name, (torch.zeros((), device=z.device, dtype=torch.float64), 0))
+            steps[name] = (total + z.double().pow(2).sum(), count + z.numel())
         if name in records:
             return
         z = y.detach().float()
@@ -95,11 +101,12 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
         dead = (flat <= DEAD_BELOW[act]).all(0).float().mean() if judged else torch.tensor(float("nan"), device=z.device)
         knee = SATURATION.get(act)
         sat = (z.abs() > knee).float().mean() if knee else torch.tensor(float("nan"), device=z.device)
-        raw = _without_bias(module, z)
+        raw = _recurrent_preact(module, inputs, out) if isinstance(module, RECURRENT) else _without_bias(module, z)
         fn = act_fns.get(name)
         kept = hist.sample(z)  # the activation is elementwise: f of a sample is a sample of f(z)
         shown = hist.linear_row(fn(kept) if fn is not None else kept)
-        records[name] = torch.cat([torch.stack([z.mean(), z.std(), dead, sat, raw.pow(2).mean().sqrt()]).double(), shown])
+        raw_rms = raw.pow(2).mean().sqrt() if raw is not None else torch.tensor(float("nan"), device=z.device)
+        records[name] = torch.cat([torch.stack([z.mean(), z.std(), dead, sat, raw_rms]).double(), shown])
         if y.requires_grad:
             def keep(g: torch.Tensor) -> None:
                 grad_rows.setdefault(name, hist.log_row(hist.sample(g)))  # a shared layer: its first call's
@@ -121,6 +128,8 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
     finally:
         for h in handles:
             h.remove()
+    for q, (total, count) in steps.items():
+        records[q][4] = (total / max(count, 1)).sqrt()
     order = [q for q in weights if q in records]
     rows = []
     for q in order:
@@ -137,7 +146,8 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
 def _layer(name: str, activation: str, predicted: float | None, row: list[float]) -> ProbeLayer:
     """A ProbeLayer from its row: [||grad||, ||W||, mean, std, dead, saturated, raw rms, the
     activations' histogram, the gradients' histogram]."""
-    grad, weight, mean, std, dead, sat, raw = row[:7]
+    grad, weight, mean, std, dead, sat, raw_rms = row[:7]
+    raw = None if math.isnan(raw_rms) else raw_rms
     split = 7 + hist.width(hist.Scale.LINEAR)
     acts, grads = row[7:split], row[split:]
     return ProbeLayer(name, activation, mean, std, predicted, _nan(dead), _nan(sat), grad,
@@ -147,6 +157,34 @@ def _layer(name: str, activation: str, predicted: float | None, row: list[float]
 
 def _nan(v: float) -> float | None:
     return None if math.isnan(v) else v
+
+
+def _recurrent_preact(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> torch.Tensor | None:
+    """The gates' pre-activation (biases aside) that the static prediction of a recurrent layer
+    describes, W_ih x_t + W_hh h_(t-1): rebuilt from a cell's input and state, or from a one-layer,
+    one-direction RNN's input and output sequence (the states it went through). None where the
+    module does not show it (stacked or bidirectional RNNs, packed sequences)."""
+    with torch.no_grad():
+        if isinstance(module, nn.RNNCellBase):
+            x = inputs[0] if inputs else None
+            state = inputs[1] if len(inputs) > 1 else None
+            h = state[0] if isinstance(state, tuple) else state
+            if not isinstance(x, torch.Tensor):
+                return None
+            z = nn.functional.linear(x, module.weight_ih)
+            return z + nn.functional.linear(h, module.weight_hh) if isinstance(h, torch.Tensor) else z
+        if not isinstance(module, nn.RNNBase) or module.num_layers != 1 or module.bidirectional or module.proj_size:
+            return None
+        x, y = (inputs[0] if inputs else None), (out[0] if isinstance(out, tuple) else out)
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or x.dim() != 3:
+            return None
+        t = 1 if module.batch_first else 0
+        given = inputs[1] if len(inputs) > 1 else None
+        h0 = given[0] if isinstance(given, tuple) else given
+        first = h0[0].unsqueeze(t) if isinstance(h0, torch.Tensor) else torch.zeros_like(y.narrow(t, 0, 1))
+        previous = torch.cat([first, y.narrow(t, 0, y.shape[t] - 1)], t)
+        return (nn.functional.linear(x, module.get_parameter("weight_ih_l0"))
+                + nn.functional.linear(previous, module.get_parameter("weight_hh_l0")))
 
 
 def _without_bias(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
