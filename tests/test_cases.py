@@ -189,3 +189,13 @@ def test_an_rnn_cell_called_in_a_loop_is_judged_and_fixed():
         fix(model, ids, data_driven=data_driven, generator=torch.Generator().manual_seed(0))
         after = diagnose(model, ids)
         assert not [f for f in after.findings if f.severity >= Severity.WARNING], after.findings
+
+
+def test_a_rebuilt_weight_is_replayed_without_an_input_too():
+    """With no input (and MPConv's functional conv gives none to guess), fx traces without shapes:
+    `w[0].numel() ** 0.5` stays in the graph as getitem, numel and sqrt, replayed on the weight
+    itself. The stored N(0, 1) weights were judged instead: 100x over He, a false IC201."""
+    report = diagnose(C.MagnitudePreservingNet())
+    assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]
+    rows = {lr.qualname: lr for lr in report.layers}
+    assert rows["blocks.0.0.weight"].actual_std == pytest.approx(288 ** -0.5, rel=2e-3)

@@ -4,6 +4,8 @@ the model's output; and whether the output only ever becomes an attention score.
 
 from __future__ import annotations
 
+import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -325,12 +327,13 @@ def rebuilt_weight(view: GraphIndex, model: torch.nn.Module, op: Op, keys: tuple
     start = op.operand(*keys)
     if start is None or view.ops[start].kind is OpKind.PARAM:
         return None
-    memo: dict[int, torch.Tensor] = {}
+    memo: dict[int, object] = {}
 
-    def value(i: int, depth: int = 0) -> torch.Tensor:
+    def value(i: int, depth: int = 0) -> object:
         if i in memo:
             return memo[i]
         o = view.ops[i]
+        out: object
         if o.kind is OpKind.PARAM:
             out = model.get_parameter(o.target).detach()
         elif o.kind is OpKind.FUNCTION and depth < 32:
@@ -351,11 +354,26 @@ def rebuilt_weight(view: GraphIndex, model: torch.nn.Module, op: Op, keys: tuple
     return w if isinstance(w, torch.Tensor) and not w.is_meta else None
 
 
-def _replay(name: str, args: list[object], kwargs: dict[str, object]) -> torch.Tensor:
+# Arithmetic on plain numbers read off a weight (`w[0].numel() ** 0.5` is traced without shapes as
+# numel, then sqrt): replayed as Python computes it.
+_NUMBERS: dict[str, Callable[..., object]] = {
+    "sqrt": math.sqrt, "rsqrt": lambda x: x ** -0.5, "div": operator.truediv, "truediv": operator.truediv,
+    "mul": operator.mul, "add": operator.add, "sub": operator.sub, "pow": operator.pow,
+    "floordiv": operator.floordiv, "neg": operator.neg,
+}
+
+
+def _replay(name: str, args: list[object], kwargs: dict[str, object]) -> object:
     """Call the op a graph node names: torch.nn.functional's signature first (F.batch_norm and
     torch.batch_norm take different arguments), then torch's, then the Tensor method
-    (`w.reshape(1, n, -1)` passes its sizes one by one)."""
+    (`w.reshape(1, n, -1)` passes its sizes one by one). A number in, a number out (numel, then
+    arithmetic on it)."""
     import torch.nn.functional as F
+
+    if args and not kwargs and name in _NUMBERS and all(isinstance(a, (int, float)) for a in args):
+        return _NUMBERS[name](*args)
+    if name == "getitem" and len(args) == 2 and not kwargs and isinstance(args[0], torch.Tensor):
+        return args[0][args[1]]  # type: ignore[index]  # w[0], w[:, :k]: indexing, not a torch function
 
     spaces: tuple[object, ...] = (F, torch, torch.Tensor)
     if name.startswith("linalg_"):  # torch.linalg.vector_norm is recorded as linalg_vector_norm
@@ -367,6 +385,6 @@ def _replay(name: str, args: list[object], kwargs: dict[str, object]) -> torch.T
                 out = fn(*args, **kwargs)
             except TypeError:
                 continue  # another signature: try the next namespace
-            if isinstance(out, torch.Tensor):
+            if isinstance(out, (torch.Tensor, int, float)):
                 return out
     raise LookupError(name)
