@@ -271,9 +271,10 @@ FACTORIES: dict[str, float | None] = {"new_zeros": 0.0, "zeros_like": 0.0, "new_
 NOISE: dict[str, tuple[float, float]] = {"randn_like": (0.0, 1.0), "rand_like": (0.5, 1.0 / 3.0)}
 
 
-# Integer tensors computed from the data (VQ-VAE's nearest code): indices, whose users (a lookup)
-# read no moments from them; no gradient flows back through them.
-INDICES = frozenset({"argmin", "argmax", "argsort"})
+# Integer and boolean tensors computed from the data that feed a lookup or a test, never the signal
+# (VQ-VAE's nearest code, an MoE's `if mask.any()`): no moments, no gradient back. A comparison is
+# not among them: a mask multiplied into the signal keeps a share of it that the data decides.
+INDICES = frozenset({"argmin", "argmax", "argsort", "any", "all", "isnan", "isinf", "isfinite"})
 
 
 def _indices(p: Pass, op: Op, x: Moment) -> Moment:
