@@ -356,6 +356,8 @@ class NearestCode(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.enc(x)
+        if not torch.isfinite(z).all():  # a test on the data (fx cannot trace it: the recorded pass runs)
+            raise ValueError("non-finite encoding")
         dist = z.pow(2).sum(1, keepdim=True) - 2 * z @ self.codebook.weight.t() + self.codebook.weight.pow(2).sum(1)
         q = self.codebook(dist.argmin(1))
         return self.dec(z + (q - z).detach())
