@@ -366,3 +366,28 @@ class NearestCode(nn.Module):
 def test_indices_and_powers_are_no_unhandled_ops():
     report = diagnose(NearestCode(), torch.randn(64, 16))
     assert not any("no handler" in n for n in report.notes), report.notes
+
+
+class RepeatedSquares(nn.Module):
+    """fc1 at N(0, 1) with bias 10 (E[y^2] = 164), then h = h * (h + 1) ten times: E[h^2] squares at each step, past
+    float's range by the fifth (the real forward is inf in float32 too), then fc2. Python's float **
+    raises OverflowError where * gives inf: a selective scan with N(0, 1) weights (Mamba) crashed
+    diagnose with it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 64), nn.Linear(64, 8)
+        nn.init.normal_(self.fc1.weight, 0.0, 1.0)
+        nn.init.constant_(self.fc1.bias, 10.0)  # a mean of 10: the product's mean squares too
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        for _ in range(10):
+            h = h * (h + 1.0)
+        return self.fc2(h)
+
+
+def test_a_signal_past_the_float_range_is_an_explosion_not_a_crash():
+    report = diagnose(RepeatedSquares(), torch.randn(8, 64))
+    assert any(f.code == "IC201" for f in report.findings)
+    assert not any("nan" in f.message for f in report.findings)

@@ -114,7 +114,10 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
                 fwd[op.index], gates[op.index] = through_rnn(p, mod, weights, lf, x or UNIT)
                 weight_n[op.index] = (max(lf.fan_out, 1), w.second if w is not None else 0.0)
             elif w is not None:
-                fwd[op.index] = _through_layer(p, lf, w, x, weights)
+                try:
+                    fwd[op.index] = _through_layer(p, lf, w, x, weights)
+                except OverflowError:
+                    fwd[op.index] = OVERFLOWED
                 weight_n[op.index] = (max(lf.fan_out, 1), w.second)
             continue
         if x is None:
@@ -123,7 +126,12 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
             fwd[op.index] = x.summary()  # a weight judged at another op (tied, shared): pass through
             continue
         handler = handler_for(index, op)
-        out = handler(p, op, x) if handler is not None else None
+        try:
+            out = handler(p, op, x) if handler is not None else None
+        except OverflowError:  # Python's float ** past 1.8e308 raises where * gives inf: the signal exploded
+            out = OVERFLOWED
+        if out is not None and math.isnan(out.second) and math.isinf(x.second):
+            out = OVERFLOWED  # inf * 0 somewhere in the handler: still an overflowed signal, not an unknown one
         if out is None:
             if op.index not in index.constant and op.index not in index.statistics:  # no signal passes it
                 unhandled.setdefault(op.target, []).append(op.index)
@@ -151,6 +159,10 @@ def _keep_before(old: Pass, new: Pass, start: int) -> None:
         value = getattr(old, f.name)
         if isinstance(value, dict) and f.name not in ("fwd",):
             getattr(new, f.name).update((k, v) for k, v in value.items() if isinstance(k, int) and k < start)
+
+
+# A signal past the float range: every later prediction of it is infinite (IC201 names the layer)
+OVERFLOWED = Moment(0.0, math.inf, math.inf)
 
 
 def _param_expression(p: Pass, op: Op) -> Moment | None:
@@ -325,6 +337,8 @@ def raw_rms(sig: Signal, index: GraphIndex, lf: LayerFacts, model: nn.Module, w:
     second = exact if exact is not None else _weighted_sum_second(n, w, x, rows) * padding_fraction(p, op)
     if lf.layout is Layout.BILINEAR and len(data) > 1 and (x2 := sig.forward[data[1]]) is not None:
         second *= x2.second
+    if math.isnan(second) and math.isinf(x.second):
+        return math.inf  # an overflowed input: inf * 0 in the sum's terms
     return math.sqrt(max(second, 0.0))
 
 

@@ -63,7 +63,7 @@ def _normalized(p: Pass, op: Op, x: Moment) -> Moment:
     # BatchNorm's eps of 1e-3 keeps a third of the unit variance)
     eps = _eps(mod, op)
     var = max(x.var - x.between, 0.0) if batch else x.var  # a BatchNorm divides by each channel's own
-    shrink = var / (var + eps) if eps > 0 else 1.0
+    shrink = var / (var + eps) if eps > 0 and math.isfinite(var) else 1.0  # inf / inf: a norm of an overflowed signal
     g2 = gamma.second * shrink
     p.norm_gain[op.index] = gamma.second / max(x.var + eps, 1e-12)
     # a pattern of channel means shared by every token survives a norm over the channels (LayerNorm,
