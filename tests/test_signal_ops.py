@@ -391,3 +391,30 @@ def test_a_signal_past_the_float_range_is_an_explosion_not_a_crash():
     report = diagnose(RepeatedSquares(), torch.randn(8, 64))
     assert any(f.code == "IC201" for f in report.findings)
     assert not any("nan" in f.message for f in report.findings)
+
+
+class WrittenOutGELU(nn.Module):
+    """minGPT's new_gelu written in forward, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) with
+    torch.pow(x, 3.0), and a square as x * x, between two layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        h = 0.5 * h * (1.0 + torch.tanh(0.7978845608 * (h + 0.044715 * torch.pow(h, 3.0))))
+        s = self.fc2(h)
+        return self.fc3(s * s)
+
+
+def test_a_square_and_a_whole_float_power_are_modelled():
+    """x * x is x^2 (E[x^4] = 3 E[x^2]^2 for a Gaussian), not x times an independent copy of 1; a
+    float exponent 3.0 is the whole power 3."""
+    torch.manual_seed(0)
+    model = WrittenOutGELU()
+    x = torch.randn(4096, 64)
+    assert not any("no handler" in n for n in diagnose(model, x).notes)
+    for layer in ("fc2", "fc3"):
+        pred, got = predicted_and_measured(model, x, layer)
+        assert pred == pytest.approx(got, rel=0.2), layer

@@ -98,6 +98,10 @@ def _add(p: Pass, op: Op, x: Moment) -> Moment:
 def _scale(p: Pass, op: Op, x: Moment) -> Moment:
     if op.target == "neg":
         return Moment(-x.mean, x.second, x.signal)
+    if op.target == "mul" and len(op.inputs) == 2 and op.inputs[0] == op.inputs[1]:
+        squared = _elementwise(torch.square)(p, op, x)  # x * x: a square, not a product of independent tensors
+        if squared is not None:
+            return squared
     data = p.index.data_operands(op)
     others = p.others(op, data[0]) if data else []
     if others:
@@ -285,6 +289,8 @@ def _power(p: Pass, op: Op, x: Moment) -> Moment | None:
     """x ** k for a small whole k (a squared distance, a cube): pushed through its Gaussian
     expectation like any elementwise function; another exponent is left unhandled."""
     k = op.scalar("1", "exponent")
+    if isinstance(k, float) and k.is_integer():
+        k = int(k)  # torch.pow(x, 3.0): GPT-2's tanh GELU written out
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 4:
         return None
     return _elementwise(lambda t: t.pow(k))(p, op, x)
