@@ -562,3 +562,19 @@ def test_the_data_driven_pass_measures_the_forward_the_analysis_judged():
     for i in (10, 13):
         raw = outs[i] - model[i].bias.detach()
         assert float(raw.std()) == pytest.approx(targets[f"{i}.weight"], rel=0.2), i
+
+
+def test_a_weight_rebuilt_with_a_factor_is_drawn_through_it():
+    """StyleGAN's equalized convs multiply the stored weight by 1/sqrt(fan_in) in forward; drawn at
+    N(0, 0.02) they receive 0.02/sqrt(fan_in) (IC103, 50x below in std). A fix that drew the stored
+    weight at the scheme's std would leave the conv at scheme/sqrt(fan_in): the parameter is divided
+    by the rebuild's factor, so the conv receives the scheme's std and nothing is left."""
+    import cases as C
+
+    model = C.EqualizedDiscriminator(normal_std=0.02)
+    x = torch.randn(2, 3, 16, 16)
+    fix(model, x, generator=torch.Generator().manual_seed(0))
+    after = diagnose(model, x)
+    assert not [f for f in after.findings if f.code == "IC103"], after.findings
+    rows = {lr.qualname: lr for lr in after.layers}
+    assert rows["convs.1.weight"].actual_std == pytest.approx(rows["convs.1.weight"].recommended_std, rel=0.05)

@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from ..api import Analysis
-from ..facts import LayerFacts
+from ..facts import LayerFacts, received_weight
 from ..facts.params import ParamKind
 from ..findings import Selection
+from ..graph import OpKind
 from ..ops.layers import is_hf_conv1d
 from ..ops.parametrized import assign, computed
 from ..records import FixDraw
@@ -242,10 +243,34 @@ def static_pass(model: nn.Module, analysis: Analysis, generator: torch.Generator
     for i, (lf, scheme) in enumerate(zip(chosen, schemes), 1):
         if lf.qualname not in batched:
             reinit_layer(model, lf, generator, scheme)
+        _through_rebuild(model, analysis, lf)
         _zero_bias(model, lf)
         if progress:
             progress("reinitializing", i, len(chosen))
     return [lf.qualname for lf in chosen]
+
+
+def _through_rebuild(model: nn.Module, analysis: Analysis, lf: LayerFacts) -> None:
+    """A weight that forward rebuilds before its op reads it (StyleGAN's equalized learning rate,
+    w * lr_mul / sqrt(fan_in)) was judged on what the op receives; drawn at that std, the parameter
+    is then divided by the rebuild's factor so that the op receives the scheme's std. A rebuild that
+    removes the scale (w / ||w||, weight standardization) has no factor to undo: left as drawn."""
+    op = analysis.context.index.ops[lf.op]
+    if op.kind is not OpKind.FUNCTION or not lf.recommended_std > 0:
+        return
+    p = model.get_parameter(lf.qualname)
+    received = received_weight(analysis.context.index, op, p)
+    if received is p:
+        return
+    with torch.no_grad():
+        got = float(received.float().pow(2).mean().sqrt())
+        if not got > 0 or not math.isfinite(got):
+            return
+        factor = got / float(p.float().pow(2).mean().sqrt())
+        p.div_(factor)
+        again = float(received_weight(analysis.context.index, op, p).float().pow(2).mean().sqrt())
+        if not math.isclose(again, got / factor, rel_tol=1e-3):
+            p.mul_(factor)  # the rebuild normalizes the scale away: dividing changed nothing it passes on
 
 
 def _draw_orthogonal_batches(model: nn.Module, chosen: list[LayerFacts], schemes: list[Scheme | None],
