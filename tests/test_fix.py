@@ -578,3 +578,27 @@ def test_a_weight_rebuilt_with_a_factor_is_drawn_through_it():
     assert not [f for f in after.findings if f.code == "IC103"], after.findings
     rows = {lr.qualname: lr for lr in after.layers}
     assert rows["convs.1.weight"].actual_std == pytest.approx(rows["convs.1.weight"].recommended_std, rel=0.05)
+
+
+def test_a_data_driven_step_that_leaves_worse_than_the_static_one_is_undone():
+    """LoRA layers whose A and B were both drawn N(0, 1), a head at N(0, 1), frozen bases: the
+    data-driven step aims each layer at the signal the recommended schemes give, and here that
+    signal grows through base + 2 * B(A(x)) to an IC201 at the head, which the static step alone
+    does not leave. The fix keeps the better of the two and says so: nothing is left at the
+    severity it acted on."""
+    import cases as C
+
+    from initcheck.findings import Severity
+
+    model = C.LoRAAdapted()
+    model.l1, model.l2, model.head = C.LoRALinear(64, 256), C.LoRALinear(256, 256), torch.nn.Linear(256, 10)
+    with torch.no_grad():
+        for layer in (model.l1, model.l2):
+            layer.lora_A.weight.normal_(0.0, 1.0)
+            layer.lora_B.weight.normal_(0.0, 1.0)
+        model.head.weight.normal_(0.0, 1.0)
+    x = torch.randn(16, 64)
+    report = fix(model, x, data_driven=True, generator=torch.Generator().manual_seed(0))
+    acted = report.fix.acted_on
+    assert not [f for f in diagnose(model, x).findings if f.severity >= max(acted, Severity.WARNING)]
+    assert report.fix.data_driven is None and any("data-driven step was undone" in n for n in report.notes)

@@ -31,14 +31,14 @@ from torch import nn
 from ..api import Analysis, analyze, reanalyze, reselect
 from ..compiled import original
 from ..errors import UsageError
-from ..findings import Selection
+from ..findings import Selection, Severity
 from ..inputs import ArgsKwargs
 from ..memory import Activity, guard
 from ..ops.parametrized import keeps_parametrizations
 from ..records import DataDriven, FixResult, Scaled
 from ..report import Report
 from ..schemes import Scheme
-from .scaling import data_driven_pass, targets
+from .scaling import data_driven_pass, rescale, targets
 from .static import (
     DrawChoice,
     Progress,
@@ -129,13 +129,31 @@ def fix(
                                                      keep_intentional=keep_intentional, verify=verify, progress=progress,
                                                      kept=kept, unit=unit_targets(before, choice))
             dd = DataDriven(passes, target_std, worst, tuple(scaled))
-    result = FixResult(choice.record(), tuple(reinitialized), tuple(reset), tuple(branches), dd, acted, tuple(queries))
     # the weights changed, the graph did not: the report after the fix reuses the trace and index
     after = reanalyze(before, selection=sel).report
     notes = [f"fix drew replaced weights by {choice.reason}"] if reinitialized else []
+    if dd is not None and (left := _left(after, acted)):
+        # never worse by initcheck's own standard: a data-driven step that leaves findings at the
+        # severity the fix acted on is undone where the static step alone leaves fewer
+        rescale(model, before, dd.layers, undo=True)
+        alone = reanalyze(before, selection=sel).report
+        if len(_left(alone, acted)) < len(left):
+            code, layer = next(f for f in left if f not in _left(alone, acted))
+            after, dd = alone, None
+            notes.append(f"the data-driven step was undone: it left {code} on {layer}, which the static step alone does not")
+        else:
+            rescale(model, before, dd.layers, undo=False)
+    result = FixResult(choice.record(), tuple(reinitialized), tuple(reset), tuple(branches), dd, acted, tuple(queries))
     if frozen:
         notes.append(f"fix left the {len(frozen)} frozen parameter(s) (requires_grad=False) as they were")
     return replace(after, notes=after.notes + tuple(notes), fix=result)
+
+
+def _left(after: Report, acted: Severity | None) -> list[tuple[str, str | None]]:
+    """(code, layer) of each finding after the fix at or above the severity it acted on (a warning
+    at least)."""
+    floor = max(acted, Severity.WARNING) if acted is not None else Severity.WARNING
+    return [(f.code, f.layer) for f in after.findings if f.severity >= floor]
 
 
 def _sharded(model: nn.Module) -> str | None:

@@ -277,3 +277,22 @@ def _broadcast_bias(bias: torch.Tensor | None, module: nn.Module, y: torch.Tenso
     if isinstance(module, nn.modules.conv._ConvNd):
         return bias.view(1, -1, *([1] * (y.dim() - 2)))
     return bias  # Linear, Bilinear, MHA (batch first or not), Embedding: the last dim
+
+
+def rescale(model: nn.Module, analysis: Analysis, scaled: tuple[Scaled, ...], undo: bool) -> None:
+    """Divide (undo) or multiply again each scaled parameter's carrier by the factor the pass
+    applied to it: once per tensor, whichever tied alias reaches it."""
+    factors = {s.param: s.factor for s in scaled}
+    canonical = {a: lf.qualname for lf in analysis.layers for a in lf.aliases}
+    done: set[int] = set()
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if not scaled_here(m):
+                continue
+            q = f"{name}.{scaled_param(m)}" if name else scaled_param(m)
+            key = canonical.get(q, q)
+            carrier = _weight_of(m)
+            if key not in factors or carrier is None or id(carrier) in done:
+                continue
+            done.add(id(carrier))
+            carrier.div_(factors[key]) if undo else carrier.mul_(factors[key])
