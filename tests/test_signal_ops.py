@@ -418,3 +418,27 @@ def test_a_square_and_a_whole_float_power_are_modelled():
     for layer in ("fc2", "fc3"):
         pred, got = predicted_and_measured(model, x, layer)
         assert pred == pytest.approx(got, rel=0.2), layer
+
+
+class GatedConv(nn.Module):
+    """Conformer's convolution module: a pointwise conv to 2C, F.glu along the channels (a * sigmoid(b)),
+    then a pointwise conv; and the same with nn.GLU."""
+
+    def __init__(self, module: bool = False) -> None:
+        super().__init__()
+        self.pw1, self.pw2 = nn.Conv1d(64, 128, 1), nn.Conv1d(64, 64, 1)
+        self.glu = nn.GLU(dim=1) if module else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.pw1(x)
+        return self.pw2(self.glu(h) if self.glu is not None else F.glu(h, dim=1))
+
+
+@pytest.mark.parametrize("module", [False, True])
+def test_a_gated_linear_unit_multiplies_one_half_by_the_others_sigmoid(module):
+    torch.manual_seed(0)
+    model = GatedConv(module)
+    x = torch.randn(32, 64, 50)
+    assert not any("no handler" in n for n in diagnose(model, x).notes)
+    pred, got = predicted_and_measured(model, x, "pw2")
+    assert pred == pytest.approx(got, rel=0.1)

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from .. import theory
 from ..graph import Op, OpKind
@@ -317,11 +318,24 @@ def _elementwise(fn: Callable[[torch.Tensor], torch.Tensor]) -> Handler:
     return handler
 
 
+def _glu(p: Pass, op: Op, x: Moment) -> Moment:
+    """F.glu / nn.GLU: the input's two halves a and b along a dim give a * sigmoid(b), the halves
+    independent with the input's moments: E[y^2] = E[a^2] E[sigmoid(b)^2]. The gradient reaches a
+    through sigmoid(b) and b through a * sigmoid'(b), half the input's elements each."""
+    gate = activation_moments("sigmoid", None, x.mean, x.var)
+    slope = theory.gaussian_moments(torch.sigmoid, x.mean, x.var).slope2
+    p.slope2[op.index] = 0.5 * (gate.second + x.second * slope)
+    second = x.second * gate.second
+    return Moment(x.mean * gate.mean, second, min(x.signal * gate.second, second))
+
+
 def _module(p: Pass, op: Op, x: Moment) -> Moment | None:
     """A parameter-free custom module judged by what it computes; None when it is not elementwise."""
     mod = p.index.module(op)
     if mod is None:
         return None
+    if isinstance(mod, nn.GLU):
+        return _glu(p, op, x)
     drop = _drop_path(mod)
     if drop is not None:
         return drop(x)
@@ -367,6 +381,7 @@ BY_FUNCTION: dict[str, Handler] = {
     "scaled_dot_product_attention": _attention,
     "matmul": _matmul,  # a product of two activations (a weight matmul is a layer, handled apart)
     "einsum": _einsum,
+    "glu": _glu,
     **{name: _noise for name in NOISE},
     **{name: _indices for name in INDICES},
     "pow": _power,
