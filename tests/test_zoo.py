@@ -38,6 +38,9 @@ ZOO = {
     "whisper": lambda: T.WhisperModel(T.WhisperConfig(**SEQ2SEQ, num_mel_bins=16, max_source_positions=32,
                                                       max_target_positions=32)),
     "bart": lambda: T.BartModel(T.BartConfig(**SEQ2SEQ, max_position_embeddings=64)),
+    # a raw waveform in (input_values): the input guess builds one long enough for the conv front end
+    "wav2vec2": lambda: T.Wav2Vec2ForCTC(T.Wav2Vec2Config(**SMALL, conv_dim=(32, 32), conv_stride=(5, 2), conv_kernel=(10, 3),
+                                                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)),
 }
 
 
@@ -130,6 +133,10 @@ def test_data_driven_fix_scales_gpt2s_conv1d_layers():
 
 
 GRID = [(arch, d, layers) for arch in ("gpt2", "bert", "llama", "t5") for d in (64, 128) for layers in (4, 8)]
+# factorized embeddings (embedding_size < hidden_size): the post-LN encoder's stream starts at
+# sqrt(E * 0.02^2) (0.11 at E = 32) and its first attention reads a small context; real ELECTRA-small
+# (E = 128, d = 256) does the same, and trains
+GRID += [(arch, d, 2) for arch in ("electra", "albert") for d in (64, 256)]
 
 
 def _sized(arch, d, layers):
@@ -139,6 +146,11 @@ def _sized(arch, d, layers):
     if arch == "bert":
         return T.BertModel(T.BertConfig(hidden_size=d, num_hidden_layers=layers, num_attention_heads=4,
                                         intermediate_size=4 * d, vocab_size=1000, max_position_embeddings=64))
+    if arch in ("electra", "albert"):
+        config = (T.ElectraConfig if arch == "electra" else T.AlbertConfig)(
+            embedding_size=d // 2, hidden_size=d, num_hidden_layers=layers, num_attention_heads=4, intermediate_size=4 * d,
+            vocab_size=1000, max_position_embeddings=64)
+        return (T.ElectraForPreTraining if arch == "electra" else T.AlbertForMaskedLM)(config)
     if arch == "t5":
         return T.T5ForConditionalGeneration(T.T5Config(d_model=d, d_kv=d // 4, d_ff=4 * d, num_layers=layers, num_heads=4,
                                                        vocab_size=1000))

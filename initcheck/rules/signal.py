@@ -136,15 +136,20 @@ def signal_explodes(ctx: Context) -> Iterator[Finding]:
       "Predicted from unit-variance inputs, the input-driven part of the signal reaching a layer has rms below 0.01.",
       "Too small a weight variance shrinks the signal geometrically: with N(0, 0.01) a tanh net "
       "loses a factor ~10 per layer; deeper layers then see only their biases (which the signal "
-      "model counts apart) and the output stops depending on the input.",
+      "model counts apart) and the output stops depending on the input. Layers inside a residual "
+      "branch are not judged: the skip around them carries the input on.",
       example="nn.init.normal_(layer.weight, std=0.01)  # every layer of a 5-layer tanh net",
       fix="the recommended scheme on the mis-scaled layers the finding names",
       settings=(VANISH_RMS, CAUSED_BY))
 def signal_vanishes(ctx: Context) -> Iterator[Finding]:
     limit = ctx.threshold(VANISH_RMS.name)
     gate = gating(ctx)
-    hit = _first(ctx, lambda lf: v if (lf.role is not WeightRole.EMBEDDING and not gate(lf) and _below(
-        ctx, v := _input_signal(ctx, lf), limit, _input_signal(ctx, lf, ctx.reference))) else None)
+    # a layer inside a residual branch is skipped: the stream around it carries the input on (a
+    # post-LN encoder's first attention block after a factorized embedding, ELECTRA's and ALBERT's,
+    # reads a small context and trains), and a stream that fades reaches a layer outside the branches
+    hit = _first(ctx, lambda lf: v if (lf.role is not WeightRole.EMBEDDING and not gate(lf) and not lf.in_residual_branch
+                                       and _below(ctx, v := _input_signal(ctx, lf), limit,
+                                                  _input_signal(ctx, lf, ctx.reference))) else None)
     if hit:
         lf, v, more = hit
         yield finding("IC202", lf, f"{describe(lf)}: predicted input signal rms {v:.3g} for unit-variance model inputs (under {limit:g}){_more(more)}",
