@@ -334,6 +334,10 @@ def _hugging_face(model: nn.Module, g: torch.Generator) -> Inputs | None:
     elif name == "input_features":
         frames = 2 * getattr(config, "max_source_positions", 1500)
         kwargs[name] = _randn(1, getattr(config, "num_mel_bins", 80), frames, generator=g)
+    elif name == "input_values":  # a raw waveform (wav2vec 2.0, HuBERT): 20 frames of the conv front end
+        strides = getattr(config, "conv_stride", None) or (320,)
+        kernels = getattr(config, "conv_kernel", None) or (400,)
+        kwargs[name] = _randn(1, 20 * math.prod(strides) + sum(kernels) * math.prod(strides), generator=g)
     else:
         vocab = getattr(config, "vocab_size", 100) or 100
         kwargs["input_ids"] = torch.randint(0, min(vocab, 1000), (1, 8), generator=g)

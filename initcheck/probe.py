@@ -74,7 +74,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
         p.grad = None
         p.requires_grad_(True)
     watched = {name: m for name, m in work.named_modules() if module_weights(m)}
-    weights = {lf.qualname: (lf.name, work.get_parameter(lf.qualname)) for lf in first.layers
+    weights = {lf.qualname: (lf.name, _trained(work, lf.qualname)) for lf in first.layers
                if lf.name in watched and lf.param == module_weights(watched[lf.name])[0].param}
     records: dict[str, torch.Tensor] = {}
     grad_rows: dict[str, torch.Tensor] = {}  # the gradient reaching each layer's output, binned
@@ -157,6 +157,22 @@ def _layer(name: str, activation: str, predicted: float | None, row: list[float]
 
 def _nan(v: float) -> float | None:
     return None if math.isnan(v) else v
+
+
+def _trained(model: nn.Module, qualname: str) -> torch.Tensor:
+    """The parameter that training updates for a weight: itself, or for a parametrized weight
+    (weight_norm, spectral_norm: recomputed at each access, wav2vec 2.0's positional conv) the
+    original its gradient reaches."""
+    try:
+        return model.get_parameter(qualname)
+    except AttributeError:
+        owner, _, name = qualname.rpartition(".")
+        plist = getattr(getattr(model.get_submodule(owner) if owner else model, "parametrizations", None), name, None)
+        for attr in ("original", "original1", "original0"):  # weight_norm's v (original1) carries the direction
+            found = getattr(plist, attr, None)
+            if isinstance(found, nn.Parameter):
+                return found
+        raise
 
 
 def _recurrent_preact(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> torch.Tensor | None:

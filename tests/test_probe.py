@@ -144,3 +144,12 @@ def test_a_recurrent_layers_measurement_is_its_gates_pre_activation():
                             torch.randint(0, 100, (32, 12)), "1.weight_ih_l0")):
         row = next(p for p in probe(model, x).probe if p.name == name)
         assert row.measured_rms == pytest.approx(row.predicted_rms, rel=0.15)
+
+
+def test_a_parametrized_weight_is_probed_through_its_original():
+    """weight_norm's weight is recomputed at each access, no Parameter: the probe read it with
+    get_parameter and failed (wav2vec 2.0's positional conv); its gradient is on the originals."""
+    import cases as C
+
+    rows = {p.name: p for p in probe(C.WeightNormed(), torch.randn(16, 32)).probe}
+    assert rows["fc1.weight"].measured_rms is not None and rows["fc1.weight"].grad_norm > 0
