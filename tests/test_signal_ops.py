@@ -36,6 +36,16 @@ def predicted_and_measured(model: nn.Module, x: torch.Tensor, layer: str) -> tup
     return pred, got[0]
 
 
+def assert_modelled(model: nn.Module, x: torch.Tensor, layer: str, rel: float):
+    """No op of the model passed through as identity, and `layer`'s predicted raw rms within `rel`
+    of a measured forward; (the report, the prediction)."""
+    report = diagnose(model, x)
+    assert not any("no handler" in n for n in report.notes), report.notes
+    pred, got = predicted_and_measured(model, x, layer)
+    assert pred == pytest.approx(got, rel=rel)
+    return report, pred
+
+
 class BatchNormAct2d(nn.BatchNorm2d):
     """timm's fused norm + activation: one module, so the trace sees one norm op."""
 
@@ -243,11 +253,7 @@ class Reparameterized(nn.Module):
 
 def test_noise_drawn_in_forward_is_unit_gaussian_noise():
     torch.manual_seed(0)
-    model = Reparameterized()
-    x = torch.randn(4096, 64)
-    assert not any("no handler" in n for n in diagnose(model, x).notes)
-    pred, got = predicted_and_measured(model, x, "dec")
-    assert pred == pytest.approx(got, rel=0.1)
+    assert_modelled(Reparameterized(), torch.randn(4096, 64), "dec", rel=0.1)
 
 
 class InlineRMSNorm(nn.Module):
@@ -278,13 +284,8 @@ class InlineRMSNorm(nn.Module):
 @pytest.mark.parametrize("spelling", ["pixel", "llama", "divide"])
 def test_an_rms_norm_written_out_is_a_norm(spelling):
     torch.manual_seed(0)
-    model = InlineRMSNorm(spelling)
-    x = torch.randn(2048, 64)
-    report = diagnose(model, x)
-    assert not any("no handler" in n for n in report.notes), report.notes
+    report, _ = assert_modelled(InlineRMSNorm(spelling), torch.randn(2048, 64), "fc2", rel=0.1)
     assert report.layers[0].normalized  # fc1's scale is removed: not blamed
-    pred, got = predicted_and_measured(model, x, "fc2")
-    assert pred == pytest.approx(got, rel=0.1)
 
 
 class GlobalMaxFeature(nn.Module):
@@ -304,11 +305,7 @@ class GlobalMaxFeature(nn.Module):
 
 def test_a_max_over_a_whole_dimension_is_a_max_pool_of_that_size():
     torch.manual_seed(0)
-    model = GlobalMaxFeature()
-    x = torch.randn(64, 3, 256)
-    assert not any("no handler" in n for n in diagnose(model, x).notes)
-    pred, got = predicted_and_measured(model, x, "fc")
-    assert pred == pytest.approx(got, rel=0.2)
+    _, pred = assert_modelled(GlobalMaxFeature(), torch.randn(64, 3, 256), "fc", rel=0.2)
     assert pred > 1.3  # the max's gain, which a pass-through (rms ~0.58) leaves out
 
 
@@ -338,11 +335,7 @@ class RotaryAttention(nn.Module):
 
 def test_a_rotary_embedding_is_a_rotation():
     torch.manual_seed(0)
-    model = RotaryAttention()
-    x = torch.randn(64, 32, 64)
-    assert not any("no handler" in n for n in diagnose(model, x).notes)
-    pred, got = predicted_and_measured(model, x, "wo")
-    assert pred == pytest.approx(got, rel=0.15)
+    assert_modelled(RotaryAttention(), torch.randn(64, 32, 64), "wo", rel=0.15)
 
 
 class NearestCode(nn.Module):
@@ -412,12 +405,9 @@ def test_a_square_and_a_whole_float_power_are_modelled():
     """x * x is x^2 (E[x^4] = 3 E[x^2]^2 for a Gaussian), not x times an independent copy of 1; a
     float exponent 3.0 is the whole power 3."""
     torch.manual_seed(0)
-    model = WrittenOutGELU()
-    x = torch.randn(4096, 64)
-    assert not any("no handler" in n for n in diagnose(model, x).notes)
+    model, x = WrittenOutGELU(), torch.randn(4096, 64)
     for layer in ("fc2", "fc3"):
-        pred, got = predicted_and_measured(model, x, layer)
-        assert pred == pytest.approx(got, rel=0.2), layer
+        assert_modelled(model, x, layer, rel=0.2)
 
 
 class GatedConv(nn.Module):
@@ -437,8 +427,4 @@ class GatedConv(nn.Module):
 @pytest.mark.parametrize("module", [False, True])
 def test_a_gated_linear_unit_multiplies_one_half_by_the_others_sigmoid(module):
     torch.manual_seed(0)
-    model = GatedConv(module)
-    x = torch.randn(32, 64, 50)
-    assert not any("no handler" in n for n in diagnose(model, x).notes)
-    pred, got = predicted_and_measured(model, x, "pw2")
-    assert pred == pytest.approx(got, rel=0.1)
+    assert_modelled(GatedConv(module), torch.randn(32, 64, 50), "pw2", rel=0.1)
