@@ -95,7 +95,7 @@ def recognize(lf: LayerFacts, model: nn.Module, facts: _ModelFacts | None = None
         return fixed
     if s.constant and s.mean == 0.0:
         if lf.residual_end:
-            return "zero residual end (Fixup / SkipInit / ReZero)"
+            return "zero residual end (Fixup / SkipInit / ReZero / LoRA's B)"
         if lf.is_output:
             return "zero-initialized classifier"
         if lf.gated:
