@@ -4,6 +4,7 @@ import attention_cases as A
 import cases as C
 import pytest
 import torch
+import torch.nn.functional as F
 
 from initcheck import diagnose
 from initcheck.findings import Severity
@@ -199,3 +200,33 @@ def test_a_rebuilt_weight_is_replayed_without_an_input_too():
     assert report.ok, [f.message for f in report.findings if f.severity is Severity.ERROR]
     rows = {lr.qualname: lr for lr in report.layers}
     assert rows["blocks.0.0.weight"].actual_std == pytest.approx(288 ** -0.5, rel=2e-3)
+
+
+class RelPosBiasAttention(torch.nn.Module):
+    """timm's vit_relpos: a relative-position MLP (Linear(2, 64), ReLU, Linear(64, heads)) at PyTorch's
+    default (fc1 6.4x below He) gives a bias that F.scaled_dot_product_attention adds to its logits
+    through attn_mask. That MLP's scale is the softmax's sharpness (IC207 judges it), no signal path:
+    no IC103 on it."""
+
+    def __init__(self, d: int = 64, heads: int = 4, side: int = 4) -> None:
+        super().__init__()
+        self.qkv, self.proj = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, d)
+        self.fc1, self.fc2 = torch.nn.Linear(2, 64), torch.nn.Linear(64, heads)
+        ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        pos = torch.stack([ys.flatten(), xs.flatten()], 1).float()
+        self.register_buffer("rel", (pos[:, None] - pos[None]).reshape(-1, 2) / side)
+        self.heads, self.n = heads, side * side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        bias = self.fc2(torch.relu(self.fc1(self.rel))).view(n, n, self.heads).permute(2, 0, 1).unsqueeze(0)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(o.transpose(1, 2).reshape(b, n, d))
+
+
+def test_a_bias_added_to_sdpas_logits_is_no_signal_path():
+    report = diagnose(RelPosBiasAttention(), torch.randn(2, 16, 64))
+    verdicts = {lr.qualname: lr.verdict for lr in report.layers}
+    assert verdicts["fc1.weight"] == "ok: attention logits only, none saturated", verdicts
+    assert not [f for f in report.findings if f.code == "IC103" and f.layer.startswith("fc")]

@@ -428,3 +428,28 @@ class GatedConv(nn.Module):
 def test_a_gated_linear_unit_multiplies_one_half_by_the_others_sigmoid(module):
     torch.manual_seed(0)
     assert_modelled(GatedConv(module), torch.randn(32, 64, 50), "pw2", rel=0.1)
+
+
+class SliceWrite(nn.Module):
+    """h[:, :32] = 10 * h[:, :32] between two layers: an in-place write that later code reads
+    through the same tensor (MViTv2 adds its relative-position terms to the logits so). fc2 sees half
+    of its inputs 10x larger: E[x^2] = (1 + 100) / 2 of fc1's. `recorded`: a test on the data makes fx
+    give up, so the recorded pass sees the write (Tensor.__setitem__)."""
+
+    def __init__(self, recorded: bool = False) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 64, bias=False), nn.Linear(64, 64)
+        self.recorded = recorded
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        if self.recorded and not torch.isfinite(h).all():
+            raise ValueError("non-finite")
+        h[:, :32] = 10.0 * h[:, :32]
+        return self.fc2(h)
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_an_in_place_write_reaches_the_layers_that_read_the_tensor_after_it(recorded):
+    torch.manual_seed(0)
+    assert_modelled(SliceWrite(recorded), torch.randn(2048, 64), "fc2", rel=0.1)

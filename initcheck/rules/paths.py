@@ -75,7 +75,10 @@ def logit_only(ctx: Context) -> frozenset[int]:
     # a softmax whose weights multiply another tensor (attention), not a classifier's output softmax
     softmaxes = {op.index for op in index.ops if op.kind in (OpKind.FUNCTION, OpKind.MODULE)
                  and index.role(op).activation == "softmax" and _weighs_another(ctx, op.index)}
-    if not softmaxes:
+    # what SDPA adds to its logits: the attn_mask operand (timm's relative-position MLPs pass their bias so)
+    biases = {i for op in index.ops if op.target == "scaled_dot_product_attention"
+              for key, i in op.operands if key in ("3", "attn_mask")}
+    if not softmaxes and not biases:
         return frozenset()  # no attention: no walk
 
     def visit(i: int, op: Op) -> bool | None:
@@ -83,7 +86,7 @@ def logit_only(ctx: Context) -> frozenset[int]:
             return i in found
         if op.kind is OpKind.OUTPUT:
             return False
-        if i in softmaxes:
+        if i in softmaxes or i in biases:
             return True
         if index.role(op).kind is RoleKind.ACTIVATION and index.role(op).activation in ("softmax", "log_softmax"):
             return False  # another softmax: an output's

@@ -297,6 +297,18 @@ def _power(p: Pass, op: Op, x: Moment) -> Moment | None:
     return _elementwise(lambda t: t.pow(k))(p, op, x)
 
 
+def _written(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """x[idx] = v: the tensor after the write, its elements x's and v's in proportion to v's share of
+    them (all of v's where the shapes are not known)."""
+    target, value = op.operand("0"), op.operand("2")  # setitem(x, idx, v); idx may hold a mask tensor
+    if target is None or value is None or (v := p.fwd[value]) is None:
+        return None
+    whole, part = p.index.ops[target].shape, p.index.ops[value].shape
+    f = min(math.prod(part) / max(math.prod(whole), 1), 1.0) if whole and part else 1.0
+    mean = (1 - f) * x.mean + f * v.mean
+    return Moment(mean, (1 - f) * x.second + f * v.second, (1 - f) * x.signal + f * v.signal)
+
+
 def _noise(p: Pass, op: Op, x: Moment) -> Moment:
     mean, second = NOISE[op.target]
     return Moment(mean, second, 0.0)
@@ -382,6 +394,7 @@ BY_FUNCTION: dict[str, Handler] = {
     "matmul": _matmul,  # a product of two activations (a weight matmul is a layer, handled apart)
     "einsum": _einsum,
     "glu": _glu,
+    "setitem": _written,
     **{name: _noise for name in NOISE},
     **{name: _indices for name in INDICES},
     "pow": _power,

@@ -67,6 +67,10 @@ def trace_fx(model: nn.Module, inputs: Iterable[Inputs] = (), training: bool | N
             operands, scalars = split_args(known(node.args), known(node.kwargs),
                                            lambda a: index.get(a) if isinstance(a, fx.Node) else None)
             add(node, kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars)
+            if canonical_name(raw) == "setitem" and node.args and isinstance(node.args[0], fx.Node):
+                # x[idx] = v writes x in place: later readers of x read the write (MViTv2 adds its
+                # relative-position terms to the logits so), not the value before it
+                index[node.args[0]] = index[node]
         elif node.op == "output":
             operands, _ = split_args((node.args[0],), {}, lambda a: index.get(a) if isinstance(a, fx.Node) else None)
             add(None, kind=OpKind.OUTPUT, target="output", operands=operands)

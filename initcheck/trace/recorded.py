@@ -130,6 +130,13 @@ class _Recorder(TorchFunctionMode):
         if self.cow is not None:
             self.cow.before(name, args, kwargs)
         out = func(*args, **kwargs)
+        if self.depth == 0 and name == "__setitem__" and args and isinstance(args[0], torch.Tensor):
+            # x[idx] = v writes x in place: later readers of x read the write
+            operands, scalars = split_args(args, kwargs, self.lookup)
+            if operands:
+                self.tag(args[0], self._new(kind=OpKind.FUNCTION, target="setitem", operands=operands, scalars=scalars,
+                                            **described(args[0])))
+            return out
         if self.depth == 0 and any(True for _ in tensors_in(out)):
             raw = getattr(func, "__name__", str(func))
             if raw == "__get__":  # a property such as x.T
