@@ -2,6 +2,8 @@
 forward (torch is the oracle): the predicted raw output rms of the weight layer after the op
 (signal.raw_rms: bias aside, before any norm) beside the one a forward hook measures, in train mode."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -453,3 +455,180 @@ class SliceWrite(nn.Module):
 def test_an_in_place_write_reaches_the_layers_that_read_the_tensor_after_it(recorded):
     torch.manual_seed(0)
     assert_modelled(SliceWrite(recorded), torch.randn(2048, 64), "fc2", rel=0.1)
+
+
+class AlibiAttention(nn.Module):
+    """BLOOM's attention: logits = baddbmm(bias, q, k^T, beta=1, alpha=1/sqrt(d)), then softmax and
+    bmm with v. The product is a contraction over the head dim like q @ k^T, times alpha^2 in
+    E[.^2]; the bias adds to it (zero here: a constant built in forward is not evaluated). Without
+    the contraction the logits would pass as q itself, 16x too spread for 16 head dims."""
+
+    def __init__(self, d: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.dense = nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        hd = d // self.heads
+        q, k, v = (z.reshape(b, t, self.heads, hd).transpose(1, 2).reshape(b * self.heads, t, hd)
+                   for z in self.qkv(x).split(d, -1))
+        bias = torch.zeros(b * self.heads, 1, t, dtype=x.dtype)
+        logits = torch.baddbmm(bias, q, k.transpose(1, 2), beta=1.0, alpha=1 / math.sqrt(hd))
+        out = torch.bmm(F.softmax(logits, -1), v)
+        return self.dense(out.reshape(b, self.heads, t, hd).transpose(1, 2).reshape(b, t, d))
+
+
+def test_baddbmm_logits_are_a_scaled_product_plus_the_bias():
+    torch.manual_seed(0)
+    assert_modelled(AlibiAttention(), torch.randn(8, 32, 64), "dense", rel=0.1)
+
+
+class MessagePassing(nn.Module):
+    """A graph network's sum aggregation: every node receives `degree` neighbours' messages,
+    index_add_ (or scatter_add_) into zeros. The messages are independent with mean ~0, so the sum
+    has `degree` times their variance: relu(sum) then lin2 sees E[x^2] = degree E[h^2] / 2."""
+
+    def __init__(self, scatter: bool = False, nodes: int = 200, degree: int = 8, d: int = 32) -> None:
+        super().__init__()
+        self.lin1, self.lin2 = nn.Linear(d, d, bias=False), nn.Linear(d, d)
+        g = torch.Generator().manual_seed(0)
+        self.register_buffer("src", torch.randint(0, nodes, (nodes * degree,), generator=g))
+        self.register_buffer("dst", torch.arange(nodes).repeat_interleave(degree))
+        self.scatter = scatter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin1(x)[self.src]
+        agg = torch.zeros(x.shape[0], h.shape[1], dtype=x.dtype)
+        if self.scatter:
+            agg.scatter_add_(0, self.dst[:, None].expand(-1, h.shape[1]), h)
+        else:
+            agg.index_add_(0, self.dst, h)
+        return self.lin2(torch.relu(agg))
+
+
+@pytest.mark.parametrize("scatter", [False, True])
+def test_a_scatter_add_sums_each_rows_messages(scatter):
+    torch.manual_seed(0)
+    _, pred = assert_modelled(MessagePassing(scatter), torch.randn(200, 32), "lin2", rel=0.1)
+    assert pred > 0.3  # not the zeros the messages were added into
+
+
+class TopValues(nn.Module):
+    """x.topk(16) of 256 values of N(0, v): the top 6% of a Gaussian sample, about 1.9 sd each, so
+    E[y^2] is ~3.7x E[x^2], where an identity would say 1x."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 256), nn.Linear(16, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(x).topk(16, dim=-1)[0])
+
+
+def test_topk_values_are_the_top_order_statistics():
+    torch.manual_seed(0)
+    assert_modelled(TopValues(), torch.randn(512, 64), "fc2", rel=0.1)
+
+
+class MaskedByData(nn.Module):
+    """Masks the data make: where(h > 0, h, 0.01 h) (a leaky ReLU written out), h * (h > 0) (a
+    ReLU), h.masked_fill(h < -0.3, 0). A comparison of N(m, v) with c is one with probability
+    Phi((m - c) / sd); the branches mix at that rate, so fc2 sees about half of E[h^2]."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 64), nn.Linear(64, 64)
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        if self.kind == "where":
+            h = torch.where(h > 0, h, 0.01 * h)
+        elif self.kind == "mask":
+            h = h * (h > 0).float()
+        else:
+            h = h.masked_fill(h < -0.3, 0.0)
+        return self.fc2(h)
+
+
+@pytest.mark.parametrize("kind", ["where", "mask", "masked_fill"])
+def test_a_mask_from_a_comparison_keeps_its_rate_of_the_signal(kind):
+    torch.manual_seed(0)
+    assert_modelled(MaskedByData(kind), torch.randn(512, 64), "fc2", rel=0.15)
+
+
+class CausalMaskedFill(nn.Module):
+    """nanoGPT's attention: att.masked_fill(bias[:, :, :T, :T] == 0, -inf) on the logits. The mask
+    is constant (a buffer) and its value a logit never chosen: the logits pass on, the softmax knows
+    the triangle (masks.py)."""
+
+    def __init__(self, d: int = 64, t: int = 16) -> None:
+        super().__init__()
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.register_buffer("bias", torch.tril(torch.ones(t, t)).view(1, 1, t, t))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, d = x.shape[1], x.shape[2]
+        q, k, v = self.qkv(x).split(d, 2)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(d)
+        att = att.masked_fill(self.bias[:, :, :t, :t] == 0, float("-inf"))
+        return self.proj(F.softmax(att, -1) @ v)
+
+
+def test_a_causal_masked_fill_passes_the_logits_on():
+    torch.manual_seed(0)
+    assert_modelled(CausalMaskedFill(), torch.randn(16, 16, 64), "proj", rel=0.15)
+
+
+class Aggregation(nn.Module):
+    """A fixed row-normalized adjacency (a buffer, sparse or dense) times x W: each node averages
+    its ~6 neighbours, so the rows' fluctuations add at sum_j A_ij^2 ~ 1/6 of one row's; relu, then
+    l2 sees about a sixth of what it would without the aggregation."""
+
+    def __init__(self, sparse: bool, nodes: int = 100) -> None:
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(32, 32), nn.Linear(32, 32)
+        g = torch.Generator().manual_seed(0)
+        a = (torch.rand(nodes, nodes, generator=g) < 0.05).float() + torch.eye(nodes)
+        a = a / a.sum(1, keepdim=True)
+        self.register_buffer("adj", a.to_sparse() if sparse else a)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.l2(torch.relu(torch.spmm(self.adj, self.l1(x)) if self.adj.is_sparse else self.adj @ self.l1(x)))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_fixed_adjacency_averages_the_rows(sparse):
+    torch.manual_seed(0)
+    assert_modelled(Aggregation(sparse), torch.randn(100, 32), "l2", rel=0.15)
+
+
+class TopKMixture(nn.Module):
+    """A mixture of experts as Mixtral writes it: softmax router, top-2 of 4, one_hot masks,
+    torch.where for each expert's tokens (a data-dependent shape: no meta kernel, so shape
+    propagation stops there) and index_add_ into a zeros tensor, in place, the result dropped."""
+
+    def __init__(self, d: int = 64, experts: int = 4) -> None:
+        super().__init__()
+        self.gate = nn.Linear(d, experts, bias=False)
+        self.experts = nn.ModuleList(nn.Sequential(nn.Linear(d, 128), nn.SiLU(), nn.Linear(128, d)) for _ in range(experts))
+        self.out = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        h = x.reshape(-1, d)
+        w, chosen = torch.topk(F.softmax(self.gate(h), -1), 2, -1)
+        w = w / w.sum(-1, keepdim=True)
+        final = torch.zeros_like(h)
+        mask = F.one_hot(chosen, num_classes=len(self.experts)).permute(2, 1, 0)
+        for e, expert in enumerate(self.experts):
+            slot, token = torch.where(mask[e])
+            final.index_add_(0, token, expert(h[token]) * w[token, slot, None])
+        return self.out(final.reshape(b, t, d))
+
+
+def test_a_mixture_of_experts_sums_its_experts_into_the_output():
+    torch.manual_seed(0)
+    _, pred = assert_modelled(TopKMixture(), torch.randn(4, 32, 64), "out", rel=0.2)
+    assert pred > 0.0  # the zeros tensor the experts were added into is not the output

@@ -69,9 +69,10 @@ def follow(view: GraphIndex, start: int) -> Follow:
                     chain.add(u)  # an opaque helper (a reshape, a transpose): look through it
                     nxt.append(u)
                     continue
-                if op.target in _AGGREGATIONS and len(data) == 1:
-                    # a fixed matrix (a graph's normalized adjacency, a buffer) times the layer's output:
-                    # it mixes rows, the activation after it is still this layer's (pygcn: relu(adj @ (x W)))
+                if op.target in _AGGREGATIONS and all(view.depth[d] == 0 for d in data if d != i):
+                    # a fixed matrix (a graph's normalized adjacency: a buffer, or an input no weight
+                    # reaches) times the layer's output: it mixes rows, the activation after it is
+                    # still this layer's (pygcn: relu(adj @ (x W)), adj a forward argument)
                     chain.add(u)
                     nxt.append(u)
                     continue

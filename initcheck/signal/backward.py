@@ -39,9 +39,10 @@ from .handlers import FACTORIES, INDICES, NOISE, contracted, scalar_arg
 from .moments import Moment
 from .passes import Pass
 from .pooling import average_window, dropout_rate, pool_window
+from .routing import COMPARISONS, mask_rate
 
 # Ops that pick part of their input (a gradient of zero elsewhere): weighted by the part's share.
-SELECTIONS = frozenset({"getitem", "select", "narrow", "chunk", "split", "unbind", "tensor_split"})
+SELECTIONS = frozenset({"getitem", "select", "narrow", "chunk", "split", "unbind", "tensor_split", "topk", "sort"})
 
 
 def backward(p: Pass, weight_n: dict[int, tuple[float, float]]) -> list[float]:
@@ -58,8 +59,8 @@ def backward(p: Pass, weight_n: dict[int, tuple[float, float]]) -> list[float]:
         gi = g[op.index]
         data = index.data_operands(op)
         if gi == 0.0 or not data or (op.kind is OpKind.FUNCTION and (op.target in FACTORIES or op.target in NOISE
-                                                                    or op.target in INDICES)):
-            continue  # a tensor made from another's shape (zeros, noise) does not depend on its values
+                                                                    or op.target in INDICES or op.target in COMPARISONS)):
+            continue  # a tensor made from another's shape (zeros, noise), or a test of it, has no gradient
         if op.index in weight_n:
             fan_out, w2 = weight_n[op.index]
             g[data[0]] += fan_out * w2 * gi
@@ -67,6 +68,9 @@ def backward(p: Pass, weight_n: dict[int, tuple[float, float]]) -> list[float]:
             g[data[0]] += slope2[op.index] * gi
         elif op.index in norm_gain:
             g[data[0]] += norm_gain[op.index] * gi
+        elif op.kind is OpKind.FUNCTION and op.target in ("where", "masked_fill"):
+            for i, share in _chosen(p, op):
+                g[i] += share * gi
         elif op.kind is OpKind.FUNCTION and op.target in _PRODUCTS:
             for i, share in _PRODUCTS[op.target](index, op, fwd, data):
                 g[i] += share * gi
@@ -196,8 +200,36 @@ def _attention(index: GraphIndex, op: Op, fwd: Sequence[Moment | None], data: tu
     return [(i, sum(c for j, c in out if j == i)) for i in dict.fromkeys(j for j, _ in out)]
 
 
+def _added_product(index: GraphIndex, op: Op, fwd: Sequence[Moment | None], data: tuple[int, ...]) -> Shares:
+    """beta * input + alpha * (b1 @ b2): the product's operands as in a matmul, times alpha^2; the
+    input's gradient times beta^2."""
+    a, b, base = op.operand("1", "batch1"), op.operand("2", "batch2"), op.operand("0", "input", "self")
+    alpha, beta = op.scalar("alpha", default=1.0), op.scalar("beta", default=1.0)
+    a2 = float(alpha) ** 2 if isinstance(alpha, (int, float)) else 1.0
+    out: Shares = [(base, (float(beta) ** 2 if isinstance(beta, (int, float)) else 1.0) * _copies(index, op, base))] \
+        if base is not None and base in data else []
+    if a is None or b is None:
+        return out
+    k, na, nb, nc = index.ops[a].size(-1), _numel(index.ops[a]), _numel(index.ops[b]), _numel(op)
+    if not (k and na and nb and nc):
+        return [*out, (a, a2), (b, a2)]
+    return [*out, (a, a2 * nc * k / na * _second(fwd, b)), (b, a2 * nc * k / nb * _second(fwd, a))]
+
+
+def _chosen(p: Pass, op: Op) -> Shares:
+    """torch.where(cond, a, b) / x.masked_fill(mask, v): the gradient reaches each branch where it
+    was chosen, at the mask's rate (all of it for a constant mask: the tensor branch is the output)."""
+    if op.target == "where":
+        a, b, rate = op.operand("1", "input", "self"), op.operand("2", "other"), mask_rate(p, op.operand("0", "condition"))
+    else:
+        a, b, rate = op.operand("0", "input", "self"), None, mask_rate(p, op.operand("1", "mask"))
+        rate = None if rate is None else 1.0 - rate
+    out = [(a, 1.0 if rate is None else rate), (b, 1.0 if rate is None else 1.0 - rate)]
+    return [(i, share * _copies(p.index, op, i)) for i, share in out if i is not None and i in p.index.data_operands(op)]
+
+
 _PRODUCTS = {
-    "matmul": _matmul, "einsum": _matmul,
+    "matmul": _matmul, "einsum": _matmul, "baddbmm": _added_product,
     "mul": _mul, "div": _mul,
     "scaled_dot_product_attention": _attention,
 }

@@ -14,6 +14,7 @@ from .. import theory
 from ..graph import Op, OpKind
 from ..ops.activations import RoleKind, match_elementwise
 from ..trace.index import GraphIndex
+from . import routing
 from .attention import averaged_values, fluctuation, logit_std, participation
 from .channels import Channels
 from .masks import causal_attn_mask, causal_logits
@@ -183,6 +184,9 @@ def contracted(index: GraphIndex, op: Op) -> int | None:
 
 def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
     data = p.index.data_operands(op)
+    mixed = routing.aggregated(p, op)
+    if mixed is not None:
+        return mixed
     b = p.fwd[data[1]] if len(data) >= 2 else None
     if b is None:
         return x.summary()
@@ -196,6 +200,25 @@ def _matmul(p: Pass, op: Op, x: Moment) -> Moment:
             return x.summary()
         return _contraction(x, b, k)
     return _contraction(x, b, p.index.ops[data[0]].size(-1) or 1)
+
+
+def _added_product(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """torch.baddbmm(input, b1, b2, beta=, alpha=): beta * input + alpha * (b1 @ b2), the two terms
+    independent; BLOOM's attention logits (ALiBi's biases plus the scaled q . k)."""
+    a, b = op.operand("1", "batch1"), op.operand("2", "batch2")
+    ma, mb = (p.fwd[a] if a is not None else None), (p.fwd[b] if b is not None else None)
+    k = p.index.ops[a].size(-1) if a is not None else None
+    if ma is None or mb is None or k is None:
+        return None
+    alpha, beta = op.scalar("alpha", default=1.0), op.scalar("beta", default=1.0)
+    prod = _contraction(ma, mb, k).scaled(float(alpha) if isinstance(alpha, (int, float)) else 1.0)
+    base = op.operand("0", "input", "self")
+    mi = p.fwd[base] if base is not None else None
+    if mi is None:
+        return prod
+    mi = mi.scaled(float(beta) if isinstance(beta, (int, float)) else 1.0)
+    return Moment(prod.mean + mi.mean, prod.second + mi.second + 2.0 * prod.mean * mi.mean, prod.signal + mi.signal,
+                  prod.between + mi.between)
 
 
 def _einsum(p: Pass, op: Op, x: Moment) -> Moment | None:
@@ -279,7 +302,7 @@ NOISE: dict[str, tuple[float, float]] = {"randn_like": (0.0, 1.0), "rand_like": 
 # Integer and boolean tensors computed from the data that feed a lookup or a test, never the signal
 # (VQ-VAE's nearest code, an MoE's `if mask.any()`): no moments, no gradient back. A comparison is
 # not among them: a mask multiplied into the signal keeps a share of it that the data decides.
-INDICES = frozenset({"argmin", "argmax", "argsort", "any", "all", "isnan", "isinf", "isfinite"})
+INDICES = frozenset({"argmin", "argmax", "argsort", "any", "all", "isnan", "isinf", "isfinite", "one_hot"})
 
 
 def _indices(p: Pass, op: Op, x: Moment) -> Moment:
@@ -393,7 +416,12 @@ BY_FUNCTION: dict[str, Handler] = {
     "scaled_dot_product_attention": _attention,
     "matmul": _matmul,  # a product of two activations (a weight matmul is a layer, handled apart)
     "einsum": _einsum,
+    "baddbmm": _added_product,
     "glu": _glu,
+    **{name: routing.compared for name in routing.COMPARISONS},
+    "where": routing.chosen, "masked_fill": routing.filled,
+    **{name: routing.scattered for name in routing.SCATTERS},
+    "topk": routing.top, "sort": lambda p, op, x: x.summary(),  # sorted values: the same values
     "setitem": _written,
     **{name: _noise for name in NOISE},
     **{name: _indices for name in INDICES},

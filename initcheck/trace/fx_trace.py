@@ -67,9 +67,10 @@ def trace_fx(model: nn.Module, inputs: Iterable[Inputs] = (), training: bool | N
             operands, scalars = split_args(known(node.args), known(node.kwargs),
                                            lambda a: index.get(a) if isinstance(a, fx.Node) else None)
             add(node, kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars)
-            if canonical_name(raw) == "setitem" and node.args and isinstance(node.args[0], fx.Node):
-                # x[idx] = v writes x in place: later readers of x read the write (MViTv2 adds its
-                # relative-position terms to the logits so), not the value before it
+            if (canonical_name(raw) == "setitem" or _in_place(node, raw)) and node.args and isinstance(node.args[0], fx.Node):
+                # x[idx] = v, x.index_add_(...) write x in place: later readers of x read the write
+                # (MViTv2 adds its relative-position terms to the logits so; an MoE sums its experts
+                # into a zeros tensor), not the value before it
                 index[node.args[0]] = index[node]
         elif node.op == "output":
             operands, _ = split_args((node.args[0],), {}, lambda a: index.get(a) if isinstance(a, fx.Node) else None)
@@ -114,3 +115,9 @@ def _visit(key: str, value: Any, depth: int, lookup: Callable[[Any], int | None]
         isinstance(value, (tuple, list)) and all(isinstance(v, (int, float, bool)) for v in value)
     ):
         scalars.append((key, tuple(value) if isinstance(value, list) else value))
+
+
+def _in_place(node: fx.Node, raw: str) -> bool:
+    """A tensor method that writes its tensor (`x.index_add_(...)`, `x.masked_fill_(...)`), whose
+    result the code may drop: fx keeps reading x's node after it."""
+    return node.op == "call_method" and raw.endswith("_") and not raw.startswith("_")

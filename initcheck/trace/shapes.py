@@ -43,9 +43,12 @@ class _Shapes(fx.Interpreter):
     def __init__(self, module: fx.GraphModule) -> None:
         super().__init__(module, garbage_collect_values=True)
         self.found: dict[fx.Node, Described] = {}
+        self.fitted = False  # a module or a parameter has read the input: it fits the model
 
     def run_node(self, n: fx.Node) -> Any:
         out = super().run_node(n)
+        self.fitted = self.fitted or n.op == "call_module" or any(
+            isinstance(a, fx.Node) and a.op == "get_attr" for a in (*n.args, *n.kwargs.values()))
         if d := described(out):
             self.found[n] = d
         elif isinstance(out, (int, float)) and n.op in ("call_function", "call_method"):
@@ -58,7 +61,8 @@ class _Shapes(fx.Interpreter):
 # (torch imports its decompositions): a plain MLP or an unpadded CNN is not run.
 _READS_SHAPES = frozenset({"scaled_dot_product_attention", "softmax", "matmul", "__matmul__", "bmm", "einsum",
                            "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "mean", "conv2d",
-                           "max", "amax"})
+                           "max", "amax", "sum", "setitem", "topk", "baddbmm", "index_add", "index_add_",
+                           "scatter_add", "scatter_add_", "scatter_reduce", "scatter_reduce_"})
 
 
 def _reads_shapes(mod: nn.Module) -> bool:
@@ -84,11 +88,13 @@ def wanted(root: nn.Module, graph: fx.Graph) -> bool:
 
 def propagate(root: nn.Module, graph: fx.Graph, candidates: Iterable[Inputs]) -> dict[fx.Node, Described]:
     """Node -> {"shape", "dtype"} of its (first) output tensor, or {"value"} for a number computed
-    from shapes, from the first candidate input the graph runs on; {} when none does. `root` must be a meta copy: it is run, the user's model never."""
+    from shapes, from the first candidate input the graph runs on; when none runs to the end, the
+    nodes before the failure of the furthest run that a layer accepted ({} when none did). `root` must be a meta copy: it is run, the user's model never."""
     if not wanted(root, graph):
         return {}
     module = fx.GraphModule(root, graph)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    partial: dict[fx.Node, Described] = {}
     for tries, (args, kwargs) in enumerate(candidates):
         if tries >= _TRIES:
             break
@@ -102,9 +108,13 @@ def propagate(root: nn.Module, graph: fx.Graph, candidates: Iterable[Inputs]) ->
                 warnings.simplefilter("ignore")
                 run.run(*positional)
         except Exception:  # a guessed input that does not fit, or an op without a meta kernel
+            # (a data-dependent shape: an MoE's torch.where(mask) has none on meta): the shapes up to
+            # the op that failed are still those of that input; the furthest run is kept
+            if run.fitted and len(run.found) > len(partial):
+                partial = run.found
             continue
         return run.found
-    return {}
+    return partial
 
 
 def _positional(placeholders: list[fx.Node], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any] | None:
