@@ -248,7 +248,7 @@ def _fix_summary(report: Report) -> str:
         text += f", {q} attention quer{'ies' if q != 1 else 'y'} scaled down to unsaturate the softmax"
     dd = None if result is None else result.data_driven
     if dd:
-        text += (f", {len(dd.layers)} layers scaled in {dd.forward_passes} forward passes, "
+        text += (f", {len(dd.layers)} layers scaled in {dd.forward_passes} forward pass{'es' if dd.forward_passes != 1 else ''}, "
                  f"worst |std/target - 1| {dd.worst_rel_error:.2g}")
     return text
 

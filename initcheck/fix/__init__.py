@@ -14,7 +14,10 @@ execution order, measures its pre-activation std (its output less its bias), sca
 its parameter's target and hands the corrected output on, so that every later layer already sees a
 corrected input. A layer called again (a shared layer, a tied weight) is measured at every call and
 ends at the geometric mean of the scales its uses ask for; registration order does not matter. A
-second pass verifies every use of every parameter and gives the worst error. This is LSUV (Mishkin &
+second pass verifies every use of every parameter and gives the worst error; where every parameter
+has one use whose output is linear in it (no RNN rerun), the scaling pass itself ran on the fixed
+model and measured each use after its factor, the forward a verifying pass would repeat: none is
+run. This is LSUV (Mishkin &
 Matas, 2016) without its one-pass-per-layer cost and without its defects (docs/fix.md).
 """
 

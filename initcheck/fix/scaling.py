@@ -86,7 +86,8 @@ def data_driven_pass(
             last = first
             for extra_pass in range(COMPROMISE_PASSES + 1 if shared else 1):
                 if extra_pass:  # the single-use layers follow the compromise upstream of them
-                    last = _run_with_hooks(name, work, uses, args, kwargs, scale=set(keep) - shared, progress=progress, band=band)
+                    # no progress of its own: the scaling bar has reached its total once
+                    last = _run_with_hooks(name, work, uses, args, kwargs, scale=set(keep) - shared, band=band)
                     passes += 1
                     for k in set(keep) - shared:
                         if k in last:
@@ -98,7 +99,13 @@ def data_driven_pass(
                     _scale_param(weights, uses, k, c)
                     factors[k] = factors[k] * c
             after = first
-            if verify:
+            if verify and not shared and not any(isinstance(m, _RERUN) for m in uses):
+                # every parameter has one use, scaled inside its own hook, whose output (linear in the
+                # weight) was handed on corrected: the rest of the pass ran on the fixed model, so each
+                # use's std after the fix is the one it measured times its factor, exactly as a
+                # verifying pass (same dropout masks, same inputs) would measure it
+                after = {k: [(r[0], r[1] * r[2], torch.ones_like(r[2]), r[3]) for r in recs] for k, recs in first.items()}
+            elif verify:
                 after = _run_with_hooks(name, work, uses, args, kwargs, scale=set(), progress=progress)
                 passes += 1
         # one host transfer for every statistic of the pass
@@ -113,6 +120,11 @@ def data_driven_pass(
         worst = max([worst, *(abs(s / t - 1.0) for s, t in zip(stds, tgts) if t > 0)])
         scaled.append(Scaled(first[k][0][0], k, tgts[0], std0, stds[0] if verify else tgts[0], factor, tuple(stds)))
     return scaled, passes, worst
+
+
+# modules whose hook reruns them with the scaled weight (their output is not linear in it): a pass
+# that draws dropout masks inside the rerun consumes the RNG differently, so the verifying pass runs
+_RERUN = (nn.RNNBase, nn.RNNCellBase)
 
 
 def _uses(work: nn.Module, keep: dict[str, float], canonical: dict[str, str], target_std: float | None) -> dict[nn.Module, Use]:
