@@ -27,6 +27,10 @@ _ALIASES = {
 }
 
 
+# Functions returning (values, indices) along a dim: their second output is indices.
+WITH_INDICES = frozenset({"topk", "sort", "max", "min", "kthvalue", "mode", "median"})
+
+
 def canonical_name(raw: str) -> str:
     """`__iadd__` -> add, `relu_` -> relu, `sigmoid` -> sigmoid, `_VariableFunctionsClass.tanh` -> tanh."""
     name = raw.rsplit(".", 1)[-1]

@@ -632,3 +632,102 @@ def test_a_mixture_of_experts_sums_its_experts_into_the_output():
     torch.manual_seed(0)
     _, pred = assert_modelled(TopKMixture(), torch.randn(4, 32, 64), "out", rel=0.2)
     assert pred > 0.0  # the zeros tensor the experts were added into is not the output
+
+
+class MaskedRouted(nn.Module):
+    """What a transformer computes from integer data besides its signal: positions from the
+    attention mask (ALiBi's cumsum), expert counts from a router's top-k indices (Mixtral's histc).
+    Those ops are no gap in the signal model; a cumsum of the signal itself is one, and is named."""
+
+    def __init__(self, signal_cumsum: bool = False) -> None:
+        super().__init__()
+        self.emb, self.router, self.fc = nn.Embedding(100, 32), nn.Linear(32, 4), nn.Linear(32, 32)
+        self.signal_cumsum = signal_cumsum
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        positions = (mask.cumsum(-1) - 1) * mask
+        h = h + 0.01 * positions[..., None].to(h.dtype)
+        _, chosen = torch.topk(self.router(h), 2, dim=-1)
+        counts = torch.histc(chosen.float(), bins=4, min=0, max=3)
+        h = h * (1 + 0 * counts.sum())
+        if self.signal_cumsum:
+            h = h.cumsum(1)
+        return self.fc(h)
+
+
+@pytest.mark.parametrize("signal_cumsum", [False, True])
+def test_ops_on_integer_data_and_indices_are_no_gap_in_the_signal_model(signal_cumsum):
+    torch.manual_seed(0)
+    ids, mask = torch.randint(0, 100, (4, 16)), torch.ones(4, 16, dtype=torch.long)
+    notes = [n for n in diagnose(MaskedRouted(signal_cumsum), (ids, mask)).notes if "no handler" in n]
+    if signal_cumsum:
+        assert len(notes) == 1 and "no handler for cumsum" in notes[0] and "fc.weight" in notes[0]
+    else:
+        assert notes == []
+
+
+class SamePad(nn.Module):
+    """wav2vec 2.0's SamePadLayer: no parameters, drops the last step of an even conv kernel. Not
+    elementwise, so it is traced through (a slice: transparent), not left as an opaque op."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, :-1]
+
+
+def test_a_parameter_free_module_that_is_not_elementwise_is_traced_through():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(16, 32, 4, padding=2), SamePad(), nn.GELU(), nn.Conv1d(32, 16, 1))
+    assert_modelled(model, torch.randn(32, 16, 64), "3", rel=0.1)
+
+
+class PooledPreactivation(nn.Module):
+    """NF-ResNet's stem: a conv's raw output max-pooled (3x3), then ReLU, then a conv whose weight
+    rows sum to zero (weight standardization). The max of 9 N(0, s^2) values has mean 1.49 s and
+    E[m^2] = 2.5 s^2, mostly that mean, which zero-sum rows do not pass on: conv2 sees E[var] only
+    (about 0.4 s^2 of the 2.5 s^2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 7, stride=2, padding=3, bias=False)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(32, 32, 1, bias=False)
+        with torch.no_grad():
+            self.conv2.weight -= self.conv2.weight.mean((1, 2, 3), keepdim=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(torch.relu(self.pool(self.conv1(x))))
+
+
+def test_a_max_pool_of_a_pre_activation_raises_its_mean():
+    torch.manual_seed(0)
+    assert_modelled(PooledPreactivation(), torch.randn(16, 3, 64, 64), "conv2", rel=0.1)
+
+
+class GatedThenAveraged(nn.Module):
+    """ResNeSt's split attention (radix 2) then its 3x3 average pool: relu(bn(conv)) split in two
+    radix groups, each times a softmax-over-radix gate computed per sample and channel and broadcast
+    over the positions, summed over the radix. What every position of a sample's channel shares (the
+    relu's mean, times that sample's gate) survives the average; only the rest is divided by 9."""
+
+    def __init__(self, c: int = 64, radix: int = 2) -> None:
+        super().__init__()
+        self.radix = radix
+        self.conv, self.bn = nn.Conv2d(c, c * radix, 3, padding=1, groups=radix, bias=False), nn.BatchNorm2d(c * radix)
+        self.fc1, self.fc2 = nn.Conv2d(c, 32, 1), nn.Conv2d(32, c * radix, 1)
+        self.pool = nn.AvgPool2d(3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(c, 2 * c, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        h = torch.relu(self.bn(self.conv(x)))
+        h = h.reshape(b, self.radix, -1, h.shape[2], h.shape[3])
+        gap = h.sum(1).mean((2, 3), keepdim=True)
+        attn = self.fc2(torch.relu(self.fc1(gap))).reshape(b, self.radix, -1)
+        attn = F.softmax(attn, 1).reshape(b, self.radix, -1, 1, 1)
+        return self.conv3(self.pool((h * attn).sum(1)))
+
+
+def test_a_split_attention_then_an_average_keeps_what_every_position_shares():
+    torch.manual_seed(0)
+    assert_modelled(GatedThenAveraged(), torch.randn(16, 64, 16, 16), "conv3", rel=0.15)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,8 +123,19 @@ def is_leaf(module: nn.Module) -> bool:
     if type(module).__module__.startswith("torch.nn"):
         return True
     # A childless, parameter-free module (HF's GELUActivation, a user's Swish) stays one op so that
-    # it can be identified numerically; one with parameters is traced through to its F.* calls.
-    return next(module.parameters(recurse=False), None) is None and next(module.buffers(recurse=False), None) is None
+    # it can be identified numerically; one with parameters is traced through to its F.* calls, and
+    # so is one that is not elementwise (wav2vec 2.0's SamePadLayer slices: its ops are seen).
+    if next(module.parameters(recurse=False), None) is not None or next(module.buffers(recurse=False), None) is not None:
+        return False
+    known = _ELEMENTWISE.get(module)
+    if known is None:
+        from .activations import match_elementwise
+
+        known = _ELEMENTWISE[module] = match_elementwise(module) is not None
+    return known
+
+
+_ELEMENTWISE: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 def _rebuilds_weight(module: nn.Module) -> bool:

@@ -133,7 +133,7 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
         if out is not None and math.isnan(out.second) and math.isinf(x.second):
             out = OVERFLOWED  # inf * 0 somewhere in the handler: still an overflowed signal, not an unknown one
         if out is None:
-            if op.index not in index.constant and op.index not in index.statistics:  # no signal passes it
+            if op.index not in index.constant and op.index not in index.statistics and op.index not in index.indexing:
                 unhandled.setdefault(op.target, []).append(op.index)
             out = x.summary()
         fwd[op.index] = out

@@ -13,7 +13,7 @@ from torch import nn
 from .. import theory
 from ..graph import Op, OpKind
 from ..ops.activations import RoleKind, match_elementwise
-from ..trace.index import GraphIndex
+from ..trace.index import INDEX_FUNCTIONS, GraphIndex
 from . import routing
 from .attention import averaged_values, fluctuation, logit_std, participation
 from .channels import Channels
@@ -302,7 +302,7 @@ NOISE: dict[str, tuple[float, float]] = {"randn_like": (0.0, 1.0), "rand_like": 
 # Integer and boolean tensors computed from the data that feed a lookup or a test, never the signal
 # (VQ-VAE's nearest code, an MoE's `if mask.any()`): no moments, no gradient back. A comparison is
 # not among them: a mask multiplied into the signal keeps a share of it that the data decides.
-INDICES = frozenset({"argmin", "argmax", "argsort", "any", "all", "isnan", "isinf", "isfinite", "one_hot"})
+INDICES = INDEX_FUNCTIONS
 
 
 def _indices(p: Pass, op: Op, x: Moment) -> Moment:

@@ -46,7 +46,17 @@ def transparent(p: Pass, op: Op, x: Moment) -> Moment:
     if joined is not None:  # the channels of activations side by side (a SqueezeNet fire's two expands)
         fn, c = joined
         return from_channels(channels.activated(fn, c, channels.max_weights(k)), x.signal * max_gain(k))
-    return Moment(x.mean, x.second * max_gain(k), x.signal * max_gain(k))
+    # anything else taken as Gaussian, its own pre-activation (NF-ResNet's stem pools the conv's raw
+    # output): the max of k values raises the mean too (1.49 sd for 9), which a layer whose weights'
+    # rows sum to zero (weight standardization) does not pass on
+    out = _max_through(_identity, x, x, k)
+    if x.chan is not None:
+        return from_channels(channels.activated(_identity, x.chan, channels.max_weights(k)), out.signal)
+    return out
+
+
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def _joined_preacts(p: Pass, idx: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], Channels] | None:

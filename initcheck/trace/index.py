@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..graph import Graph, Op, OpKind
+from ..graph import WITH_INDICES, Graph, Op, OpKind
 from ..ops.activations import Role, RoleKind, function_role, module_role
 from ..ops.layers import WeightUse, function_weight, module_weights, weight_views
 
@@ -38,6 +38,10 @@ class GraphIndex:
     # ops that compute an inline RMS norm's statistic (`x.pow(2).mean(-1, keepdim=True)`, its eps and
     # rsqrt): the norm op reads them, no signal passes them (see _inline_rms_norms)
     statistics: frozenset[int] = frozenset()
+    # ops that compute indices, masks or positions from integer data alone (an attention mask's
+    # cumsum, ALiBi's positions, an MoE's expert counts from its top-k indices): not the signal, so
+    # an op among them without a handler is no gap in the signal model (see _index_valued)
+    indexing: frozenset[int] = frozenset()
 
     @property
     def ops(self) -> tuple[Op, ...]:
@@ -97,7 +101,7 @@ def index_graph(graph: Graph, model: nn.Module, modules: Mapping[str, nn.Module]
     carrying = tuple(tuple(i for i in d if i not in constant) for d in data)
     return GraphIndex(graph, modules, tuple(roles), tuple(weight), tuple(data), depth,
                       _residual_branches(graph, carrying, depth), _reaching_output(graph, roles, weight), views, uses,
-                      constant, frozenset(statistics))
+                      constant, frozenset(statistics), _index_valued(ops, weight))
 
 
 _NORM = Role(RoleKind.NORM)
@@ -149,6 +153,33 @@ def _inline_rms_norms(ops: tuple[Op, ...]) -> dict[int, tuple[int, frozenset[int
 
 # ops that broadcast a tensor over new (batch) dimensions: a parameter through one is a learned input
 BROADCASTS = frozenset({"expand", "expand_as", "repeat", "broadcast_to", "tile"})
+
+
+# Functions whose result is integer or boolean data computed from the data: an index for a lookup,
+# a flag for a test (VQ-VAE's nearest code, an MoE's `if mask.any()`)
+INDEX_FUNCTIONS = frozenset({"argmin", "argmax", "argsort", "any", "all", "isnan", "isinf", "isfinite", "one_hot"})
+_INTEGER = ("int", "uint", "bool")
+
+
+def _index_valued(ops: tuple[Op, ...], weight: list[bool]) -> frozenset[int]:
+    """Integer inputs (token ids, an attention mask), index functions, the indices of a top-k, and
+    every op (no weight op) whose tensor operands all come from those alone. A weight op (an
+    embedding's lookup) turns indices into the signal and ends the set."""
+    out: set[int] = set()
+    for op in ops:
+        if op.kind is OpKind.INPUT:
+            if op.dtype is not None and op.dtype.startswith(_INTEGER):
+                out.add(op.index)
+        elif op.kind is OpKind.FUNCTION and not weight[op.index]:
+            indices = op.target == "getitem" and op.scalar("1") == 1 and len(op.inputs) == 1 \
+                and ops[op.inputs[0]].target in WITH_INDICES
+            if op.target in INDEX_FUNCTIONS or indices:
+                out.add(op.index)
+            else:
+                data = [i for i in op.inputs if ops[i].kind not in (OpKind.PARAM, OpKind.BUFFER)]
+                if data and all(i in out for i in data):
+                    out.add(op.index)
+    return frozenset(out)
 
 
 def _constants(ops: tuple[Op, ...]) -> frozenset[int]:

@@ -13,7 +13,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..devices import move
-from ..graph import Graph, Op, OpKind, canonical_name
+from ..graph import WITH_INDICES, Graph, Op, OpKind, canonical_name
 from ..ops.layers import is_leaf
 from .copying import meta_copy
 from .fx_trace import split_args
@@ -143,8 +143,14 @@ class _Recorder(TorchFunctionMode):
                 raw = getattr(getattr(func, "__self__", None), "__name__", raw)
             operands, scalars = split_args(args, kwargs, self.lookup)
             if operands:
-                self.tag(out, self._new(kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars,
-                                        **described(out)))
+                idx = self._new(kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars,
+                                **described(out))
+                self.tag(out, idx)
+                if canonical_name(raw) in WITH_INDICES and isinstance(out, tuple) and len(out) == 2:
+                    # (values, indices): the indices as fx writes them, out[1], so that they are
+                    # known for what they are (trace.index's index-valued ops), not as the values
+                    self.tag(out[1], self._new(kind=OpKind.FUNCTION, target="getitem", operands=(("0", idx),),
+                                               scalars=(("1", 1),), **described(out[1])))
         return out
 
 
