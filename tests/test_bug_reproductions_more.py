@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from initcheck import diagnose
+from initcheck import diagnose, fix
 from initcheck.findings import Severity
 
 
@@ -228,3 +228,72 @@ def test_a_default_init_is_not_labelled_as_the_002_transformer_init():
     model = nn.Sequential(nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 10))
     report = diagnose(model, torch.randn(4, 64))
     assert not [lr.convention for lr in report.layers if lr.convention and "0.02" in lr.convention]
+
+
+class PaddedBag(nn.Module):
+    """nn.Embedding(1000, 128, padding_idx=0) whose table is then drawn N(0, 0.02) by a custom init,
+    overwriting the zero row: the padding token gets no gradient, so its vector (rms 0.02) is added
+    unchanged at every padded position for all of training."""
+
+    def __init__(self, redraw: bool = True) -> None:
+        super().__init__()
+        self.emb, self.fc = nn.Embedding(1000, 128, padding_idx=0), nn.Linear(128, 10)
+        if redraw:
+            nn.init.normal_(self.emb.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.emb(x).mean(1))
+
+
+class BlanketNormalBN(nn.Module):
+    """`for m in model.modules(): nn.init.normal_(m.weight)` reaching the BatchNorms: gamma ~ N(0, 1),
+    a draw around 0, so each channel starts at a random gain and sign (8% of them under 0.1 in
+    magnitude). `scale` and `std`: DCGAN's N(1, 0.02) or PyTorch < 1.2's U(0, 1) default are sound."""
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0, uniform: bool = False) -> None:
+        super().__init__()
+        self.conv, self.bn, self.head = nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.Linear(32, 10)
+        if uniform:
+            nn.init.uniform_(self.bn.weight, 0.0, 1.0)
+        else:
+            nn.init.normal_(self.bn.weight, mean, std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def test_a_padding_row_drawn_over_is_flagged_and_the_fix_zeroes_it():
+    model = PaddedBag()
+    report = diagnose(model, torch.randint(0, 1000, (2, 12)))
+    f = next(f for f in report.findings if f.code == "IC108")
+    assert f.layer == "emb.weight" and "row 0 (padding_idx)" in f.message and f.severity is Severity.WARNING
+    before = model.emb.weight[1:].clone()
+    after = fix(model)
+    assert torch.count_nonzero(model.emb.weight[0]) == 0
+    assert torch.equal(model.emb.weight[1:], before)  # only the row: the table's draw is the user's
+    assert "IC108" not in {g.code for g in after.findings}
+
+
+def test_an_embedding_built_with_a_padding_row_is_quiet():
+    assert "IC108" not in {f.code for f in diagnose(PaddedBag(redraw=False), torch.randint(0, 1000, (2, 12))).findings}
+
+
+def test_a_redrawn_embedding_keeps_its_padding_row_at_zero():
+    """The static fix redraws a flagged embedding over its whole table (N(0, 1) here, far off its
+    scheme); the padding row goes back to zero with it, so the fix leaves no IC108 behind."""
+    model = PaddedBag(redraw=False)
+    nn.init.normal_(model.emb.weight, std=50.0)
+    with torch.no_grad():
+        model.emb.weight[0].zero_()
+    fix(model)
+    assert torch.count_nonzero(model.emb.weight[0]) == 0
+
+
+@pytest.mark.parametrize("kwargs, flagged", [({}, True), ({"mean": 1.0, "std": 0.02}, False), ({"uniform": True}, False)],
+                         ids=["normal_0_1", "dcgan_1_0.02", "uniform_0_1"])
+def test_a_norm_scale_drawn_around_zero_is_flagged(kwargs, flagged):
+    report = diagnose(BlanketNormalBN(**kwargs), X_IMG)
+    got = [f for f in report.findings if f.code == "IC106" and f.layer == "bn.weight"]
+    assert bool(got) == flagged, [f.message for f in report.findings]
+    if flagged:
+        assert "drawn around 0" in got[0].message and got[0].fix == "nn.init.ones_(model.bn.weight)"

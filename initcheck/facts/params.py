@@ -40,6 +40,8 @@ class ParamFacts:
     stats: TensorStats | None
     note: str  # how it is judged, or why it is not
     residual_norm: bool = False  # a norm scale that ends a residual branch (zero-γ is a convention there)
+    # an embedding's padding_idx and the rms of that row (0 as nn.Embedding draws it); None: no padding row
+    padding: tuple[int, float] | None = None
 
     @property
     def std(self) -> float | None:
@@ -78,7 +80,8 @@ def classify(model: nn.Module, layers: tuple[LayerFacts, ...], unreached: tuple[
         if kind is ParamKind.NORM_WEIGHT and stats is not None and stats.constant and stats.mean == 0.0 and _offset_scale(owner):
             kind, note = ParamKind.SCALE, "a norm that scales by (1 + weight) (Gemma): weight 0 is the identity"
         out.append(built(ParamFacts, {"name": name, "kind": kind, "shape": shape, "stats": stats, "note": note,  # frozen.py
-                                      "residual_norm": kind is ParamKind.NORM_WEIGHT and owner_name in residual_norms}))
+                                      "residual_norm": kind is ParamKind.NORM_WEIGHT and owner_name in residual_norms,
+                                      "padding": _padding_row(owner, attr, p)}))
     return tuple(out)
 
 
@@ -109,6 +112,18 @@ def _kind(name: str, attr: str, owner: nn.Module, p: torch.Tensor, in_layers: se
     if p.numel() <= 4096 and _SCALE.search(name.lower()):
         return ParamKind.SCALE, "a scale or gate: checked to be finite and of a sane magnitude"
     return ParamKind.OTHER, "no scale convention to compare with: checked to be finite and of a sane magnitude"
+
+
+def _padding_row(owner: nn.Module, attr: str, p: torch.Tensor) -> tuple[int, float] | None:
+    """(padding_idx, rms of that row) of an embedding's weight; None where there is no padding row
+    or its values cannot be read (meta, lazy)."""
+    idx = getattr(owner, "padding_idx", None)
+    if attr != "weight" or not isinstance(owner, (nn.Embedding, nn.EmbeddingBag)) or idx is None or p.is_meta \
+            or p.ndim != 2 or not -p.shape[0] <= idx < p.shape[0]:
+        return None
+    with torch.no_grad():
+        row = p[idx].float()
+        return int(idx), float(row.pow(2).mean().sqrt())
 
 
 def _offset_scale(norm: nn.Module) -> bool:

@@ -110,8 +110,10 @@ def to_reinit(analysis: Analysis, keep_intentional: bool = True, kept: frozenset
     rules fire, every mis-scaled layer they blame. keep_intentional=False also replaces the
     deliberate patterns (zero or scaled-down residual ends, a zero classifier). `kept`: weights
     whose findings the user's selection suppresses (never touched)."""
-    # IC1xx judge the weight itself; IC206 a tied embedding whose output use gives huge logits
-    flagged = {f.layer for f in analysis.report.findings if f.code.startswith("IC1") or f.code == "IC206"}
+    # IC1xx judge the weight itself; IC206 a tied embedding whose output use gives huge logits; a
+    # padding row (IC108) is zeroed alone (param_pass), the table's draw is kept
+    flagged = {f.layer for f in analysis.report.findings
+               if (f.code.startswith("IC1") and f.code != "IC108") or f.code == "IC206"}
     signal_problem = any(f.code.startswith("IC2") for f in analysis.report.findings)
 
     def off(lf: LayerFacts) -> bool:
@@ -164,6 +166,16 @@ def reinit_layer(model: nn.Module, lf: LayerFacts, generator: torch.Generator | 
         assign(module, pname, new)
         return
     reinit_(model.get_parameter(lf.qualname), lf, generator, scheme)
+    _zero_padding_row(module, pname)
+
+
+def _zero_padding_row(module: nn.Module, pname: str) -> None:
+    """An embedding's padding row back to zero after a draw over the whole table (nn.Embedding's
+    own convention: the row gets no gradient, IC108)."""
+    idx = getattr(module, "padding_idx", None)
+    if pname == "weight" and isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and idx is not None:
+        with torch.no_grad():
+            module.weight[idx].zero_()
 
 
 def residual_pass(model: nn.Module, analysis: Analysis, kept: frozenset[str] = frozenset()) -> list[str]:
@@ -190,16 +202,22 @@ def residual_pass(model: nn.Module, analysis: Analysis, kept: frozenset[str] = f
 
 # Parameter findings the static fix acts on by giving the parameter its kind's neutral value
 # (non-finite, absurd or zero norm scales, absurd shifts and biases); weights are redrawn instead.
-PARAM_CODES = frozenset({"IC104", "IC105", "IC106", "IC107"})
+PARAM_CODES = frozenset({"IC104", "IC105", "IC106", "IC107", "IC108"})
 
 
 def param_pass(model: nn.Module, analysis: Analysis, kept: frozenset[str] = frozenset()) -> list[str]:
     """Reset the non-weight parameters a parameter rule flags: a norm's scale to 1, a norm's shift
     and a bias to 0 (the rules leave deliberate zeros, such as a zero scale ending a residual
-    branch, alone). Their names."""
+    branch, alone), and an embedding's padding row to 0. Their names."""
     flagged = {f.layer for f in analysis.report.findings if f.code in PARAM_CODES and f.layer not in kept}
+    padded = {f.layer for f in analysis.report.findings if f.code == "IC108" and f.layer not in kept}
     done = []
     for pf in analysis.context.params:
+        if pf.name in padded and pf.padding is not None:  # only the padding row: the table is the layer's
+            with torch.no_grad():
+                model.get_parameter(pf.name)[pf.padding[0]].zero_()
+            done.append(pf.name)
+            continue
         if pf.name not in flagged or pf.kind not in (ParamKind.NORM_WEIGHT, ParamKind.NORM_BIAS, ParamKind.BIAS):
             continue
         p = model.get_parameter(pf.name)

@@ -1,4 +1,4 @@
-"""IC104-IC107: every parameter, fan weight or not: finite, of a sane magnitude, and norm layers at
+"""IC104-IC108: every parameter, fan weight or not: finite, of a sane magnitude, and norm layers at
 their identity (scale 1, shift 0) unless a convention says otherwise."""
 
 from __future__ import annotations
@@ -78,10 +78,12 @@ def absurd(ctx: Context) -> Iterator[Finding]:
 
 
 @rule("IC106", "norm-scale-off", Severity.WARNING,
-      "A normalization's scale (γ) is far from 1: exactly 0 is an error outside a residual branch end.",
+      "A normalization's scale (γ) is far from 1 or drawn around 0: exactly 0 is an error outside a residual branch end.",
       "A norm layer's output is γ·x̂ + β: with γ = 0 every unit outputs its shift alone, the signal and "
       "its gradient stop there (a LayerNorm weight and bias swapped by a load do exactly this). A zero "
-      "γ that ends a residual branch is the deliberate zero_init_residual (Goyal et al. 2017).",
+      "γ that ends a residual branch is the deliberate zero_init_residual (Goyal et al. 2017). A γ "
+      "drawn around 0 (its std over its mean: normal_(m.weight) in a loop over every module) starts "
+      "each channel at a random gain and sign; a draw around 1 (DCGAN's N(1, 0.02)) is not flagged.",
       example="nn.init.zeros_(model.ln.weight)  # a LayerNorm in the trunk",
       fix="nn.init.ones_(norm.weight)",
       settings=(NORM_SCALE_BAND,))
@@ -100,6 +102,30 @@ def norm_scale(ctx: Context) -> Iterator[Finding]:
         elif rms > band or rms < 1.0 / band:
             yield Finding("IC106", Severity.WARNING, pf.name,
                           f"{pf.name}: the norm's scale has rms {rms:.3g}, outside [{1 / band:g}, {band:g}] around 1", _fill(pf))
+        elif s.std > abs(s.mean):
+            # a draw around 0 (normal_(bn.weight) in a loop over every module): each channel starts at
+            # a random gain and sign, some near 0; a draw around 1 (DCGAN's N(1, 0.02)) is not this
+            yield Finding("IC106", Severity.WARNING, pf.name,
+                          f"{pf.name}: the norm's scale is drawn around 0 (mean {s.mean:.3g}, std {s.std:.3g}), not set "
+                          f"to 1: each channel starts at a random gain and sign", _fill(pf))
+
+
+@rule("IC108", "padding-row-set", Severity.WARNING,
+      "An embedding's padding row (padding_idx) is not zero.",
+      "nn.Embedding gives the padding token a zero row and never a gradient: whatever the row holds "
+      "at init is added, unchanged, at every padded position for the whole of training. A custom init "
+      "drawn over the whole table (normal_(emb.weight, std=0.02)) overwrites the zeros; Hugging Face's "
+      "_init_weights zeroes the row again after its draw for this reason.",
+      example="nn.init.normal_(model.emb.weight, std=0.02)  # nn.Embedding(..., padding_idx=0)",
+      fix="zero the row after the draw: emb.weight.data[emb.padding_idx].zero_()")
+def padding_row(ctx: Context) -> Iterator[Finding]:
+    for pf in ctx.params:
+        if pf.padding is not None and pf.padding[1] > 0.0 and pf.stats is not None and pf.stats.finite:
+            idx, rms = pf.padding
+            yield Finding("IC108", Severity.WARNING, pf.name,
+                          f"{pf.name}: row {idx} (padding_idx) has rms {rms:.3g}, not 0: the padding token gets no "
+                          f"gradient, so this vector is added unchanged at every padded position",
+                          f"with torch.no_grad(): {accessor(pf.name)}[{idx}].zero_()")
 
 
 @rule("IC107", "norm-shift-off", Severity.WARNING,

@@ -26,6 +26,10 @@ def trace_fx(model: nn.Module, inputs: Iterable[Inputs] = (), training: bool | N
     (fx bakes `self.training` into the graph: `F.dropout(x, p, self.training)`); None keeps the
     model's."""
     root = meta_copy(model, training=training)
+    for m in root.modules():
+        # decided before tracing: deciding may run a parameter-free module on a small tensor
+        # (ops.layers.is_leaf), which inside fx's patched module calls confuses its module stack
+        is_leaf(m)
     tracer = _LeafTracer()
     try:
         fx_graph = tracer.trace(root)
