@@ -297,3 +297,68 @@ def test_a_norm_scale_drawn_around_zero_is_flagged(kwargs, flagged):
     assert bool(got) == flagged, [f.message for f in report.findings]
     if flagged:
         assert "drawn around 0" in got[0].message and got[0].fix == "nn.init.ones_(model.bn.weight)"
+
+
+class BiasedLSTM(nn.Module):
+    """An LSTM whose biases are set by a blanket `constant_(bias, 5)`: each gate unit adds
+    b_ih + b_hh = 10 whatever its input. The cell candidate (tanh) sits at tanh(10) = 1 - 4e-9, no
+    gradient through it; its weights cannot be blamed (the recommended schemes keep the biases).
+    `chrono`: Tallec & Ollivier's chrono init instead, forget biases log(U(1, T - 1)) up to 4.1 and
+    input biases their negatives, the candidate's 0: gates open or shut by design, sound."""
+
+    def __init__(self, chrono: bool = False, forget_one: bool = False) -> None:
+        super().__init__()
+        self.emb, self.lstm, self.head = nn.Embedding(100, 64), nn.LSTM(64, 128, batch_first=True), nn.Linear(128, 10)
+        h = 128
+        with torch.no_grad():
+            if chrono:
+                forget = torch.log(torch.empty(h).uniform_(1.0, 63.0))
+                for b in (self.lstm.bias_ih_l0, self.lstm.bias_hh_l0):
+                    b.zero_()
+                self.lstm.bias_ih_l0[h:2 * h] = forget
+                self.lstm.bias_ih_l0[:h] = -forget
+            elif forget_one:
+                self.lstm.bias_ih_l0.zero_()
+                self.lstm.bias_hh_l0.zero_()
+                self.lstm.bias_ih_l0[h:2 * h] = 1.0
+            else:
+                self.lstm.bias_ih_l0.fill_(5.0)
+                self.lstm.bias_hh_l0.fill_(5.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(self.emb(x))[0][:, -1])
+
+
+class BiasedTanh(nn.Module):
+    """Linear -> tanh with a bias drawn N(0, 5): rms 5 by itself, past tanh's knee (3) on most units."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 128), nn.Linear(128, 10)
+        nn.init.xavier_uniform_(self.fc1.weight, gain=nn.init.calculate_gain("tanh"))
+        nn.init.normal_(self.fc1.bias, std=5.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+def test_a_bias_that_saturates_a_tanh_by_itself_is_blamed_and_zeroed():
+    torch.manual_seed(0)
+    report = diagnose(BiasedTanh(), X_MLP)
+    assert ("IC203", "fc1.bias") in {(f.code, f.layer) for f in report.findings}
+    model = BiasedLSTM()
+    report = diagnose(model, X_IDS)
+    f = next(f for f in report.findings if f.code == "IC203" and f.layer == "lstm.bias_ih_l0")
+    assert "cell candidate" in f.message and "rms 10" in f.message
+    after = fix(model)
+    assert not [g for g in after.findings if g.code == "IC203"], after.findings
+    with torch.no_grad():
+        assert float(model.lstm.bias_ih_l0[256:384].abs().max()) == 0.0 == float(model.lstm.bias_hh_l0[256:384].abs().max())
+        assert float(model.lstm.bias_ih_l0[:256].min()) == 5.0  # the sigmoid gates' biases are the user's
+
+
+@pytest.mark.parametrize("kwargs", [{"chrono": True}, {"forget_one": True}], ids=["chrono", "forget_bias_1"])
+def test_gate_bias_conventions_are_not_saturation(kwargs):
+    torch.manual_seed(0)
+    report = diagnose(BiasedLSTM(**kwargs), X_IDS)
+    assert report.ok and "IC203" not in {f.code for f in report.findings}, [f.message for f in report.findings]

@@ -22,6 +22,7 @@ from ..ops.parametrized import assign, computed
 from ..records import FixDraw
 from ..remedy import for_layer
 from ..report import Report
+from ..rules.signal import saturating_biases
 from ..schemes import BATCHED, Scheme, draw, draw_batch
 
 Progress = Callable[[str, int, int], None]
@@ -208,10 +209,20 @@ PARAM_CODES = frozenset({"IC104", "IC105", "IC106", "IC107", "IC108"})
 def param_pass(model: nn.Module, analysis: Analysis, kept: frozenset[str] = frozenset()) -> list[str]:
     """Reset the non-weight parameters a parameter rule flags: a norm's scale to 1, a norm's shift
     and a bias to 0 (the rules leave deliberate zeros, such as a zero scale ending a residual
-    branch, alone), and an embedding's padding row to 0. Their names."""
+    branch, alone), an embedding's padding row to 0, and the part of a bias that saturates its
+    tanh by itself (IC203 on a bias) to 0. Their names."""
     flagged = {f.layer for f in analysis.report.findings if f.code in PARAM_CODES and f.layer not in kept}
     padded = {f.layer for f in analysis.report.findings if f.code == "IC108" and f.layer not in kept}
+    saturating = {f.layer for f in analysis.report.findings if f.code == "IC203" and f.layer not in kept}
     done = []
+    for lf in analysis.layers:  # a bias that saturates its tanh by itself: that part to 0
+        for name, _, _, spans in saturating_biases(analysis.context, lf):
+            if name in saturating:
+                with torch.no_grad():
+                    for pname, start, stop in spans:
+                        if pname not in kept:
+                            model.get_parameter(pname)[start:stop].zero_()
+                            done.append(pname)
     for pf in analysis.context.params:
         if pf.name in padded and pf.padding is not None:  # only the padding row: the table is the layer's
             with torch.no_grad():

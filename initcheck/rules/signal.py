@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+import torch
+from torch import nn
+
 from .. import theory
 from ..facts import LayerFacts
 from ..findings import RULES, Finding, Setting, Severity, rule
@@ -157,9 +160,11 @@ def signal_vanishes(ctx: Context) -> Iterator[Finding]:
 
 
 @rule("IC203", "activation-saturates", Severity.ERROR,
-      "A saturating activation (tanh, sigmoid, ...) receives pre-activations with rms over 3.",
+      "A saturating activation (tanh, sigmoid, ...) receives pre-activations with rms over 3, from its weights or its bias alone.",
       "tanh(3) = 0.995: past that the unit is a sign function with zero gradient. N(0, 1) weights "
-      "on a 784-input tanh layer give rms 28.",
+      "on a 784-input tanh layer give rms 28. A bias does it alone whatever the weights (a blanket "
+      "constant_(bias, 5) on an LSTM puts its cell candidate at tanh(10)); an LSTM's or GRU's sigmoid "
+      "gates may start open or shut by design (forget bias 1, chrono init), so only their tanh part is judged.",
       example="nn.init.normal_(layer.weight, std=1.0)  # a tanh layer with 784 inputs",
       fix="Xavier with tanh's gain on the layers the finding names",
       settings=(SATURATE_RMS, CAUSED_BY))
@@ -171,6 +176,64 @@ def activation_saturates(ctx: Context) -> Iterator[Finding]:
         lf, v, more = hit
         yield finding("IC203", lf, f"{describe(lf)}: predicted pre-activation rms {v:.3g} saturates {lf.activation} (over {limit:g}){_more(more)}",
                       _culprits(ctx, lf))
+    # a bias that saturates by itself, whatever the weights: the recommended schemes keep the biases,
+    # so the comparison above cannot blame it
+    for lf in ctx.layers:
+        if hit and lf is hit[0]:
+            continue
+        for name, rms, what, spans in saturating_biases(ctx, lf):
+            if rms > limit:
+                yield Finding("IC203", Severity.ERROR, name,
+                              f"{name}: {what} has rms {rms:.3g} by itself (over {limit:g}): its units saturate whatever "
+                              f"the input, with no gradient through them", _zero_fix(spans))
+
+
+Span = tuple[str, int, int]  # (parameter, start, stop): a slice of a bias
+
+
+def saturating_biases(ctx: Context, lf: LayerFacts) -> Iterator[tuple[str, float, str, tuple[Span, ...]]]:
+    """(bias name, rms of the part of it a saturating function receives, what that part is, the
+    slices of the biases that make it: what the fix zeroes) for a
+    layer followed by tanh/sigmoid, and for the tanh inside a recurrent layer: an LSTM's cell
+    candidate and a GRU's new gate (their sigmoid gates may start open or shut by design: a forget
+    gate bias of 1, chrono init's log-spaced ones), a tanh RNN's whole state. Recurrent layers add
+    their two biases (b_ih + b_hh) unit by unit."""
+    owner_name = lf.qualname[: -len(lf.param) - 1] if lf.qualname.endswith("." + lf.param) else ""
+    mod = ctx.index.modules.get(owner_name)
+    if mod is None:
+        return
+    prefix = f"{owner_name}." if owner_name else ""
+    if isinstance(mod, (nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell, nn.RNNCell)):
+        if lf.param not in ("weight_ih_l0", "weight_ih"):
+            return  # one check per recurrent module, at its first weight
+        h = mod.hidden_size
+        lstm, gru = isinstance(mod, (nn.LSTM, nn.LSTMCell)), isinstance(mod, (nn.GRU, nn.GRUCell))
+        if not (lstm or gru) and getattr(mod, "nonlinearity", "tanh") != "tanh":
+            return
+        part, what = ((2 * h, 3 * h), "the cell candidate's bias (tanh)") if lstm else \
+            ((2 * h, 3 * h), "the new gate's bias (tanh)") if gru else ((0, h), "the bias (tanh)")
+        suffixes = [f"_l{i}" for i in range(mod.num_layers)] if isinstance(mod, nn.RNNBase) else [""]
+        for s in suffixes:
+            named = [(f"{prefix}{n}{s}", b) for n in ("bias_ih", "bias_hh")
+                     if isinstance(b := getattr(mod, f"{n}{s}", None), torch.Tensor) and not b.is_meta]
+            if named:
+                total = sum(t.detach()[part[0]:part[1]].float() for _, t in named)
+                assert isinstance(total, torch.Tensor)
+                yield named[0][0], float(total.pow(2).mean().sqrt()), what + (" (b_ih + b_hh)" if len(named) > 1 else ""), \
+                    tuple((n, part[0], part[1]) for n, _ in named)
+        return
+    bias = getattr(mod, "bias", None)
+    if lf.activation in theory.SATURATING and lf.param == "weight" and isinstance(bias, torch.Tensor) \
+            and not bias.is_meta and bias.numel():
+        yield f"{prefix}bias", float(bias.detach().float().pow(2).mean().sqrt()), f"the bias before {lf.activation}", \
+            ((f"{prefix}bias", 0, bias.numel()),)
+
+
+def _zero_fix(spans: tuple[Span, ...]) -> str:
+    """nn.init.zeros_ of a whole bias; the slices of a recurrent layer's gate otherwise."""
+    if len(spans) == 1 and spans[0][1] == 0:
+        return f"nn.init.zeros_({accessor(spans[0][0])})"
+    return "with torch.no_grad(): " + "; ".join(f"{accessor(n)}[{a}:{b}].zero_()" for n, a, b in spans)
 
 
 def _gradient_ratio(ctx: Context, lf: LayerFacts) -> float | None:
