@@ -248,7 +248,8 @@ class PaddedBag(nn.Module):
 class BlanketNormalBN(nn.Module):
     """`for m in model.modules(): nn.init.normal_(m.weight)` reaching the BatchNorms: gamma ~ N(0, 1),
     a draw around 0, so each channel starts at a random gain and sign (8% of them under 0.1 in
-    magnitude). `scale` and `std`: DCGAN's N(1, 0.02) or PyTorch < 1.2's U(0, 1) default are sound."""
+    magnitude). `mean` and `std`: DCGAN's N(1, 0.02), timm's RepVGG N(0.1, 0.1) (three branches summed,
+    each small) or PyTorch < 1.2's U(0, 1) default are sound."""
 
     def __init__(self, mean: float = 0.0, std: float = 1.0, uniform: bool = False) -> None:
         super().__init__()
@@ -289,8 +290,9 @@ def test_a_redrawn_embedding_keeps_its_padding_row_at_zero():
     assert torch.count_nonzero(model.emb.weight[0]) == 0
 
 
-@pytest.mark.parametrize("kwargs, flagged", [({}, True), ({"mean": 1.0, "std": 0.02}, False), ({"uniform": True}, False)],
-                         ids=["normal_0_1", "dcgan_1_0.02", "uniform_0_1"])
+@pytest.mark.parametrize("kwargs, flagged", [({}, True), ({"mean": 1.0, "std": 0.02}, False), ({"uniform": True}, False),
+                                             ({"mean": 0.1, "std": 0.1}, False)],
+                         ids=["normal_0_1", "dcgan_1_0.02", "uniform_0_1", "repvgg_0.1_0.1"])
 def test_a_norm_scale_drawn_around_zero_is_flagged(kwargs, flagged):
     report = diagnose(BlanketNormalBN(**kwargs), X_IMG)
     got = [f for f in report.findings if f.code == "IC106" and f.layer == "bn.weight"]

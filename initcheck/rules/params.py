@@ -82,8 +82,9 @@ def absurd(ctx: Context) -> Iterator[Finding]:
       "A norm layer's output is γ·x̂ + β: with γ = 0 every unit outputs its shift alone, the signal and "
       "its gradient stop there (a LayerNorm weight and bias swapped by a load do exactly this). A zero "
       "γ that ends a residual branch is the deliberate zero_init_residual (Goyal et al. 2017). A γ "
-      "drawn around 0 (its std over its mean: normal_(m.weight) in a loop over every module) starts "
-      "each channel at a random gain and sign; a draw around 1 (DCGAN's N(1, 0.02)) is not flagged.",
+      "drawn centred on 0 (|mean| under half its std: normal_(m.weight) in a loop over every module) "
+      "starts each channel at a random gain and sign; DCGAN's N(1, 0.02) and RepVGG's N(0.1, 0.1) are "
+      "not flagged.",
       example="nn.init.zeros_(model.ln.weight)  # a LayerNorm in the trunk",
       fix="nn.init.ones_(norm.weight)",
       settings=(NORM_SCALE_BAND,))
@@ -102,9 +103,10 @@ def norm_scale(ctx: Context) -> Iterator[Finding]:
         elif rms > band or rms < 1.0 / band:
             yield Finding("IC106", Severity.WARNING, pf.name,
                           f"{pf.name}: the norm's scale has rms {rms:.3g}, outside [{1 / band:g}, {band:g}] around 1", _fill(pf))
-        elif s.std > abs(s.mean):
-            # a draw around 0 (normal_(bn.weight) in a loop over every module): each channel starts at
-            # a random gain and sign, some near 0; a draw around 1 (DCGAN's N(1, 0.02)) is not this
+        elif abs(s.mean) < 0.5 * s.std:
+            # a draw centred on 0 (normal_(bn.weight) in a loop over every module): each channel starts
+            # at a random gain and sign, some near 0; a draw around 1 (DCGAN's N(1, 0.02)) or a small
+            # positive one (timm's RepVGG: N(0.1, 0.1), its three branches summed) is not this
             yield Finding("IC106", Severity.WARNING, pf.name,
                           f"{pf.name}: the norm's scale is drawn around 0 (mean {s.mean:.3g}, std {s.std:.3g}), not set "
                           f"to 1: each channel starts at a random gain and sign", _fill(pf))
