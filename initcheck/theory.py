@@ -113,8 +113,9 @@ def gaussian_moments(fn: Callable[[torch.Tensor], torch.Tensor], mean: float, va
         return closed
     if isinstance(fn, torch.nn.Module) or getattr(fn, "__closure__", None) is not None:
         # a user's module or a closure: a global cache would keep it alive (and a closure is new
-        # at each call, so it would never hit)
-        return _grid_moments(fn, mean, var)
+        # at each call, so it would never hit); one that draws random numbers draws from a fork
+        with torch.random.fork_rng(devices=[]):
+            return _grid_moments(fn, mean, var)
     return _grid_moments_cached(fn, _key(mean), _key(var))
 
 

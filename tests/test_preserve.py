@@ -134,3 +134,34 @@ def test_diagnose_and_probe_never_change_a_model_that_writes_its_weights(entry):
     before = _bits(model.state_dict())
     getattr(initcheck, entry)(model, torch.randn(2, 3, 8, 8))
     assert _bits(model.state_dict()) == before
+
+
+class _Noise(nn.Module):
+    """Parameter-free and random: x plus noise (an elementwise-looking module that initcheck runs
+    on a grid to identify it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.1 * torch.randn_like(x)
+
+
+class _SampleDrop(nn.Module):
+    """Parameter-free and random, not elementwise: drops whole samples (a hand-written drop path)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (torch.rand(x.shape[0], 1) > 0.1).float() / 0.9
+
+
+@pytest.mark.parametrize("entry", ["diagnose", "probe"])
+def test_looking_at_random_modules_leaves_torchs_rng_where_it_was(entry):
+    """Identifying a parameter-free module runs it on a grid; pushing a Gaussian through it too: a
+    module that draws random numbers draws them from a fork, so the user's stream continues as if
+    nothing ran."""
+    import initcheck
+
+    model = nn.Sequential(nn.Linear(8, 8), _Noise(), nn.ReLU(), _SampleDrop(), nn.Linear(8, 2))
+    x = torch.randn(4, 8)
+    torch.manual_seed(7)
+    expected = torch.rand(5)
+    torch.manual_seed(7)
+    getattr(initcheck, entry)(model, x)
+    assert torch.equal(torch.rand(5), expected)

@@ -272,7 +272,9 @@ def match_elementwise(fn: Callable[[torch.Tensor], Any], atol: float = 2e-3) -> 
     """
     x = torch.linspace(-8.0, 8.0, 321)  # past 6, where relu and relu6 part
     try:
-        with torch.no_grad():
+        # a module that draws random numbers (noise, a custom dropout) draws from a fork: the user's
+        # RNG stream is not advanced by looking at their model
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             y = fn(x.clone())
     except Exception:
         return None
