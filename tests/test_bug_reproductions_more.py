@@ -2,6 +2,8 @@
 written from the physics (in the docstring) before running the tool: a bug is caught with at least a
 warning on the right parameter, a sound init gets no error and no unreached weight."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -363,4 +365,27 @@ def test_a_bias_that_saturates_a_tanh_by_itself_is_blamed_and_zeroed():
 def test_gate_bias_conventions_are_not_saturation(kwargs):
     torch.manual_seed(0)
     report = diagnose(BiasedLSTM(**kwargs), X_IDS)
+    assert report.ok and "IC203" not in {f.code for f in report.findings}, [f.message for f in report.findings]
+
+
+class PriorHead(nn.Module):
+    """RetinaNet's classification head: a sigmoid output whose bias starts at -log((1 - pi) / pi) =
+    -4.6 for pi = 0.01 (every anchor starts as background), and a highway layer whose carry gate's
+    bias starts at -3 (mostly carry): sigmoid biases that set an opening on purpose, not saturation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.h, self.t, self.cls = nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 20)
+        nn.init.constant_(self.t.bias, -3.0)
+        nn.init.normal_(self.cls.weight, std=0.01)
+        nn.init.constant_(self.cls.bias, -math.log(99.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = torch.sigmoid(self.t(x))
+        x = gate * torch.relu(self.h(x)) + (1 - gate) * x
+        return torch.sigmoid(self.cls(x))
+
+
+def test_a_sigmoid_bias_that_sets_an_opening_is_not_saturation():
+    report = diagnose(PriorHead(), X_MLP)
     assert report.ok and "IC203" not in {f.code for f in report.findings}, [f.message for f in report.findings]

@@ -163,8 +163,9 @@ def signal_vanishes(ctx: Context) -> Iterator[Finding]:
       "A saturating activation (tanh, sigmoid, ...) receives pre-activations with rms over 3, from its weights or its bias alone.",
       "tanh(3) = 0.995: past that the unit is a sign function with zero gradient. N(0, 1) weights "
       "on a 784-input tanh layer give rms 28. A bias does it alone whatever the weights (a blanket "
-      "constant_(bias, 5) on an LSTM puts its cell candidate at tanh(10)); an LSTM's or GRU's sigmoid "
-      "gates may start open or shut by design (forget bias 1, chrono init), so only their tanh part is judged.",
+      "constant_(bias, 5) on an LSTM puts its cell candidate at tanh(10)); a sigmoid's bias may set an "
+      "opening on purpose (an LSTM's forget gate at 1, chrono init, a highway gate at -2, RetinaNet's "
+      "prior at -4.6), so only biases before a tanh are judged.",
       example="nn.init.normal_(layer.weight, std=1.0)  # a tanh layer with 784 inputs",
       fix="Xavier with tanh's gain on the layers the finding names",
       settings=(SATURATE_RMS, CAUSED_BY))
@@ -190,11 +191,16 @@ def activation_saturates(ctx: Context) -> Iterator[Finding]:
 
 Span = tuple[str, int, int]  # (parameter, start, stop): a slice of a bias
 
+# Saturating functions whose bias sets no opening: a sigmoid's does (a highway net's carry gate at
+# -2, RetinaNet's prior at -4.6, a hand-written LSTM's forget gate), so only these are judged
+_SYMMETRIC = frozenset({"tanh", "softsign", "hardtanh"})
+
 
 def saturating_biases(ctx: Context, lf: LayerFacts) -> Iterator[tuple[str, float, str, tuple[Span, ...]]]:
     """(bias name, rms of the part of it a saturating function receives, what that part is, the
     slices of the biases that make it: what the fix zeroes) for a
-    layer followed by tanh/sigmoid, and for the tanh inside a recurrent layer: an LSTM's cell
+    layer followed by tanh (not sigmoid: its bias may set a gate's opening or a prior on purpose),
+    and for the tanh inside a recurrent layer: an LSTM's cell
     candidate and a GRU's new gate (their sigmoid gates may start open or shut by design: a forget
     gate bias of 1, chrono init's log-spaced ones), a tanh RNN's whole state. Recurrent layers add
     their two biases (b_ih + b_hh) unit by unit."""
@@ -223,7 +229,7 @@ def saturating_biases(ctx: Context, lf: LayerFacts) -> Iterator[tuple[str, float
                     tuple((n, part[0], part[1]) for n, _ in named)
         return
     bias = getattr(mod, "bias", None)
-    if lf.activation in theory.SATURATING and lf.param == "weight" and isinstance(bias, torch.Tensor) \
+    if lf.activation in _SYMMETRIC and lf.param == "weight" and isinstance(bias, torch.Tensor) \
             and not bias.is_meta and bias.numel():
         yield f"{prefix}bias", float(bias.detach().float().pow(2).mean().sqrt()), f"the bias before {lf.activation}", \
             ((f"{prefix}bias", 0, bias.numel()),)
