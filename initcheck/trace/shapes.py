@@ -71,6 +71,8 @@ def _reads_shapes(mod: nn.Module) -> bool:
     if isinstance(mod, nn.modules.conv._ConvNd):
         padding = mod.padding
         return padding == "same" if isinstance(padding, str) else any(int(v) for v in padding)
+    if isinstance(mod, nn.RNN) and mod.nonlinearity == "relu":  # an identity recurrence reads its length
+        return True
     return isinstance(mod, (nn.MultiheadAttention, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d))
 
 
