@@ -765,3 +765,26 @@ def test_the_irnn_recipe_is_sound():
     torch.manual_seed(0)
     report = diagnose(IdentityRNN(last=True), torch.randn(4, 50, 32))
     assert report.ok, [f.message for f in report.findings]
+
+
+class NoiseInjection(nn.Module):
+    """StyleGAN2's noise injection (rosinality's port draws image.new_empty(b, 1, h, w).normal_(), one
+    value per position shared by the channels; here one per element, whose sum over a conv's inputs
+    does not hang on the realized row sums), added times a per-channel weight (1 here, 0 at
+    StyleGAN2's init). The conv after it sees E[x^2] + 1: the draw's unit variance, not the zeros
+    new_empty was read as."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(8, 16, 3, padding=1), nn.Conv2d(16, 16, 1)
+        self.weight = nn.Parameter(torch.ones(1, 16, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x)
+        noise = h.new_empty(h.shape).normal_()
+        return self.conv2(h + self.weight * noise)
+
+
+def test_noise_drawn_in_place_in_forward_is_noise():
+    torch.manual_seed(0)
+    assert_modelled(NoiseInjection(), torch.randn(16, 8, 16, 16), "conv2", rel=0.1)

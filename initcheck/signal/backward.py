@@ -35,7 +35,7 @@ from ..graph import Op, OpKind
 from ..ops.activations import RoleKind
 from ..trace.index import GraphIndex
 from .attention import fluctuation, logit_std, participation, softmax_slope2
-from .handlers import FACTORIES, INDICES, NOISE, contracted, scalar_arg
+from .handlers import FACTORIES, INDICES, NOISE, RANDOM_FILLS, contracted, scalar_arg
 from .moments import Moment
 from .passes import Pass
 from .pooling import average_window, dropout_rate, pool_window
@@ -59,7 +59,8 @@ def backward(p: Pass, weight_n: dict[int, tuple[float, float]]) -> list[float]:
         gi = g[op.index]
         data = index.data_operands(op)
         if gi == 0.0 or not data or (op.kind is OpKind.FUNCTION and (op.target in FACTORIES or op.target in NOISE
-                                                                    or op.target in INDICES or op.target in COMPARISONS)):
+                                                                    or op.target in INDICES or op.target in COMPARISONS
+                                                                    or op.target in RANDOM_FILLS)):
             continue  # a tensor made from another's shape (zeros, noise), or a test of it, has no gradient
         if op.index in weight_n:
             fan_out, w2 = weight_n[op.index]

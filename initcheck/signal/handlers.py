@@ -337,6 +337,26 @@ def _noise(p: Pass, op: Op, x: Moment) -> Moment:
     return Moment(mean, second, 0.0)
 
 
+def _filled_randomly(p: Pass, op: Op, x: Moment) -> Moment:
+    """t.normal_(mean, std), t.uniform_(a, b), t.bernoulli_(p) in forward (StyleGAN2's noise
+    injection: `image.new_empty(b, 1, h, w).normal_()`): the draw's moments, none of the input's."""
+    def num(*keys: str, default: float) -> float:
+        v = op.scalar(*keys, default=default)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+    if op.target == "normal":
+        m, s = num("1", "mean", default=0.0), num("2", "std", default=1.0)
+        return Moment(m, m * m + s * s, 0.0)
+    if op.target == "uniform":
+        a, b = num("1", "from", default=0.0), num("2", "to", default=1.0)
+        return Moment((a + b) / 2.0, (a * a + a * b + b * b) / 3.0, 0.0)
+    q = num("1", "p", default=0.5)
+    return Moment(q, q, 0.0)
+
+
+# Tensors filled in place with random numbers in forward: noise, not the input's signal.
+RANDOM_FILLS = frozenset({"normal", "uniform", "bernoulli"})
+
+
 def _created(p: Pass, op: Op, x: Moment) -> Moment:
     c = FACTORIES.get(op.target)
     if c is None:
@@ -424,6 +444,7 @@ BY_FUNCTION: dict[str, Handler] = {
     "topk": routing.top, "sort": lambda p, op, x: x.summary(),  # sorted values: the same values
     "setitem": _written,
     **{name: _noise for name in NOISE},
+    **{name: _filled_randomly for name in RANDOM_FILLS},
     **{name: _indices for name in INDICES},
     "pow": _power,
     "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
