@@ -158,6 +158,10 @@ def analyze(
     model = original(model)  # type: ignore[assignment]  # a torch.compile'd model: the module it wraps
     if not isinstance(model, nn.Module):
         raise NotAModule(target or type(model).__name__, f"got a {type(model).__name__}, not an nn.Module")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise NotAModule(target or type(model).__name__, "is a TorchScript module (torch.jit.script / torch.jit.trace): "
+                         "its ops run in TorchScript, out of any trace's sight",
+                         "pass the nn.Module before scripting it")
     name = target or type(model).__name__
     mode = Mode.parse(mode)
     if settings is not None:  # the one validated object the command line builds (options.settings_from)

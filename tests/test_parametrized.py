@@ -138,3 +138,70 @@ def test_diagnose_leaves_the_power_iteration_alone(form):
     after = model.state_dict()
     assert [k for k in before if not torch.equal(before[k], after[k])] == []
     assert all(m.training for m in model.modules())
+
+
+def _pruned(amount: float = 0.5, std: float | None = None) -> nn.Sequential:
+    """torch.nn.utils.prune at init (lottery-ticket experiments): fc0.weight becomes a plain tensor
+    recomputed as weight_orig * weight_mask before each forward; weight_orig is the parameter."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    prune.l1_unstructured(model[0], "weight", amount=amount)
+    if std is not None:
+        with torch.no_grad():
+            nn.init.normal_(model[0].weight_orig, std=std)
+            model[0].weight = model[0].weight_orig * model[0].weight_mask
+    return model
+
+
+def test_a_pruned_weight_is_judged_through_its_mask_and_its_original_is_not_unused():
+    report = diagnose(_pruned(), torch.randn(8, 64))
+    assert not [f for f in report.findings if f.code == "IC001"], report.findings
+    layer = next(lr for lr in report.layers if lr.qualname == "0.weight")
+    assert layer.actual_std == pytest.approx(float(_pruned()[0].weight.detach().std()), rel=1e-3)  # the masked, effective one
+    assert {p.name for p in report.params} == {"0.weight_orig", "0.bias", "2.weight", "2.bias"}
+
+
+@pytest.mark.parametrize("data_driven", [False, True])
+def test_fix_draws_a_pruned_weight_through_its_mask(data_driven):
+    """Half the entries masked: the original is drawn up by 1/sqrt(density) so that the effective
+    weight has He's variance for its fan-in (2/64: std 0.177), and the mask stays."""
+    model = _pruned(std=1.0)  # far off: IC103, the static step redraws it
+    mask = model[0].weight_mask.clone()
+    report = fix(model, torch.randn(256, 64)) if data_driven else fix(model)
+    assert isinstance(model[0].weight_orig, nn.Parameter) and torch.equal(model[0].weight_mask, mask)
+    effective = (model[0].weight_orig * model[0].weight_mask).detach()
+    if not data_driven:
+        assert float(effective.std()) == pytest.approx((2 / 64) ** 0.5, rel=0.1)
+    assert "IC103" not in {f.code for f in report.findings if f.layer == "0.weight"}
+
+
+def _script(module: nn.Module) -> nn.Module:
+    with warnings.catch_warnings():  # torch 2.13 deprecates torch.jit.script; models still use it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(module)
+
+
+class _Scripted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = _script(nn.Sequential(nn.Linear(64, 64), nn.ReLU()))
+        self.b = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+
+def test_a_torchscript_submodule_is_named_as_not_judged_not_unused():
+    report = diagnose(_Scripted(), torch.randn(8, 64))
+    assert "IC001" not in {f.code for f in report.findings}
+    assert any("inside TorchScript modules" in n and "a.0.weight" in n for n in report.notes), report.notes
+    assert {p.name for p in report.params} == {"a.0.weight", "a.0.bias", "b.weight", "b.bias"}
+
+
+def test_a_scripted_model_is_refused_in_one_line():
+    from initcheck.errors import NotAModule
+
+    with pytest.raises(NotAModule, match="is a TorchScript module .* before scripting it"):
+        diagnose(_script(nn.Sequential(nn.Linear(64, 64), nn.ReLU())), torch.randn(8, 64))

@@ -14,6 +14,7 @@ from .. import theory
 from ..frozen import built
 from ..graph import Op, OpKind
 from ..ops.layers import Layout, WeightRole, WeightUse, function_weight, get_path
+from ..ops.parametrized import trainable
 from ..records import WeightSite
 from ..stats import TensorStats, prefetch, tensor_stats
 from ..theory import Family
@@ -156,6 +157,13 @@ def canonical(named: Iterable[tuple[str, torch.Tensor]]) -> list[tuple[str, torc
     return out
 
 
+def _trains(view: GraphIndex, owner: str, param: str, p: torch.Tensor) -> bool:
+    module = view.modules.get(owner)
+    if module is None or "." in param:
+        return p.requires_grad
+    return trainable(module, param, p)
+
+
 def _with_param(use: WeightUse, attr: str) -> WeightUse:
     return WeightUse(attr, use.layout, use.role, use.groups, use.stride, use.blocks, use.activation, use.stacked)
 
@@ -211,7 +219,7 @@ def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor
         "gated": f.gated or meets_another_tensor(view, op.index),
         "modulation": f.modulation,
         "reads_input": any(view.ops[i].kind is OpKind.INPUT for i in view.data_operands(op)),
-        "frozen": not p.requires_grad,
+        "frozen": not _trains(view, owner, use.param, p),
     })
 
 

@@ -91,6 +91,9 @@ def _kind(name: str, attr: str, owner: nn.Module, p: torch.Tensor, in_layers: se
         return ParamKind.OTHER, "a lazy parameter with no shape yet: not judged (IC002)"
     if name in in_layers:
         return ParamKind.WEIGHT, "judged against the scheme its use calls for (layer table)"
+    if isinstance(owner, torch.jit.ScriptModule):
+        return ParamKind.OTHER, ("inside a TorchScript module: its ops are out of the trace's sight; checked to be "
+                                 "finite and of a sane magnitude")
     if is_original(owner, attr):
         return ParamKind.PARAMETRIZED, "the original of a parametrization: judged through the effective weight"
     if name in learned and not is_norm_module(owner):

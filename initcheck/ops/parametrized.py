@@ -1,6 +1,6 @@
-"""Weights computed from other parameters at each access (torch's parametrizations and the older
-hook-based weight_norm / spectral_norm): which tensor carries the weight's scale, and whether an
-init can set that scale at all.
+"""Weights computed from other parameters at each access (torch's parametrizations, the older
+hook-based weight_norm / spectral_norm, and torch.nn.utils.prune's w_orig * w_mask): which tensor
+carries the weight's scale, and whether an init can set that scale at all.
 
 weight_norm writes w = g · v / ||v||: the scale lives in g. spectral_norm writes w = W / σ_max(W)
 and orthogonal writes an orthogonal matrix: whatever the original holds, the effective weight's
@@ -17,6 +17,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from torch import Tensor, nn, no_grad, norm_except_dim
 from torch.nn.utils import parametrizations as P
 from torch.nn.utils import parametrize
+from torch.nn.utils.prune import BasePruningMethod
 
 Params = ParamSpec("Params")
 Result = TypeVar("Result")
@@ -27,8 +28,16 @@ _HOOK_SPECTRAL_NORM = "SpectralNorm"
 
 
 def _hook_objects(module: nn.Module, name: str) -> list[Any]:
-    """The hook-based parametrizations of `module.name` (torch's WeightNorm / SpectralNorm objects)."""
-    return [h for h in module._forward_pre_hooks.values() if getattr(h, "name", None) == name]
+    """The hook-based parametrizations of `module.name` (torch's WeightNorm / SpectralNorm objects,
+    torch.nn.utils.prune's methods: w = w_orig * w_mask before each forward)."""
+    return [h for h in module._forward_pre_hooks.values()
+            if getattr(h, "name", None) == name or (isinstance(h, BasePruningMethod) and getattr(h, "_tensor_name", None) == name)]
+
+
+def _pruned(module: nn.Module, name: str) -> bool:
+    """`module.name` is pruned (torch.nn.utils.prune) and nothing else."""
+    hooks = _hook_objects(module, name)
+    return bool(hooks) and all(isinstance(h, BasePruningMethod) for h in hooks)
 
 
 def _hooks(module: nn.Module, name: str) -> list[str]:
@@ -72,10 +81,25 @@ def scale_carrier(module: nn.Module, name: str) -> Tensor | None:
     if hooks == [_HOOK_WEIGHT_NORM]:
         g = getattr(module, f"{name}_g", None)
         return g if isinstance(g, Tensor) else None
+    if _pruned(module, name):  # the mask keeps or zeroes entries: the scale is the original's
+        orig = getattr(module, f"{name}_orig", None)
+        return orig if isinstance(orig, Tensor) else None
     if hooks:
         return None
     value = getattr(module, name, None)
     return value if isinstance(value, nn.Parameter) else None
+
+
+def trainable(module: nn.Module, name: str, effective: Tensor) -> bool:
+    """Whether training moves `module.name`: a computed weight through its originals (a pruned
+    weight's plain tensor may be built under no_grad, its weight_orig still trains), else itself."""
+    if not computed(module, name):
+        return effective.requires_grad
+    plist = _plist(module, name)
+    if plist is not None:
+        return any(p.requires_grad for p in plist.parameters())
+    stem = f"{name}_"
+    return any(p.requires_grad for n, p in module.named_parameters(recurse=False) if n.startswith(stem))
 
 
 def computed(module: nn.Module, name: str) -> bool:
@@ -99,6 +123,14 @@ def assign(module: nn.Module, name: str, value: Tensor) -> None:
     with no_grad():
         if parametrize.is_parametrized(module, name):
             setattr(module, name, value)
+            return
+        if _pruned(module, name):
+            # the mask zeroes a share of the original: drawn up by 1/sqrt(density), the effective
+            # weight has the variance `value` has
+            mask = getattr(module, f"{name}_mask")
+            density = float(mask.float().mean()) if mask.numel() else 1.0
+            getattr(module, f"{name}_orig").copy_(value / max(density, 1e-12) ** 0.5)
+            setattr(module, name, getattr(module, f"{name}_orig") * mask)
             return
         hooks = _hooks(module, name)
         hook = next(iter(_hook_objects(module, name)), None)

@@ -157,6 +157,12 @@ def learned_inputs(graph: Graph) -> set[str]:
     return out
 
 
+def _scripted(modules: Mapping[str, nn.Module], name: str) -> bool:
+    """Whether the parameter `name` lives inside a TorchScript module."""
+    parts = name.split(".")
+    return any(isinstance(modules.get(".".join(parts[:i])), torch.jit.ScriptModule) for i in range(len(parts)))
+
+
 def missing_weights(graph: Graph, model: nn.Module, expected: set[str]) -> set[str]:
     return expected - reached_weights(graph, model) - additive_params(graph) - learned_inputs(graph)
 
@@ -174,12 +180,19 @@ def trace(model: nn.Module, args: tuple[Any, ...] | None, kwargs: dict[str, Any]
     modules = dict(model.named_modules())
     expected = set(weight_params(model, modules))
     notes: list[str] = []
+    scripted = sorted(n for n in expected if _scripted(modules, n))
+    if scripted:
+        # TorchScript runs its ops in C++: no tracer sees them, and no hook can be put on it
+        expected -= set(scripted)
+        shown = ", ".join(scripted[:3]) + (f" and {len(scripted) - 3} more" if len(scripted) > 3 else "")
+        notes.append(f"{len(scripted)} weight(s) inside TorchScript modules (torch.jit.script) are not judged: "
+                     f"their ops run out of any trace's sight ({shown}); script the model after diagnosing it")
     given = args is not None or kwargs is not None
     try:
         graph = trace_fx(model, [(args or (), kwargs or {})] if given else _lazy(build_inputs), training)
         missing = missing_weights(graph, model, expected)
         if not missing:
-            return Traced(graph, (), (), modules)
+            return Traced(graph, tuple(notes), (), modules)
         notes.append(f"fx reached {len(expected) - len(missing)} of {len(expected)} weights; recorded a forward pass instead")
     except Exception as e:  # fx raises many types on untraceable code
         notes.append(f"fx could not trace ({type(e).__name__}: {first_line(e)}); recorded a forward pass instead")

@@ -196,6 +196,8 @@ def trace_recorded(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
 
     names: dict[nn.Module, str] = {}
     for name, module in root.named_modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            continue  # TorchScript runs its ops in C++ and takes no hooks: what it computes is not seen
         if is_leaf(module) and name:
             names[module] = name
             handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
