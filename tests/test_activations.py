@@ -86,19 +86,23 @@ def test_normalization_and_residual_marks():
 
 
 class _GCN(nn.Module):
-    """pygcn's layer: relu(adj @ (x @ W)), the adjacency a buffer."""
+    """pygcn's layer: relu(adj @ (x @ W)), the adjacency a buffer; `given`: the adjacency a forward
+    argument, as pygcn publishes it (`model(features, adj)`), so it is data to the trace, but no
+    weight reaches it, so it still only mixes the rows of x @ W."""
 
-    def __init__(self):
+    def __init__(self, given: bool = False):
         super().__init__()
         self.w1 = nn.Parameter(torch.empty(32, 64))
         self.w2 = nn.Parameter(torch.empty(64, 7))
         nn.init.xavier_uniform_(self.w1)
         nn.init.xavier_uniform_(self.w2)
-        self.register_buffer("adj", torch.eye(10))
+        if not given:
+            self.register_buffer("adj", torch.eye(10))
 
-    def forward(self, x):
-        h = torch.relu(torch.spmm(self.adj, x @ self.w1))
-        return torch.spmm(self.adj, h @ self.w2)
+    def forward(self, x, adj=None):
+        adj = self.adj if adj is None else adj
+        h = torch.relu(torch.spmm(adj, x @ self.w1))
+        return torch.spmm(adj, h @ self.w2)
 
 
 def test_an_activation_after_a_graph_aggregation_is_the_layers():
@@ -107,24 +111,8 @@ def test_an_activation_after_a_graph_aggregation_is_the_layers():
     assert layers["w2"].activation == "identity" and layers["w2"].is_output
 
 
-class _GCNInputAdjacency(nn.Module):
-    """pygcn as published: the adjacency is a forward argument (`model(features, adj)`), so it is
-    data to the trace; no weight reaches it, so it still only mixes the rows of x @ W."""
-
-    def __init__(self):
-        super().__init__()
-        self.w1 = nn.Parameter(torch.empty(32, 64))
-        self.w2 = nn.Parameter(torch.empty(64, 7))
-        nn.init.xavier_uniform_(self.w1)
-        nn.init.xavier_uniform_(self.w2)
-
-    def forward(self, x, adj):
-        h = torch.relu(torch.spmm(adj, x @ self.w1))
-        return torch.spmm(adj, h @ self.w2)
-
-
 def test_an_activation_after_an_aggregation_by_an_input_adjacency_is_the_layers():
     adj = (torch.eye(10) + torch.ones(10, 10)) / 20
-    layers = {lr.qualname: lr for lr in diagnose(_GCNInputAdjacency(), (torch.randn(10, 32), adj)).layers}
+    layers = {lr.qualname: lr for lr in diagnose(_GCN(given=True), (torch.randn(10, 32), adj)).layers}
     assert layers["w1"].activation == "relu" and layers["w1"].scheme == "he"
     assert layers["w2"].activation == "identity" and layers["w2"].is_output
