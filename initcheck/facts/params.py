@@ -52,6 +52,7 @@ class ParamFacts:
         return None if self.stats is None else self.stats.mean
 
 
+_RECURRENT_BIAS = re.compile(r"bias_(ih|hh)(_l\d+)?(_reverse)?")  # nn.LSTM/GRU/RNN and their cells
 _TOKEN = re.compile(r"(^|[._])(cls|dist|mask|reg|register|query)?_?tokens?($|[._])")
 _POSITION = re.compile(r"pos(ition)?(al)?_?(emb|embed|embedding|encoding|bias)|relative_position|rel_pos|absolute_pos")
 _SCALE = re.compile(r"(^|[._])(gamma|ls\d?|layer_?scale|scale|alpha|gain|gate|temperature|logit_scale|beta|skipinit_gain)(\d*)($|[._])")
@@ -106,7 +107,7 @@ def _kind(name: str, attr: str, owner: nn.Module, p: torch.Tensor, in_layers: se
             return ParamKind.NORM_WEIGHT, "a normalization's scale: expected 1 (0 at a residual branch end)"
         if attr in ("bias", "beta", "shift"):
             return ParamKind.NORM_BIAS, "a normalization's shift: expected 0"
-    if attr.endswith("bias") and not _POSITION.search(name):
+    if (attr.endswith("bias") or _RECURRENT_BIAS.fullmatch(attr)) and not _POSITION.search(name):
         return ParamKind.BIAS, "a bias: checked to be finite and of a sane magnitude"
     if _POSITION.search(name.lower()):
         return ParamKind.POSITION, "a position table: checked to be finite and of a sane magnitude"
