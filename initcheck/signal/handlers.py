@@ -442,6 +442,7 @@ BY_FUNCTION: dict[str, Handler] = {
     "where": routing.chosen, "masked_fill": routing.filled,
     **{name: routing.scattered for name in routing.SCATTERS},
     "topk": routing.top, "sort": lambda p, op, x: x.summary(),  # sorted values: the same values
+    "cumsum": routing.cumulated,
     "setitem": _written,
     **{name: _noise for name in NOISE},
     **{name: _filled_randomly for name in RANDOM_FILLS},

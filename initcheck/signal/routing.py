@@ -306,3 +306,20 @@ def _buffer_sums(p: Pass, name: str, axis: int) -> tuple[float, float, float] | 
         d = a.double()
         s1, s2 = d.sum(axis), (d * d).sum(axis)
     return float(s1.mean()), float((s1 * s1).mean()), float(s2.mean())
+
+
+def cumulated(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """x.cumsum(dim) over n values: position k sums k of them, the fluctuations incoherently (k
+    times the variance), what they share (the mean, a channel's mean) coherently (k^2); averaged
+    over k = 1..n: (n + 1) / 2 and (n + 1)(2n + 1) / 6. Needs the size along dim."""
+    if op.index in p.index.indexing:
+        return None  # positions counted from an attention mask: not the signal, left as they were
+    data = p.index.data_operands(op)
+    dim = op.scalar("1", "dim")
+    n = p.index.ops[data[0]].size(int(dim)) if data and isinstance(dim, int) and not isinstance(dim, bool) else None
+    if not n:
+        return None
+    coherent = x.mean * x.mean + max(x.between, 0.0)
+    k1, k2 = (n + 1) / 2.0, (n + 1) * (2 * n + 1) / 6.0
+    second = k1 * max(x.second - coherent, 0.0) + k2 * coherent
+    return Moment(k1 * x.mean, second, min(k1 * x.signal, second), k2 * max(x.between, 0.0))

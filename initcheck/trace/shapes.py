@@ -62,7 +62,7 @@ class _Shapes(fx.Interpreter):
 _READS_SHAPES = frozenset({"scaled_dot_product_attention", "softmax", "matmul", "__matmul__", "bmm", "einsum",
                            "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "mean", "conv2d",
                            "max", "amax", "sum", "setitem", "topk", "baddbmm", "index_add", "index_add_",
-                           "scatter_add", "scatter_add_", "scatter_reduce", "scatter_reduce_"})
+                           "scatter_add", "scatter_add_", "scatter_reduce", "scatter_reduce_", "cumsum"})
 
 
 def _reads_shapes(mod: nn.Module) -> bool:
