@@ -806,3 +806,23 @@ class RunningSum(nn.Module):
 def test_a_cumulative_sum_adds_the_steps_up():
     torch.manual_seed(0)
     assert_modelled(RunningSum(), torch.randn(64, 32, 16), "fc2", rel=0.1)
+
+
+class CopiedInto(nn.Module):
+    """A buffer of the right shape written with copy_ (a preallocated output, a KV cache): the
+    layer after it reads what was copied in, 3 * fc1's output (9x its E[h^2]), not the empty tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(32, 32, bias=False), nn.Linear(32, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        out = torch.zeros_like(h)
+        out.copy_(3.0 * h)
+        return self.fc2(out)
+
+
+def test_a_tensor_written_with_copy_holds_what_was_copied():
+    torch.manual_seed(0)
+    assert_modelled(CopiedInto(), torch.randn(256, 32), "fc2", rel=0.1)

@@ -353,6 +353,19 @@ def _filled_randomly(p: Pass, op: Op, x: Moment) -> Moment:
     return Moment(q, q, 0.0)
 
 
+def _overwritten(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """t.copy_(src): src's moments; t.zero_(): zeros; t.fill_(v): v everywhere (in place, so that
+    later readers of t read the write: fx_trace re-points them)."""
+    if op.target == "copy":
+        src = op.operand("1", "src")
+        m = p.fwd[src] if src is not None else None
+        return m.summary() if m is not None else None
+    if op.target == "zero":
+        return Moment(0.0, 0.0, 0.0)
+    v = op.scalar("1", "value")
+    return Moment(float(v), float(v) ** 2, 0.0) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 # Tensors filled in place with random numbers in forward: noise, not the input's signal.
 RANDOM_FILLS = frozenset({"normal", "uniform", "bernoulli"})
 
@@ -446,6 +459,7 @@ BY_FUNCTION: dict[str, Handler] = {
     "setitem": _written,
     **{name: _noise for name in NOISE},
     **{name: _filled_randomly for name in RANDOM_FILLS},
+    "copy": _overwritten, "zero": _overwritten, "fill": _overwritten,
     **{name: _indices for name in INDICES},
     "pow": _power,
     "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
