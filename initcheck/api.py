@@ -246,6 +246,12 @@ def _no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
+def _quantized(modules: Mapping[str, nn.Module]) -> int:
+    """How many modules hold quantized, packed weights (torch.ao.nn.quantized and its dynamic forms)."""
+    return sum(1 for m in modules.values()
+               if ".quantized" in type(m).__module__ and not type(m).__name__.endswith("PackedParams"))
+
+
 def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Selection, limits: Mapping[str, float],
                  probed: tuple[Any, ...], trace_notes: tuple[str, ...], unreached: tuple[str, ...],
                  sources: Mapping[str, str] | None, mode: Mode, named: tuple[tuple[str, torch.Tensor], ...]) -> Analysis:
@@ -259,6 +265,9 @@ def _stages_once(name: str, index: GraphIndex, model: nn.Module, selection: Sele
         notes = (*notes, mode_note)
     if ctx.actual is not None and (note := signal.unhandled_note(ctx.actual, index, layers)):
         notes = (*notes, note)
+    if not layers and (packed := _quantized(index.modules)):
+        notes = (*notes, f"no float weight to judge: {packed} quantized module(s) (torch.ao) hold packed weights; "
+                         "diagnose the float model before quantizing it")
     return _finish(name, index.graph.tracer, ctx, selection, notes, sources, model, trace_notes, unreached)
 
 

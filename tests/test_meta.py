@@ -125,3 +125,14 @@ def test_a_sweep_from_an_earlier_one_equals_a_sweep_from_scratch(build):
         middle, last = a.layers[2].op, a.layers[3].op
         assert all(r is b for r, b in zip(reused.forward[:middle], base.signal.forward[:middle]))  # reused
         assert reused.forward[last] != base.signal.forward[last]  # the zero layer did change the signal
+
+
+def test_a_quantized_model_says_it_has_no_float_weight_to_judge():
+    """torch.ao's dynamic quantization packs each Linear's weight into int8: nothing for diagnose
+    to read, so an empty 'ok' report would be a silent pass; the note says why and what to do."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's own deprecation notice
+        model = torch.ao.quantization.quantize_dynamic(nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)),
+                                                       {nn.Linear}, dtype=torch.qint8)
+    report = diagnose(model, torch.randn(8, 64))
+    assert any("2 quantized module(s)" in n and "before quantizing" in n for n in report.notes), report.notes
