@@ -118,12 +118,17 @@ def _kind(name: str, attr: str, owner: nn.Module, p: torch.Tensor, in_layers: se
     return ParamKind.OTHER, "no scale convention to compare with: checked to be finite and of a sane magnitude"
 
 
+def padding_index(owner: nn.Module, attr: str) -> int | None:
+    """The padding_idx of an embedding's table (`attr` its weight); None for anything else."""
+    idx = getattr(owner, "padding_idx", None)
+    return idx if attr == "weight" and isinstance(owner, (nn.Embedding, nn.EmbeddingBag)) and isinstance(idx, int) else None
+
+
 def _padding_row(owner: nn.Module, attr: str, p: torch.Tensor) -> tuple[int, float] | None:
     """(padding_idx, rms of that row) of an embedding's weight; None where there is no padding row
     or its values cannot be read (meta, lazy)."""
-    idx = getattr(owner, "padding_idx", None)
-    if attr != "weight" or not isinstance(owner, (nn.Embedding, nn.EmbeddingBag)) or idx is None or p.is_meta \
-            or p.ndim != 2 or not -p.shape[0] <= idx < p.shape[0]:
+    idx = padding_index(owner, attr)
+    if idx is None or p.is_meta or p.ndim != 2 or not -p.shape[0] <= idx < p.shape[0]:
         return None
     with torch.no_grad():
         row = p[idx].float()

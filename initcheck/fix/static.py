@@ -14,7 +14,7 @@ from torch import nn
 
 from ..api import Analysis
 from ..facts import LayerFacts, received_weight
-from ..facts.params import ParamKind
+from ..facts.params import ParamKind, padding_index
 from ..findings import Selection
 from ..graph import OpKind
 from ..ops.layers import is_hf_conv1d
@@ -173,10 +173,10 @@ def reinit_layer(model: nn.Module, lf: LayerFacts, generator: torch.Generator | 
 def _zero_padding_row(module: nn.Module, pname: str) -> None:
     """An embedding's padding row back to zero after a draw over the whole table (nn.Embedding's
     own convention: the row gets no gradient, IC108)."""
-    idx = getattr(module, "padding_idx", None)
-    if pname == "weight" and isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and idx is not None:
+    idx = padding_index(module, pname)
+    if idx is not None:
         with torch.no_grad():
-            module.weight[idx].zero_()
+            module.get_parameter(pname)[idx].zero_()
 
 
 def residual_pass(model: nn.Module, analysis: Analysis, kept: frozenset[str] = frozenset()) -> list[str]:

@@ -18,7 +18,7 @@ from . import routing
 from .attention import averaged_values, fluctuation, logit_std, participation
 from .channels import Channels
 from .masks import causal_attn_mask, causal_logits
-from .moments import Moment, activated, activation_moments, from_channels
+from .moments import Moment, activated, activation_moments, from_channels, plus, summed
 from .norms import norm, per_channel
 from .passes import Pass
 from .pooling import transparent
@@ -86,8 +86,7 @@ def _add(p: Pass, op: Op, x: Moment) -> Moment:
     others = p.others(op, data[0]) if data else []
     if others:
         o = others[0]
-        out = Moment(x.mean + sign * o.mean, x.second + o.second + 2 * sign * x.mean * o.mean, x.signal + o.signal,
-                     x.between + o.between)
+        out = plus(x, o, sign)
         if x.chan is not None and o.chan is not None and len(x.chan) == len(o.chan):
             both = Channels(x.chan.mean + sign * o.chan.mean, x.chan.var + o.chan.var)  # independent: variances add
             return from_channels(both, out.signal)
@@ -216,9 +215,7 @@ def _added_product(p: Pass, op: Op, x: Moment) -> Moment | None:
     mi = p.fwd[base] if base is not None else None
     if mi is None:
         return prod
-    mi = mi.scaled(float(beta) if isinstance(beta, (int, float)) else 1.0)
-    return Moment(prod.mean + mi.mean, prod.second + mi.second + 2.0 * prod.mean * mi.mean, prod.signal + mi.signal,
-                  prod.between + mi.between)
+    return plus(prod, mi.scaled(float(beta) if isinstance(beta, (int, float)) else 1.0))
 
 
 def _einsum(p: Pass, op: Op, x: Moment) -> Moment | None:
@@ -266,12 +263,7 @@ def _sum(p: Pass, op: Op, x: Moment) -> Moment | None:
     k = math.prod(src) / max(math.prod(op.shape), 1)
     dims = op.scalar("1", "dim")
     dims = dims if isinstance(dims, (tuple, list)) else (dims,)
-    spatial = all(isinstance(d, int) and d >= 2 for d in dims)
-    between = max(x.between, 0.0)
-    shared = x.mean * x.mean + (between if spatial else 0.0)
-    rest = max(x.second - shared, 0.0)
-    second = k * k * shared + k * rest
-    return Moment(k * x.mean, second, min(k * x.signal, second), k * k * between if spatial else k * between)
+    return summed(x, k, k * k, shared=all(isinstance(d, int) and d >= 2 for d in dims))
 
 
 def _unit_vectors(p: Pass, op: Op, x: Moment) -> Moment | None:

@@ -43,6 +43,23 @@ class Moment:
         return self if self.chan is None else replace(self, chan=None)
 
 
+def plus(a: Moment, b: Moment, sign: float = 1.0) -> Moment:
+    """a + sign * b for independent a and b (the per-channel vectors aside)."""
+    return Moment(a.mean + sign * b.mean, a.second + b.second + 2 * sign * a.mean * b.mean, a.signal + b.signal,
+                  a.between + b.between)
+
+
+def summed(x: Moment, k: float, k2: float, shared: bool = True) -> Moment:
+    """A sum of values with x's moments, k of them on average and k2 = E[count^2]: their
+    fluctuations add incoherently (k times), what they share coherently (k2 times): the mean, and a
+    channel's mean too (`between`) when `shared` (a sum over positions or over rows of one channel,
+    not over different channels)."""
+    between = max(x.between, 0.0)
+    coherent = x.mean * x.mean + (between if shared else 0.0)
+    second = k2 * coherent + k * max(x.second - coherent, 0.0)
+    return Moment(k * x.mean, second, min(k * x.signal, second), k2 * between if shared else k * between)
+
+
 def from_channels(c: Channels, signal: float) -> Moment:
     """The summary moments of per-channel ones; `signal`: the input-driven part, kept from the summary model."""
     second = c.second

@@ -18,7 +18,7 @@ import torch
 
 from .. import theory
 from ..graph import Op, OpKind
-from .moments import Moment
+from .moments import Moment, plus, summed
 from .passes import Pass
 
 # Comparisons of continuous values: a mask whose rate the Gaussian model gives. (eq and ne are left
@@ -203,13 +203,8 @@ def scattered(p: Pass, op: Op, x: Moment) -> Moment | None:
     k = math.prod(part) / max(math.prod(whole), 1) if whole and part else 1.0
     alpha = op.scalar("alpha", default=1.0) if op.target == "index_add" else 1.0
     a = float(alpha) if isinstance(alpha, (int, float)) else 1.0
-    s = s.scaled(a)
     d = (p.fwd[dest] if dest is not None else None) or Moment(0.0, 0.0, 0.0)
-    coherent = s.mean * s.mean + max(s.between, 0.0)
-    count2 = k * max(k, 1.0)  # E[c^2]
-    total2 = k * max(s.second - coherent, 0.0) + count2 * coherent
-    out = Moment(d.mean + k * s.mean, d.second + 2.0 * d.mean * k * s.mean + total2, d.signal + k * s.signal,
-                 d.between + count2 * max(s.between, 0.0))
+    out = plus(d, summed(s.scaled(a), k, k * max(k, 1.0)))  # E[c^2]: k^2, or k when a row gets one value or none
     if reduce == "mean":
         include = op.scalar("include_self", "5", default=True)
         n = max(k + (1.0 if include is not False else 0.0), 1.0)
@@ -319,7 +314,4 @@ def cumulated(p: Pass, op: Op, x: Moment) -> Moment | None:
     n = p.index.ops[data[0]].size(int(dim)) if data and isinstance(dim, int) and not isinstance(dim, bool) else None
     if not n:
         return None
-    coherent = x.mean * x.mean + max(x.between, 0.0)
-    k1, k2 = (n + 1) / 2.0, (n + 1) * (2 * n + 1) / 6.0
-    second = k1 * max(x.second - coherent, 0.0) + k2 * coherent
-    return Moment(k1 * x.mean, second, min(k1 * x.signal, second), k2 * max(x.between, 0.0))
+    return summed(x, (n + 1) / 2.0, (n + 1) * (2 * n + 1) / 6.0)
