@@ -25,6 +25,19 @@ def model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def full_copy(model: nn.Module) -> nn.Module:
+    """A full copy of `model` (its values, hooks and all) to run forwards on. A tensor that a hook
+    computes and keeps on a module (the old `torch.nn.utils.weight_norm` and `spectral_norm` keep
+    `weight` as a non-leaf tensor between forwards) is copied detached: deepcopy refuses non-leaf
+    tensors, and the copy's own hook computes it again before its forward."""
+    memo: dict[int, Any] = {}
+    for m in model.modules():
+        for value in vars(m).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
 @contextmanager
 def working_copy(model: nn.Module, device: torch.device, write_back: bool) -> Iterator[nn.Module]:
     """The model itself when it already lives on `device`; otherwise a copy there, whose
@@ -32,7 +45,7 @@ def working_copy(model: nn.Module, device: torch.device, write_back: bool) -> It
     if model_device(model) == device or (device.type == model_device(model).type and device.index is None):
         yield model
         return
-    work = copy.deepcopy(model).to(device)
+    work = full_copy(model).to(device)
     yield work
     if write_back:
         with torch.no_grad():

@@ -7,7 +7,6 @@ receives one small tensor at the end, not an activation per layer.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -68,7 +67,7 @@ def probe(model: nn.Module, example_inputs: Any = None, *, device: str = "auto",
     predicted = {lr.qualname: lr.predicted_rms for lr in first.report.layers}
     acts = {lf.qualname: lf.activation for lf in first.layers}
     act_fns = {lf.qualname: theory.activation_fn(lf.activation, lf.activation_param) for lf in first.layers}
-    work = copy.deepcopy(model).to(dev)
+    work = devices.full_copy(model).to(dev)
     work.train(first.context.mode is Mode.TRAIN)  # the forward the prediction judged (on the copy)
     for p in work.parameters():
         p.grad = None
@@ -162,7 +161,8 @@ def _nan(v: float) -> float | None:
 def _trained(model: nn.Module, qualname: str) -> torch.Tensor:
     """The parameter that training updates for a weight: itself, or for a parametrized weight
     (weight_norm, spectral_norm: recomputed at each access, wav2vec 2.0's positional conv) the
-    original its gradient reaches."""
+    original its gradient reaches; for their older hook forms, the `weight_v` / `weight_orig` that
+    the hook recomputes `weight` from before each forward."""
     try:
         return model.get_parameter(qualname)
     except AttributeError:
@@ -170,6 +170,11 @@ def _trained(model: nn.Module, qualname: str) -> torch.Tensor:
         plist = getattr(getattr(model.get_submodule(owner) if owner else model, "parametrizations", None), name, None)
         for attr in ("original", "original1", "original0"):  # weight_norm's v (original1) carries the direction
             found = getattr(plist, attr, None)
+            if isinstance(found, nn.Parameter):
+                return found
+        module = model.get_submodule(owner) if owner else model
+        for suffix in ("_v", "_orig"):  # torch.nn.utils.weight_norm / spectral_norm (hooks)
+            found = module._parameters.get(name + suffix)
             if isinstance(found, nn.Parameter):
                 return found
         raise

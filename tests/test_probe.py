@@ -41,6 +41,22 @@ def test_probe_leaves_the_model_alone():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # the old weight_norm is deprecated, still used
+def test_probe_runs_on_models_whose_hooks_keep_a_computed_weight():
+    """The old torch.nn.utils.weight_norm / spectral_norm keep `weight` on the module as a tensor
+    computed from weight_g and weight_v (a non-leaf, which deepcopy refuses): the probe's copy must
+    still run, measure each layer and leave the model's values as they were."""
+    from torch import nn
+
+    model = nn.Sequential(nn.utils.weight_norm(nn.Linear(64, 128)), nn.ReLU(),
+                          nn.utils.spectral_norm(nn.Linear(128, 128)), nn.ReLU(), nn.Linear(128, 10))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = probe(model, torch.randn(64, 64))
+    assert [r.name for r in report.probe] == ["0.weight", "2.weight", "4.weight"]
+    assert all(r.grad_norm > 0 for r in report.probe)  # read off weight_v / weight_orig, which training updates
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_probe_on_cuda():
