@@ -195,6 +195,48 @@ class AdaLNZeroBlock(nn.Module):
         return self.head(h)
 
 
+class SpatialTransformer(nn.Module):
+    """PyTorch's spatial transformer tutorial (Jaderberg et al. 2015): the localization head's last
+    Linear starts at weight 0, bias = the identity transform, and its 6 outputs are theta's six
+    coefficients, each with its own role in affine_grid: not interchangeable units, so not the
+    symmetry problem. With theta the identity, grid_sample returns its input at the pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.localization = nn.Sequential(nn.Conv2d(1, 8, 7), nn.MaxPool2d(2, 2), nn.ReLU(True),
+                                          nn.Conv2d(8, 10, 5), nn.MaxPool2d(2, 2), nn.ReLU(True))
+        self.fc_loc = nn.Sequential(nn.Linear(10 * 3 * 3, 32), nn.ReLU(True), nn.Linear(32, 3 * 2))
+        nn.init.zeros_(self.fc_loc[2].weight)
+        with torch.no_grad():
+            self.fc_loc[2].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
+        self.conv = nn.Conv2d(1, 16, 5)
+        self.fc = nn.Linear(16 * 12 * 12, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        theta = self.fc_loc(self.localization(x).view(-1, 90)).view(-1, 2, 3)
+        x = F.grid_sample(x, F.affine_grid(theta, x.size(), align_corners=False), align_corners=False)
+        return self.fc(F.max_pool2d(F.relu(self.conv(x)), 2).flatten(1))
+
+
+class FlowWarp(nn.Module):
+    """A registration net's flow head (VoxelMorph's, in 2-D): a conv predicts a displacement per
+    pixel, added to the identity grid, and the image is read there. Zero-initialized, the warp
+    starts at the identity; its two output channels are the x and y displacement: not symmetric."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(2, 16, 3, padding=1)
+        self.flow = nn.Conv2d(16, 2, 3, padding=1)
+        nn.init.zeros_(self.flow.weight)
+        nn.init.zeros_(self.flow.bias)
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
+        self.register_buffer("identity", torch.stack((xs, ys), -1).unsqueeze(0))
+
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        flow = self.flow(F.leaky_relu(self.enc(torch.cat((moving, fixed), 1)), 0.2))
+        return F.grid_sample(moving, self.identity + flow.permute(0, 2, 3, 1), align_corners=True)
+
+
 class RWKVTimeMix(nn.Module):
     """RWKV-4's time mixing with its own zeros (BlinkDL's init): the key, receptance and output
     projections start at 0. The keys go through exp to weigh each channel's values over time: at 0

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from initcheck import diagnose
+from initcheck import diagnose, fix
 from initcheck.findings import Severity
 
 BUGS = [
@@ -118,6 +118,22 @@ def test_siren_layers_are_named_as_its_scheme():
 def test_adaln_zero_modulation_is_a_convention_not_symmetry():
     layers = {lr.qualname: lr for lr in diagnose(C.AdaLNZeroBlock()).layers}
     assert "gate" in layers["ada.weight"].convention
+
+
+@pytest.mark.parametrize("make, inputs, head", [
+    (C.SpatialTransformer, lambda: (torch.randn(4, 1, 28, 28),), "fc_loc.2.weight"),
+    (C.FlowWarp, lambda: (torch.randn(2, 1, 16, 16), torch.randn(2, 1, 16, 16)), "flow.weight"),
+])
+def test_a_zero_layer_that_steers_a_warp_is_not_symmetric(make, inputs, head):
+    """The coefficients of a transform (theta) or a flow field: each output unit has its own role
+    where the image is read, so a zero start is the identity warp, not units stuck together. The
+    fix keeps it at 0, and no warp op is left unmodelled."""
+    model = make()
+    report = diagnose(model, inputs())
+    assert not [f for f in report.findings if f.layer == head], report.findings
+    assert not any("no handler" in n for n in report.notes), report.notes
+    fix(model, inputs())
+    assert model.get_parameter(head).abs().max() == 0
 
 
 def test_a_standardized_weight_is_judged_and_replayed():

@@ -120,9 +120,14 @@ def meets_another_tensor(view: GraphIndex, start: int, limit: int = 64) -> bool:
     """Whether the layer's output, through its activation, reshapes, chunks and scalings (no weight
     op, no norm), is multiplied with or added to another tensor of the graph: then each output unit
     scales, shifts or gates its own channel and gets its own gradient, so equal units are not stuck
-    together (DiT's adaLN-Zero modulation, RWKV's zeroed gates, a zero residual branch end)."""
+    together (DiT's adaLN-Zero modulation, RWKV's zeroed gates, a zero residual branch end). The
+    coordinates another tensor is sampled at count too: each unit is one coefficient of the warp
+    (a spatial transformer's theta, zero-initialized to the identity; a flow field; a deformable
+    conv's offsets and mask)."""
 
-    def step(role: Role, data: tuple[int, ...]) -> bool | None:
+    def step(role: Role, data: tuple[int, ...], op: Op, came: int) -> bool | None:
+        if op.target == "affine_grid" or (op.target in _WARPS and came != data[0]):
+            return True  # a transform's coefficients, or the points another tensor is read at
         if role.kind in (RoleKind.ADD, RoleKind.SCALE) and len(data) >= 2:
             return True
         if role.kind in (RoleKind.ACTIVATION, RoleKind.TRANSPARENT, RoleKind.ADD, RoleKind.SCALE):
@@ -137,7 +142,7 @@ def _modulates(view: GraphIndex, start: int, limit: int = 32) -> bool:
     """Whether the layer's output, through views, chunks and scalar arithmetic only (no activation),
     multiplies another tensor: a scale (FiLM, adaLN), not a signal."""
 
-    def step(role: Role, data: tuple[int, ...]) -> bool | None:
+    def step(role: Role, data: tuple[int, ...], op: Op, came: int) -> bool | None:
         if role.kind is RoleKind.SCALE and len(data) >= 2:
             return True
         single = role.kind in (RoleKind.ADD, RoleKind.SCALE) and len(data) == 1
@@ -146,10 +151,11 @@ def _modulates(view: GraphIndex, start: int, limit: int = 32) -> bool:
     return downstream(view, start, limit, step)
 
 
-def downstream(view: GraphIndex, start: int, limit: int, step: Callable[[Role, tuple[int, ...]], bool | None]) -> bool:
-    """Walk the ops that use a layer's output (functions and modules, no weight op), breadth first:
-    `step(role, data operands)` says True (found: stop), False (walk on through it) or None (not
-    through it)."""
+def downstream(view: GraphIndex, start: int, limit: int,
+               step: Callable[[Role, tuple[int, ...], Op, int], bool | None]) -> bool:
+    """Walk the ops that use a layer's output (functions and modules, no weight op but a warp's
+    coordinates), breadth first: `step(role, data operands, op, the operand walked from)` says True
+    (found: stop), False (walk on through it) or None (not through it)."""
     frontier, seen = [start], {start}
     while frontier and len(seen) < limit:
         nxt = []
@@ -159,9 +165,9 @@ def downstream(view: GraphIndex, start: int, limit: int, step: Callable[[Role, t
                     continue
                 seen.add(u)
                 op = view.ops[u]
-                if op.kind not in (OpKind.FUNCTION, OpKind.MODULE) or view.is_weight_op(op):
+                if op.kind not in (OpKind.FUNCTION, OpKind.MODULE) or (view.is_weight_op(op) and op.target not in _WARPS):
                     continue
-                verdict = step(view.role(op), view.data_operands(op))
+                verdict = step(view.role(op), view.data_operands(op), op, i)
                 if verdict:
                     return True
                 if verdict is False:
@@ -169,6 +175,10 @@ def downstream(view: GraphIndex, start: int, limit: int, step: Callable[[Role, t
         frontier = nxt
     return False
 
+
+# Ops that sample their first operand at coordinates given by another (torchvision's DeformConv2d
+# module is a weight op whose offsets come in as its second argument)
+_WARPS = frozenset({"affine_grid", "grid_sample", "deform_conv2d", "DeformConv2d"})
 
 # products whose other operand is not data (a buffer, a constant matrix): sparse or dense aggregation
 _AGGREGATIONS = frozenset({"matmul", "spmm", "sparse_mm"})

@@ -101,5 +101,5 @@ def logit_only(ctx: Context) -> frozenset[int]:
 def _weighs_another(ctx: Context, start: int) -> bool:
     """Whether op `start`'s output (through dropout, reshapes and other moves) meets another tensor
     in a product: attention weights applied to values."""
-    return downstream(ctx.index, start, 8, lambda role, data: True if len(data) >= 2
+    return downstream(ctx.index, start, 8, lambda role, data, *_: True if len(data) >= 2
                       else (False if role.kind is RoleKind.TRANSPARENT else None))

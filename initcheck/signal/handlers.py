@@ -301,6 +301,13 @@ def _indices(p: Pass, op: Op, x: Moment) -> Moment:
     return Moment(0.0, 0.0, 0.0)
 
 
+def _resampled(p: Pass, op: Op, x: Moment) -> Moment:
+    """grid_sample: the input read at the grid's points (a spatial transformer, a flow warp). At the
+    pixels themselves (an identity warp, where a spatial transformer starts) it is the input; between
+    them a bilinear blend of neighbours, whose variance the weights' squares bound by the input's."""
+    return x
+
+
 def _power(p: Pass, op: Op, x: Moment) -> Moment | None:
     """x ** k for a small whole k (a squared distance, a cube): pushed through its Gaussian
     expectation like any elementwise function; another exponent is left unhandled."""
@@ -453,6 +460,8 @@ BY_FUNCTION: dict[str, Handler] = {
     **{name: _filled_randomly for name in RANDOM_FILLS},
     "copy": _overwritten, "zero": _overwritten, "fill": _overwritten,
     **{name: _indices for name in INDICES},
+    "affine_grid": _indices,  # sampling coordinates made from a transform, not a signal
+    "grid_sample": _resampled,
     "pow": _power,
     "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
     "sum": _sum,

@@ -156,8 +156,10 @@ BROADCASTS = frozenset({"expand", "expand_as", "repeat", "broadcast_to", "tile"}
 
 
 # Functions whose result is integer or boolean data computed from the data: an index for a lookup,
-# a flag for a test (VQ-VAE's nearest code, an MoE's `if mask.any()`)
-INDEX_FUNCTIONS = frozenset({"argmin", "argmax", "argsort", "any", "all", "isnan", "isinf", "isfinite", "one_hot"})
+# a flag for a test (VQ-VAE's nearest code, an MoE's `if mask.any()`), a shape (`x.size()` passed
+# to affine_grid or view)
+INDEX_FUNCTIONS = frozenset({"argmin", "argmax", "argsort", "any", "all", "isnan", "isinf", "isfinite", "one_hot",
+                             "size", "dim", "numel", "nelement", "ndimension"})
 _INTEGER = ("int", "uint", "bool")
 
 
