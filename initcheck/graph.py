@@ -41,6 +41,11 @@ def canonical_name(raw: str) -> str:
     return _ALIASES.get(name, name)
 
 
+# Floating tensors made in forward from sizes alone (torch.zeros(batch, n)): the recorded pass keeps
+# them as ops without operands, constants whose fill signal.handlers.FACTORIES knows
+CREATED = frozenset({"zeros", "ones", "full", "empty"})
+
+
 @dataclass(frozen=True)
 class Op:
     """One operation in execution order.

@@ -237,6 +237,40 @@ class FlowWarp(nn.Module):
         return F.grid_sample(moving, self.identity + flow.permute(0, 2, 3, 1), align_corners=True)
 
 
+def squash(s: torch.Tensor) -> torch.Tensor:
+    n2 = (s ** 2).sum(-1, keepdim=True)
+    return n2 / (1 + n2) * s / torch.sqrt(n2 + 1e-8)
+
+
+class CapsNet(nn.Module):
+    """Sabour et al. 2017 as the public PyTorch ports write it: primary capsules squashed, W of
+    [1, routes, capsules, 16, 8] drawn N(0, 1) and applied as W @ u (one 8 -> 16 matrix per route
+    and capsule), routing logits that start as torch.zeros in forward (uniform coupling 1/routes),
+    three routing iterations (one: the coupling is the zeros' softmax alone), a reconstruction
+    decoder on the capsules. The squash bounds every
+    capsule's norm below 1, so N(0, 1) is its scale: no explosion, and the decoder reads the small
+    squashed capsules."""
+
+    def __init__(self, iterations: int = 3) -> None:
+        super().__init__()
+        self.iterations = iterations
+        self.conv1 = nn.Conv2d(1, 64, 9)
+        self.prim = nn.Conv2d(64, 64, 9, stride=2)
+        self.W = nn.Parameter(torch.randn(1, 288, 10, 16, 8))
+        self.dec = nn.Sequential(nn.Linear(160, 256), nn.ReLU(), nn.Linear(256, 784), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u = squash(self.prim(F.relu(self.conv1(x))).view(x.size(0), 8, -1).transpose(1, 2))
+        u_hat = (self.W @ u[:, :, None, :, None]).squeeze(-1)
+        b = torch.zeros(x.size(0), 288, 10, 1, device=x.device)
+        for i in range(self.iterations):
+            v = squash((F.softmax(b, dim=1) * u_hat).sum(1, keepdim=True))
+            if i < self.iterations - 1:
+                b = b + (u_hat * v).sum(-1, keepdim=True)
+        v = v.squeeze(1)
+        return self.dec(v.flatten(1)), v.norm(dim=-1)
+
+
 class RWKVTimeMix(nn.Module):
     """RWKV-4's time mixing with its own zeros (BlinkDL's init): the key, receptance and output
     projections start at 0. The keys go through exp to weigh each channel's values over time: at 0

@@ -136,6 +136,23 @@ def test_a_zero_layer_that_steers_a_warp_is_not_symmetric(make, inputs, head):
     assert model.get_parameter(head).abs().max() == 0
 
 
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_capsnet_routing_is_predicted_and_not_an_explosion(iterations):
+    """W @ u with W [1, 288, 10, 16, 8] is one 8 -> 16 matrix per route and capsule (fans 8, 16,
+    not the whole tensor); the routing logits made by torch.zeros in forward give a coupling of
+    1/288, so a capsule averages 288 predictions; the squash shrinks the small average by its norm.
+    Every layer's prediction within 1.5x of the probe's measurement, and no error."""
+    from initcheck import probe
+
+    torch.manual_seed(0)
+    report = probe(C.CapsNet(iterations), torch.randn(32, 1, 28, 28))
+    w = next(lr for lr in report.layers if lr.qualname == "W")
+    assert (w.fan_in, w.fan_out) == (8, 16)
+    for pl in report.probe:
+        assert pl.predicted_rms == pytest.approx(pl.measured_rms, rel=0.5), pl.name
+    assert not [f for f in report.findings if f.severity is Severity.ERROR], report.findings
+
+
 def test_a_standardized_weight_is_judged_and_replayed():
     """The conv of StandardizedConv reads its weight through (w - mean) / std: the layer is the base
     parameter, and replaying the chain gives filters of mean 0 and std 1, as torch computes them."""

@@ -826,3 +826,53 @@ class CopiedInto(nn.Module):
 def test_a_tensor_written_with_copy_holds_what_was_copied():
     torch.manual_seed(0)
     assert_modelled(CopiedInto(), torch.randn(256, 32), "fc2", rel=0.1)
+
+
+class WrittenOutNorm(nn.Module):
+    """A LayerNorm written out, (x - mean) / sqrt(var + eps), on an input at 5x unit scale: the
+    ratio divides by the spread it measures, so the Linear after it reads unit variance; nothing
+    is 'kept at the scale' of the numerator."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(64, 64, bias=False)
+        self.out = nn.Linear(64, 64, bias=False)
+        nn.init.normal_(self.inp.weight, std=5 / 8)  # rms 5 on unit inputs
+        nn.init.normal_(self.out.weight, std=1 / 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        mu = h.mean(-1, keepdim=True)
+        var = (h - mu).pow(2).mean(-1, keepdim=True)
+        return self.out((h - mu) / torch.sqrt(var + 1e-5))
+
+
+def test_a_division_by_a_measured_spread_normalizes():
+    torch.manual_seed(0)
+    _, pred = assert_modelled(WrittenOutNorm(), torch.randn(256, 64), "out", rel=0.1)
+    assert pred == pytest.approx(1.0, rel=0.1)  # not 5: the numerator's scale divided away
+
+
+class Squashed(nn.Module):
+    """CapsNet's squash, |s|^2 / (1 + |s|^2) * s / |s|: a capsule vector s of 16 small components
+    (rms 0.03) leaves with norm |s|^2, so each component shrinks by |s| = 0.12 again: the Linear
+    after it reads rms ~0.004, not the 0.03 that 'a ratio keeps the scale' would give."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.caps = nn.Linear(32, 10 * 16, bias=False)
+        self.dec = nn.Linear(160, 64, bias=False)
+        nn.init.normal_(self.caps.weight, std=0.03 / 32 ** 0.5)
+        nn.init.normal_(self.dec.weight, std=160 ** -0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.caps(x).view(-1, 10, 16)
+        n2 = (s ** 2).sum(-1, keepdim=True)
+        v = n2 / (1 + n2) * s / torch.sqrt(n2 + 1e-8)
+        return self.dec(v.flatten(1))
+
+
+def test_a_squash_shrinks_small_capsules_by_their_norm():
+    torch.manual_seed(0)
+    _, pred = assert_modelled(Squashed(), torch.randn(512, 32), "dec", rel=0.2)
+    assert pred < 0.01

@@ -21,7 +21,7 @@ from torch import nn
 from ..facts import LayerFacts
 from ..findings import default_thresholds
 from ..frozen import built
-from ..graph import Op, OpKind
+from ..graph import CREATED, Op, OpKind
 from ..ops.layers import RECURRENT, Layout, WeightRole
 from ..stats import StatsCache, TensorStats
 from ..trace.index import GraphIndex
@@ -104,7 +104,7 @@ def sweep(index: GraphIndex, model: nn.Module, layers: tuple[LayerFacts, ...], w
             if (x := fwd[i]) is not None:
                 break
         if x is None:
-            x = _param_expression(p, op)
+            x = _param_expression(p, op) if op.inputs else (Moment(0.0, 0.0) if op.target in CREATED else None)  # its fill: FACTORIES
         first = by_op.get(op.index)
         if first is not None:
             lf = first

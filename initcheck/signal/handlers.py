@@ -107,7 +107,7 @@ def _scale(p: Pass, op: Op, x: Moment) -> Moment:
     others = p.others(op, data[0]) if data else []
     if others:
         if op.target == "div":
-            return x.summary()  # x / ||x||, x / sqrt(var): a normalization of some kind keeps the scale
+            return _ratio(x, others[0])
         o = others[0]
         # times what no input drives (parameters: Swin V2's logit scale, a layer scale): what every
         # token shares stays shared, scaled; a product with another activation mixes it (left out)
@@ -122,6 +122,30 @@ def _scale(p: Pass, op: Op, x: Moment) -> Moment:
         return out
     c = scalar_arg(op, default=1.0)
     return x.scaled(1.0 / c if op.target == "div" and c else c)
+
+
+def _ratio(a: Moment, b: Moment) -> Moment:
+    """a / b for a denominator that the data drives. A concentrated positive one (a norm, a sum of
+    squares, sqrt(var + eps): its mean dominates its spread) divides to first order: E[(a/b)^2] =
+    E[a^2] / E[b^2], so (x - mean) / sqrt(var + eps) has unit variance and x / ||x|| components of
+    1/d. Any other denominator (a ratio of two Gaussians has no variance): a normalization of some
+    kind, which keeps the scale."""
+    if b.mean <= 0.0 or b.mean * b.mean < 0.5 * b.second:
+        return a.summary()
+    inv = 1.0 / b.second
+    return Moment(a.mean / b.mean, a.second * inv, a.signal * inv, a.between * inv)
+
+
+def _root(p: Pass, op: Op, x: Moment) -> Moment | None:
+    """sqrt(y) (rsqrt: its reciprocal) of a non-negative y (a norm, a variance: the root of a
+    negative is NaN, so a sound model takes it of y >= 0). E[sqrt(y)^2] = E[y] exactly; its mean is
+    sqrt(E[y]) where y is concentrated (a sum of many squares), and at most that (Jensen) otherwise;
+    E[1/y] is 1/E[y] to first order. A y whose modelled mean is not positive is left unhandled."""
+    if x.mean <= 0.0:
+        return None
+    share = min(x.signal / x.second, 1.0) if x.second > 0.0 else 0.0
+    second = x.mean if op.target == "sqrt" else 1.0 / x.mean
+    return Moment(math.sqrt(second), second, share * second)
 
 
 def _concatenate(p: Pass, op: Op, x: Moment) -> Moment:
@@ -282,8 +306,11 @@ def _unit_vectors(p: Pass, op: Op, x: Moment) -> Moment | None:
 
 # Tensors made from another's shape alone (Swin's shifted-window mask starts as x.new_zeros): a
 # constant, no signal, and no gradient back (backward.py); the value each holds, None: its fill.
+# The recorded pass also sees those made from sizes alone (CapsNet's routing logits start as
+# torch.zeros(batch, routes, capsules, 1)): trace.index.CREATED.
 FACTORIES: dict[str, float | None] = {"new_zeros": 0.0, "zeros_like": 0.0, "new_empty": 0.0, "empty_like": 0.0,
-                                      "new_ones": 1.0, "ones_like": 1.0, "new_full": None, "full_like": None}
+                                      "new_ones": 1.0, "ones_like": 1.0, "new_full": None, "full_like": None,
+                                      "zeros": 0.0, "ones": 1.0, "empty": 0.0, "full": None}
 
 
 # Random tensors the forward draws in x's shape (a VAE's reparameterization, noise injection): their
@@ -372,7 +399,7 @@ RANDOM_FILLS = frozenset({"normal", "uniform", "bernoulli"})
 def _created(p: Pass, op: Op, x: Moment) -> Moment:
     c = FACTORIES.get(op.target)
     if c is None:
-        fill = op.scalar("fill_value", "2" if op.target == "new_full" else "1", default=0.0)
+        fill = op.scalar("fill_value", "1" if op.target in ("full_like", "full") else "2", default=0.0)
         c = float(fill) if isinstance(fill, (int, float)) else 0.0
     return Moment(c, c * c, 0.0)
 
@@ -463,6 +490,7 @@ BY_FUNCTION: dict[str, Handler] = {
     "affine_grid": _indices,  # sampling coordinates made from a transform, not a signal
     "grid_sample": _resampled,
     "pow": _power,
+    "sqrt": _root, "rsqrt": _root,
     "cat": _concatenate, "concat": _concatenate, "stack": _concatenate,
     "sum": _sum,
     "normalize": _unit_vectors,  # before its role (a norm): unit vectors, not unit components

@@ -199,8 +199,10 @@ def scattered(p: Pass, op: Op, x: Moment) -> Moment | None:
     # the destination has the output's shape; a tensor made of numbers alone (torch.zeros(n, d)) is
     # no operand of the graph: zeros
     whole, part = op.shape, p.index.ops[src].shape
-    # without shapes (after a data-dependent one: an MoE's token selection), one value per element
-    k = math.prod(part) / max(math.prod(whole), 1) if whole and part else 1.0
+    # without shapes (after a data-dependent one: an MoE's token selection), the share of the rows
+    # its router sends, else one value per element
+    index = op.operand(*INDEX_KEYS[op.target])
+    k = math.prod(part) / max(math.prod(whole), 1) if whole and part else (_routed_share(p, index) or 1.0)
     alpha = op.scalar("alpha", default=1.0) if op.target == "index_add" else 1.0
     a = float(alpha) if isinstance(alpha, (int, float)) else 1.0
     d = (p.fwd[dest] if dest is not None else None) or Moment(0.0, 0.0, 0.0)
@@ -210,6 +212,29 @@ def scattered(p: Pass, op: Op, x: Moment) -> Moment | None:
         n = max(k + (1.0 if include is not False else 0.0), 1.0)
         out = out.scaled(1.0 / n)
     return out
+
+
+# where each scatter's index is: index_add(dim, index, source), scatter_add(dim, index, src)
+INDEX_KEYS = {"index_add": ("2", "index"), "scatter_add": ("2", "index"), "scatter_reduce": ("2", "index")}
+
+
+def _routed_share(p: Pass, index: int | None, limit: int = 8) -> float | None:
+    """The share of the rows that an index selects when it is an expert's tokens from a top-k
+    router (Mixtral's `torch.where(one_hot(top_k_indices, E).permute(2, 1, 0)[e])`): each row goes
+    to k of the E experts, so each expert gets k/E of them. None for any other index."""
+    ops, steps = p.index.ops, 0
+    while index is not None and steps < limit and ops[index].target != "one_hot":
+        index, steps = (ops[index].inputs[0] if ops[index].inputs else None), steps + 1
+    if index is None or ops[index].target != "one_hot" or not ops[index].inputs:
+        return None
+    classes = ops[index].scalar("1", "num_classes")
+    src = ops[index].inputs[0]
+    while steps < limit and ops[src].target != "topk" and ops[src].inputs:
+        src, steps = ops[src].inputs[0], steps + 1
+    k = ops[src].scalar("1", "k") if ops[src].target == "topk" else None
+    if not isinstance(k, int) or not isinstance(classes, int) or not 0 < k <= classes:
+        return None
+    return k / classes
 
 
 def top(p: Pass, op: Op, x: Moment) -> Moment | None:

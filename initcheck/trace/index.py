@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..graph import WITH_INDICES, Graph, Op, OpKind
+from ..graph import CREATED, WITH_INDICES, Graph, Op, OpKind
 from ..ops.activations import Role, RoleKind, function_role, module_role
 from ..ops.layers import WeightUse, function_weight, module_weights, weight_views
 
@@ -187,9 +187,11 @@ def _index_valued(ops: tuple[Op, ...], weight: list[bool]) -> frozenset[int]:
 def _constants(ops: tuple[Op, ...]) -> frozenset[int]:
     out: set[int] = set()
     for op in ops:
-        if op.kind in (OpKind.PARAM, OpKind.BUFFER) or (op.kind is OpKind.FUNCTION and op.inputs
-                                                          and op.target not in BROADCASTS
-                                                          and all(i in out for i in op.inputs)):
+        if op.kind in (OpKind.PARAM, OpKind.BUFFER):
+            out.add(op.index)
+        elif op.kind is OpKind.FUNCTION and not op.inputs and op.target in CREATED:
+            out.add(op.index)  # a tensor made from sizes alone (the recorded pass keeps them)
+        elif op.kind is OpKind.FUNCTION and op.inputs and op.target not in BROADCASTS and all(i in out for i in op.inputs):
             out.add(op.index)
     return frozenset(out)
 

@@ -13,7 +13,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..devices import move
-from ..graph import WITH_INDICES, Graph, Op, OpKind, canonical_name
+from ..graph import CREATED, WITH_INDICES, Graph, Op, OpKind, canonical_name
 from ..ops.layers import is_leaf
 from .copying import meta_copy
 from .fx_trace import split_args
@@ -142,7 +142,9 @@ class _Recorder(TorchFunctionMode):
             if raw == "__get__":  # a property such as x.T
                 raw = getattr(getattr(func, "__self__", None), "__name__", raw)
             operands, scalars = split_args(args, kwargs, self.lookup)
-            if operands:
+            if not operands and canonical_name(raw) in CREATED and isinstance(out, torch.Tensor) and out.is_floating_point():
+                self.tag(out, self._new(kind=OpKind.FUNCTION, target=canonical_name(raw), scalars=scalars, **described(out)))
+            elif operands:
                 idx = self._new(kind=OpKind.FUNCTION, target=canonical_name(raw), operands=operands, scalars=scalars,
                                 **described(out))
                 self.tag(out, idx)
