@@ -53,8 +53,8 @@ def student_t(p: float, dof: int) -> float:
       "Units that start equal receive equal gradients and stay equal forever (the symmetry "
       "problem): a 256-unit layer trains as one unit; all zeros also blocks the gradient below. "
       "Zeros are fine, and deliberate, at the end of a residual branch, in the output layer, and where "
-      "the output gates or modulates another tensor (adaLN-Zero, zero gates): each unit then meets its "
-      "own channel and gets its own gradient.",
+      "the output gates or modulates another tensor (adaLN-Zero, zero gates) or steers a warp (a "
+      "spatial transformer's theta, a flow field): each unit then has its own role and gets its own gradient.",
       example="nn.init.zeros_(model.hidden.weight)  # a hidden layer followed by a ReLU",
       fix="the recommended scheme for the activation that follows (the finding prints the exact call)")
 def constant_weights(ctx: Context) -> Iterator[Finding]:
