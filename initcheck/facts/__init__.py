@@ -13,7 +13,7 @@ from torch import nn
 from .. import theory
 from ..frozen import built
 from ..graph import Op, OpKind
-from ..ops.layers import Layout, WeightRole, WeightUse, function_weight, get_path
+from ..ops.layers import Layout, WeightRole, WeightUse, function_weight, get_path, matrix_batch
 from ..ops.parametrized import trainable
 from ..records import WeightSite
 from ..stats import TensorStats, prefetch, tensor_stats
@@ -29,8 +29,8 @@ def row_dim(layout: Layout, ndim: int) -> int | None:
     dim 0 of a 2-D (in, out) weight (1); None where the signal model uses no row sums."""
     if layout not in (Layout.OUT_IN, Layout.CONV, Layout.IN_OUT) or ndim < 2:
         return None
-    if layout is not Layout.CONV and ndim > 2:
-        return None  # a batch of matrices (a matmul's [..., out, in]): its rows are not along one dim
+    if matrix_batch(layout, ndim):
+        return None
     return 1 if layout is Layout.IN_OUT and ndim == 2 else 0
 
 
@@ -173,8 +173,8 @@ def _with_param(use: WeightUse, attr: str) -> WeightUse:
 def _facts(view: GraphIndex, op: Op, owner: str, use: WeightUse, p: torch.Tensor, kind: str,
            aliases: dict[int, tuple[str, ...]]) -> LayerFacts:
     shape = tuple(int(s) for s in p.shape) if not isinstance(p, nn.parameter.UninitializedParameter) else ()
-    # one expert's slice; a matmul's weight of more than two dims is a batch of its last two (CapsNet's W @ u)
-    fan_shape = shape[-2:] if use.stacked or (use.layout in (Layout.OUT_IN, Layout.IN_OUT) and len(shape) > 2) else shape
+    # one expert's slice, or one matrix of a batch: its last two dims
+    fan_shape = shape[-2:] if use.stacked or matrix_batch(use.layout, len(shape)) else shape
     fan = theory.fans(use.layout, fan_shape, groups=use.groups, stride=use.stride, blocks=use.blocks) if shape else theory.Fans(0, 0)
     if use.activation is not None and use.role is not WeightRole.EMBEDDING:
         # The layer applies its own activation (RNN gates) or feeds attention's softmax.

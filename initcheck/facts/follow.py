@@ -153,9 +153,9 @@ def _modulates(view: GraphIndex, start: int, limit: int = 32) -> bool:
 
 def downstream(view: GraphIndex, start: int, limit: int,
                step: Callable[[Role, tuple[int, ...], Op, int], bool | None]) -> bool:
-    """Walk the ops that use a layer's output (functions and modules, no weight op but a warp's
-    coordinates), breadth first: `step(role, data operands, op, the operand walked from)` says True
-    (found: stop), False (walk on through it) or None (not through it)."""
+    """Walk the ops that use a layer's output (functions and modules, no weight op), breadth first:
+    `step(role, data operands, op, the operand walked from)` says True (found: stop), False (walk
+    on through it) or None (not through it)."""
     frontier, seen = [start], {start}
     while frontier and len(seen) < limit:
         nxt = []
@@ -165,7 +165,7 @@ def downstream(view: GraphIndex, start: int, limit: int,
                     continue
                 seen.add(u)
                 op = view.ops[u]
-                if op.kind not in (OpKind.FUNCTION, OpKind.MODULE) or (view.is_weight_op(op) and op.target not in _WARPS):
+                if op.kind not in (OpKind.FUNCTION, OpKind.MODULE) or view.is_weight_op(op):
                     continue
                 verdict = step(view.role(op), view.data_operands(op), op, i)
                 if verdict:
@@ -177,8 +177,8 @@ def downstream(view: GraphIndex, start: int, limit: int,
 
 
 # Ops that sample their first operand at coordinates given by another (torchvision's DeformConv2d
-# module is a weight op whose offsets come in as its second argument)
-_WARPS = frozenset({"affine_grid", "grid_sample", "deform_conv2d", "DeformConv2d"})
+# is traced through to deform_conv2d)
+_WARPS = frozenset({"affine_grid", "grid_sample", "deform_conv2d"})
 
 # products whose other operand is not data (a buffer, a constant matrix): sparse or dense aggregation
 _AGGREGATIONS = frozenset({"matmul", "spmm", "sparse_mm"})

@@ -224,9 +224,9 @@ def param_pass(model: nn.Module, analysis: Analysis, kept: frozenset[str] = froz
                             model.get_parameter(pname)[start:stop].zero_()
                             done.append(pname)
     for pf in analysis.context.params:
-        if pf.name in padded and pf.padding is not None:  # only the padding row: the table is the layer's
-            with torch.no_grad():
-                model.get_parameter(pf.name)[pf.padding[0]].zero_()
+        if pf.name in padded:  # only the padding row: the table is the layer's
+            owner, _, attr = pf.name.rpartition(".")
+            _zero_padding_row(model.get_submodule(owner) if owner else model, attr)
             done.append(pf.name)
             continue
         if pf.name not in flagged or pf.kind not in (ParamKind.NORM_WEIGHT, ParamKind.NORM_BIAS, ParamKind.BIAS):

@@ -26,6 +26,12 @@ class Layout(str, enum.Enum):
     PACKED = "packed"  # [blocks*out, in]: q/k/v or RNN gates
 
 
+def matrix_batch(layout: Layout, ndim: int) -> bool:
+    """A matrix weight of more than two dims: a batch of [out, in] (or [in, out]) matrices in its
+    last two, as a matmul broadcasts them (CapsNet's W @ u); its rows are along no one dim."""
+    return layout in (Layout.OUT_IN, Layout.IN_OUT) and ndim > 2
+
+
 class WeightRole(str, enum.Enum):
     """What a weight does: a plain weight, an RNN's hidden-to-hidden matrix, or a lookup table."""
 

@@ -178,10 +178,10 @@ def filled(p: Pass, op: Op, x: Moment) -> Moment | None:
 
 
 # scatter ops: (key of the destination, key of the values added) and how a row combines them
-SCATTERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "index_add": (("0", "input", "self"), ("3", "source")),
-    "scatter_add": (("0", "input", "self"), ("3", "src")),
-    "scatter_reduce": (("0", "input", "self"), ("3", "src")),
+SCATTERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {  # destination, index, source keys
+    "index_add": (("0", "input", "self"), ("2", "index"), ("3", "source")),
+    "scatter_add": (("0", "input", "self"), ("2", "index"), ("3", "src")),
+    "scatter_reduce": (("0", "input", "self"), ("2", "index"), ("3", "src")),
 }
 
 
@@ -191,7 +191,7 @@ def scattered(p: Pass, op: Op, x: Moment) -> Moment | None:
     share of the tokens), summed: their fluctuations add incoherently (k E[var]), what they share
     (the mean, a channel's mean) coherently (E[c^2] with c the count: k^2, or k when k < 1 and a row
     gets one value or none). "mean" divides by the count. Without the shapes, k = 1."""
-    dest_keys, src_keys = SCATTERS[op.target]
+    dest_keys, index_keys, src_keys = SCATTERS[op.target]
     dest, src = op.operand(*dest_keys), op.operand(*src_keys)
     reduce = op.scalar("4", "reduce", default="sum") if op.target == "scatter_reduce" else "sum"
     if src is None or reduce not in ("sum", "mean") or (s := p.fwd[src]) is None:
@@ -201,8 +201,7 @@ def scattered(p: Pass, op: Op, x: Moment) -> Moment | None:
     whole, part = op.shape, p.index.ops[src].shape
     # without shapes (after a data-dependent one: an MoE's token selection), the share of the rows
     # its router sends, else one value per element
-    index = op.operand(*INDEX_KEYS[op.target])
-    k = math.prod(part) / max(math.prod(whole), 1) if whole and part else (_routed_share(p, index) or 1.0)
+    k = math.prod(part) / max(math.prod(whole), 1) if whole and part else (_routed_share(p, op.operand(*index_keys)) or 1.0)
     alpha = op.scalar("alpha", default=1.0) if op.target == "index_add" else 1.0
     a = float(alpha) if isinstance(alpha, (int, float)) else 1.0
     d = (p.fwd[dest] if dest is not None else None) or Moment(0.0, 0.0, 0.0)
@@ -212,10 +211,6 @@ def scattered(p: Pass, op: Op, x: Moment) -> Moment | None:
         n = max(k + (1.0 if include is not False else 0.0), 1.0)
         out = out.scaled(1.0 / n)
     return out
-
-
-# where each scatter's index is: index_add(dim, index, source), scatter_add(dim, index, src)
-INDEX_KEYS = {"index_add": ("2", "index"), "scatter_add": ("2", "index"), "scatter_reduce": ("2", "index")}
 
 
 def _routed_share(p: Pass, index: int | None, limit: int = 8) -> float | None:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import torch
 
 from ..facts import LayerFacts, received_weight, row_dim
-from ..ops.layers import Layout
+from ..ops.layers import Layout, matrix_batch
 from ..stats import TensorStats, row_var_mean
 from . import channels
 from .passes import Pass
@@ -39,8 +39,8 @@ def row_moments(p: Pass, lf: LayerFacts, w: TensorStats) -> RowMoments | None:
     tensor (when `w` is its statistics)."""
     if w is not lf.stats or lf.layout not in (Layout.OUT_IN, Layout.CONV, Layout.IN_OUT):
         return None
-    if lf.layout is not Layout.CONV and len(lf.shape) > 2:
-        return None  # a batch of matrices (CapsNet's W @ u): no output unit's row along one dim
+    if matrix_batch(lf.layout, len(lf.shape)):
+        return None
     memo = _ROWS[-1] if _ROWS else None
     hit = memo.get(id(w)) if memo is not None else None
     if hit is not None and hit[0] is w:

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..facts import LayerFacts, received_weight
 from ..graph import Op, OpKind
-from ..ops.layers import RECURRENT, Layout, WeightRole
+from ..ops.layers import RECURRENT, Layout, WeightRole, matrix_batch
 from ..stats import TensorStats
 from .channels import Channels, plain, through_weight, uniform
 from .moments import Moment
@@ -20,8 +20,8 @@ def layer_channels(p: Pass, lf: LayerFacts, w: TensorStats, x: Moment) -> Channe
     (a scheme's weights have no rows to sum) of a conv or linear layer whose input width is known."""
     if w is not lf.stats or lf.layout not in (Layout.CONV, Layout.OUT_IN) or lf.role is WeightRole.EMBEDDING:
         return None
-    if lf.layout is Layout.OUT_IN and len(lf.shape) > 2:
-        return None  # a batch of matrices (CapsNet's W @ u): its channels are not along dim 0
+    if matrix_batch(lf.layout, len(lf.shape)):
+        return None
     op = p.index.ops[lf.op]
     mod = p.index.module(op) if op.kind is OpKind.MODULE else None
     if isinstance(mod, (nn.MultiheadAttention, *RECURRENT)) or len(p.index.data_operands(op)) > 1 and lf.layout is Layout.OUT_IN \
