@@ -135,7 +135,7 @@ def meets_another_tensor(view: GraphIndex, start: int, limit: int = 64) -> bool:
         # a function of this output alone (exp, square, cumsum): still its channels
         return False if role.kind is RoleKind.OTHER and len(data) == 1 else None
 
-    return downstream(view, start, limit, step)
+    return downstream(view, start, limit, step, warps=True)
 
 
 def _modulates(view: GraphIndex, start: int, limit: int = 32) -> bool:
@@ -152,10 +152,11 @@ def _modulates(view: GraphIndex, start: int, limit: int = 32) -> bool:
 
 
 def downstream(view: GraphIndex, start: int, limit: int,
-               step: Callable[[Role, tuple[int, ...], Op, int], bool | None]) -> bool:
-    """Walk the ops that use a layer's output (functions and modules, no weight op), breadth first:
-    `step(role, data operands, op, the operand walked from)` says True (found: stop), False (walk
-    on through it) or None (not through it)."""
+               step: Callable[[Role, tuple[int, ...], Op, int], bool | None], warps: bool = False) -> bool:
+    """Walk the ops that use a layer's output (functions and modules, no weight op but, with
+    `warps`, a deformable conv, which reads its offsets), breadth first: `step(role, data operands,
+    op, the operand walked from)` says True (found: stop), False (walk on through it) or None (not
+    through it)."""
     frontier, seen = [start], {start}
     while frontier and len(seen) < limit:
         nxt = []
@@ -165,7 +166,7 @@ def downstream(view: GraphIndex, start: int, limit: int,
                     continue
                 seen.add(u)
                 op = view.ops[u]
-                if op.kind not in (OpKind.FUNCTION, OpKind.MODULE) or view.is_weight_op(op):
+                if op.kind not in (OpKind.FUNCTION, OpKind.MODULE) or (view.is_weight_op(op) and not (warps and op.target in _WARPS)):
                     continue
                 verdict = step(view.role(op), view.data_operands(op), op, i)
                 if verdict:
@@ -177,7 +178,7 @@ def downstream(view: GraphIndex, start: int, limit: int,
 
 
 # Ops that sample their first operand at coordinates given by another (torchvision's DeformConv2d
-# is traced through to deform_conv2d)
+# is traced through to deform_conv2d, a weight op)
 _WARPS = frozenset({"affine_grid", "grid_sample", "deform_conv2d"})
 
 # products whose other operand is not data (a buffer, a constant matrix): sparse or dense aggregation

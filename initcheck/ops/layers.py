@@ -163,6 +163,9 @@ FUNCTION_WEIGHTS: dict[str, tuple[tuple[str, ...], Layout, tuple[str, ...], tupl
     "conv_transpose2d": (("1", "weight"), Layout.CONV_TRANSPOSE, ("6", "groups"), ("3", "stride"), False),
     "conv_transpose3d": (("1", "weight"), Layout.CONV_TRANSPOSE, ("6", "groups"), ("3", "stride"), False),
     "bilinear": (("2", "weight"), Layout.BILINEAR, (), (), False),
+    # torchvision's deformable conv (DeformConv2d is traced through to it): (input, weight, offset,
+    # mask, bias, stride, padding, dilation, weight groups, ...), a conv read at shifted taps
+    "deform_conv2d": (("1", "weight"), Layout.CONV, ("11", "n_weight_grps"), (), False),
     "embedding": (("1", "weight"), Layout.EMBEDDING, (), (), False),
     "addmm": (("2", "mat2"), Layout.IN_OUT, (), (), False),
     "matmul": (("1", "other"), Layout.IN_OUT, (), (), False),

@@ -242,6 +242,8 @@ def _bias_tensor(p: Pass, mod: nn.Module | None, op: Op) -> torch.Tensor | None:
         idx = op.operand("2", "bias")
     elif op.target == "addmm":
         idx = op.operand("0", "input")
+    elif op.target == "deform_conv2d":
+        idx = op.operand("4", "bias")
     else:
         idx = None
     if idx is not None and p.index.ops[idx].kind is OpKind.PARAM:

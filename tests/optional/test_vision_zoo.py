@@ -60,3 +60,44 @@ def test_timm(name):
     report, missing, errors = check(model, torch.randn(1, *size))
     assert not missing, missing
     assert not errors, errors
+
+
+class DeformableBlock(torch.nn.Module):
+    """DCNv1 as detection code writes it: an offset conv zero-initialized (the sampling starts on the
+    regular grid) feeding torchvision's DeformConv2d. Its weight is a conv's (fans 8 x 3 x 3 in); with
+    zero offsets it is a plain conv, so its raw output is predicted like one; the zero offset conv is
+    a warp's coordinates, not symmetric units."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from torchvision.ops import DeformConv2d
+
+        self.enc = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.off = torch.nn.Conv2d(8, 18, 3, padding=1)
+        torch.nn.init.zeros_(self.off.weight)
+        torch.nn.init.zeros_(self.off.bias)
+        self.dcn = DeformConv2d(8, 16, 3, padding=1)
+        torch.nn.init.kaiming_normal_(self.dcn.weight, nonlinearity="relu")
+        self.head = torch.nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.enc(x))
+        return self.head(torch.relu(self.dcn(h, self.off(h))))
+
+
+def test_a_deformable_conv_is_a_judged_conv_and_its_offsets_are_not_symmetric():
+    from initcheck.api import analyze
+    from initcheck.signal import raw_rms
+
+    torch.manual_seed(0)
+    model, x = DeformableBlock(), torch.randn(16, 8, 32, 32)
+    a = analyze(model, x)
+    dcn = next(lf for lf in a.layers if lf.qualname == "dcn.weight")
+    assert (dcn.fan_in, dcn.activation) == (72, "relu")
+    assert not [f for f in a.report.findings if f.layer in ("dcn.weight", "off.weight")], a.report.findings
+    got = []
+    h = model.dcn.register_forward_hook(lambda m, i, y: got.append(float((y - m.bias.view(1, -1, 1, 1)).pow(2).mean().sqrt())))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    assert raw_rms(a.context.actual, a.context.index, dcn, model) == pytest.approx(got[0], rel=0.15)
