@@ -39,12 +39,12 @@ def raw_rms(ctx: Context, lf: facts_mod.LayerFacts, preact: Moment | None, model
          scratch: signal.Pass | None = None) -> float | None:
     """The predicted rms of the layer's raw output, bias aside and before any norm (what --probe
     measures); for RNNs and attention modules, whose output is not one weighted sum, the activation's
-    input."""
+    input (an RNN's gates, W_ih x + W_hh h: their biases aside too)."""
     if ctx.actual is None:
         return None
     raw = signal.raw_rms(ctx.actual, ctx.index, lf, model, scratch=scratch)
     if raw is None and preact is not None:
-        raw = preact.rms
+        raw = math.sqrt(preact.within) if ctx.index.ops[lf.op].index in ctx.actual.gates else preact.rms
     return None if raw is None else _finite(raw)
 
 

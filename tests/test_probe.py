@@ -162,6 +162,19 @@ def test_a_recurrent_layers_measurement_is_its_gates_pre_activation():
         assert row.measured_rms == pytest.approx(row.predicted_rms, rel=0.15)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"forget_one": True}, {"chrono": True}], ids=["bias_5", "forget_1", "chrono"])
+def test_a_recurrent_prediction_leaves_the_biases_aside_as_the_measurement_does(kwargs):
+    """An LSTM whose biases are a constant 5 (b_ih + b_hh = 10 on every gate), a forget bias of 1,
+    or chrono init: the gates' pre-activation the probe measures is W_ih x + W_hh h, so the
+    prediction leaves the biases out too (it printed 10 beside a measured 0.67: the biases' offset).
+    Within 1.5x on each."""
+    from test_bug_reproductions_more import BiasedLSTM
+
+    torch.manual_seed(0)
+    row = next(p for p in probe(BiasedLSTM(**kwargs), torch.randint(0, 100, (64, 20))).probe if p.name == "lstm.weight_ih_l0")
+    assert row.predicted_rms == pytest.approx(row.measured_rms, rel=0.5)
+
+
 def test_a_parametrized_weight_is_probed_through_its_original():
     """weight_norm's weight is recomputed at each access, no Parameter: the probe read it with
     get_parameter and failed (wav2vec 2.0's positional conv); its gradient is on the originals."""

@@ -97,10 +97,11 @@ def _output_in_range(ctx: Context, lf: LayerFacts) -> bool:
 
 
 def _gates_in_range(ctx: Context, lf: LayerFacts) -> bool:
-    """An RNN whose predicted gate pre-activation rms is between vanish-rms and saturate-rms:
-    its gates work whatever Xavier would say of each matrix alone."""
+    """An RNN whose weights drive its gates' pre-activation (biases aside) with an rms between
+    vanish-rms and saturate-rms: its gates work whatever Xavier would say of each matrix alone. A
+    bias that saturates the gates by itself is IC203's, not the weights'."""
     m = ctx.actual.preact(lf.op, lf.preact_op) if ctx.actual else None
-    return m is not None and ctx.threshold("vanish-rms") <= m.rms <= ctx.threshold("saturate-rms")
+    return m is not None and ctx.threshold("vanish-rms") <= math.sqrt(m.within) <= ctx.threshold("saturate-rms")
 
 
 def _temperature_ops(ctx: Context) -> frozenset[int]:

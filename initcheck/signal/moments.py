@@ -38,6 +38,12 @@ class Moment:
         chan = self.chan.scaled(c) if self.chan is not None else None
         return Moment(self.mean * c, self.second * c * c, self.signal * c * c, self.between * c * c, chan)
 
+    @property
+    def within(self) -> float:
+        """The variance about each channel's own mean: the second moment less the squared mean and
+        the spread of the channel means (`between`: what a bias adds, unit by unit)."""
+        return max(self.second - self.mean * self.mean - max(self.between, 0.0), 0.0)
+
     def summary(self) -> Moment:
         """The same moments without the per-channel vectors (after an op that moves the channel axis)."""
         return self if self.chan is None else replace(self, chan=None)

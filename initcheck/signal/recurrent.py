@@ -12,7 +12,7 @@ from torch import nn
 
 from ..facts import LayerFacts
 from ..stats import TensorStats
-from .moments import Moment, activation_moments
+from .moments import Moment, activation_moments, plus
 from .passes import Pass
 
 
@@ -70,7 +70,7 @@ def through_rnn(p: Pass, mod: nn.RNNBase | nn.RNNCellBase, weights: Mapping[str,
     actual weights.
 
     Per layer, the gate pre-activation sums I inputs, H recurrent terms and two biases:
-    E[z^2] = I E[w_ih^2] E[x^2] + H E[w_hh^2] E[h^2] + E[b_ih^2] + E[b_hh^2], and the state
+    E[z^2] = I E[w_ih^2] E[x^2] + H E[w_hh^2] E[h^2] + E[(b_ih + b_hh)^2], and the state
     settles at E[h^2] = E[tanh(z)^2] (times E[sigmoid(z)^2] for an LSTM's output gate): solved
     by fixed-point iteration. Layer l+1 reads layer l's state. `weights` gives each matrix's
     statistics by name (actual, or a scheme's)."""
@@ -85,8 +85,13 @@ def through_rnn(p: Pass, mod: nn.RNNBase | nn.RNNCellBase, weights: Mapping[str,
         if ih is None or hh is None:
             break
         n_in, n_h = getattr(mod, f"weight_ih{layer}").shape[1], mod.hidden_size
-        b2 = sum(s.second for s in (p.tensor(getattr(mod, f"bias_ih{layer}", None)),
-                                     p.tensor(getattr(mod, f"bias_hh{layer}", None))) if s is not None)
+        # the two biases add unit by unit, independent draws but for their means (a constant fill of
+        # both, b_ih = b_hh = 5, gives 10 on every unit: E[b^2] = 100, not 25 + 25); the gates' mean
+        # and the spread of their per-unit means are theirs, so what the weights drive is `within`
+        b_ih, b_hh = (Moment(s.mean, s.second) if (s := p.tensor(getattr(mod, f"{n}{layer}", None))) is not None
+                      else Moment(0.0, 0.0) for n in ("bias_ih", "bias_hh"))
+        b = plus(b_ih, b_hh)
+        b2 = b.second
         act = "relu" if mode == "RNN_RELU" else "tanh"
         steps = _accumulating_steps(p, lf, mod, layer, hh) if act == "relu" else None
         if steps is not None:
@@ -95,7 +100,7 @@ def through_rnn(p: Pass, mod: nn.RNNBase | nn.RNNCellBase, weights: Mapping[str,
             u2 = n_in * ih.second * x2 + b2
             walk = reflected_walk(steps)
             h2 = u2 * walk
-            gate = Moment(0.0, u2 + h2, n_in * ih.second * signal)
+            gate = Moment(b.mean, u2 + h2, n_in * ih.second * signal, b.var)
             signal = min(n_in * ih.second * signal * walk, h2)
             x2 = h2
             continue
@@ -110,7 +115,7 @@ def through_rnn(p: Pass, mod: nn.RNNBase | nn.RNNCellBase, weights: Mapping[str,
             h2 = new
         z2 = n_in * ih.second * x2 + n_h * hh.second * h2 + b2
         m = activation_moments(act, None, 0.0, z2)
-        gate = Moment(0.0, z2, n_in * ih.second * signal)
+        gate = Moment(b.mean, z2, n_in * ih.second * signal, b.var)
         signal = min(m.slope2 * n_in * ih.second * signal, h2)
         x2 = h2
     return Moment(0.0, h2, signal), gate
